@@ -1,0 +1,1 @@
+"""Linux kernel interfaces: the only package that makes raw system calls."""

@@ -1,0 +1,172 @@
+"""Control groups: find the host's hierarchies, place a container, and remove it.
+
+Hosts come in three shapes (cgroups(7)): v1 only, v2 only (unified), and hybrid
+(v1 controllers plus a controller-less v2 mount at /sys/fs/cgroup/unified, as on
+this project's CI). `Hierarchies.detect` reads /proc/self/mountinfo rather than
+assuming. A container gets one directory per hierarchy; resource limits live in
+the controllers' files and are written by `corral.runtime.resources`.
+
+`linux.cgroupsPath` (config-linux.md#cgroups-path): absolute paths are from the
+hierarchy root; relative ones from the runtime's own cgroup, as runc does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from corral.errors import InvalidArgument
+
+MOUNT_ROOT = "/sys/fs/cgroup"
+
+
+class Hierarchy:
+    """One mounted hierarchy: v1 (`controllers` like ('cpu', 'cpuacct')) or v2."""
+
+    __slots__ = ("mount_point", "version", "controllers", "own_path")
+
+    def __init__(self, mount_point: str, version: int, controllers: tuple[str, ...],
+                 own_path: str) -> None:
+        self.mount_point = mount_point
+        self.version = version
+        self.controllers = controllers
+        self.own_path = own_path
+
+    @property
+    def name(self) -> str:
+        relative = os.path.relpath(self.mount_point, MOUNT_ROOT)
+        return "unified" if relative == "." else relative
+
+
+def detect() -> list[Hierarchy]:
+    """Every cgroup hierarchy mounted under /sys/fs/cgroup, with this process's path."""
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            number, controllers, path = line.rstrip("\n").split(":", 2)
+            own[controllers if number != "0" else ""] = path
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            separator = fields.index("-")
+            fstype, options = fields[separator + 1], fields[separator + 3]
+            point = fields[4]
+            if not (point == MOUNT_ROOT or point.startswith(MOUNT_ROOT + "/")):
+                continue
+            if fstype == "cgroup2":
+                found.append(Hierarchy(point, 2, (), own.get("", "/")))
+            elif fstype == "cgroup":
+                controllers = tuple(o for o in options.split(",")
+                                    if o not in ("rw", "ro", "xattr", "noprefix")
+                                    and not o.startswith("release_agent")
+                                    and not o.startswith("clone_children"))
+                key = ",".join(controllers)
+                found.append(Hierarchy(point, 1, controllers, own.get(key, "/")))
+    return found
+
+
+def is_unified_only(hierarchies: list[Hierarchy]) -> bool:
+    return bool(hierarchies) and all(h.version == 2 for h in hierarchies)
+
+
+class Cgroup:
+    """A container's cgroup: one directory in each hierarchy."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        self.paths = paths  # hierarchy name -> absolute directory
+
+    @classmethod
+    def for_config(cls, cgroups_path: str | None, container_id: str,
+                   hierarchies: list[Hierarchy] | None = None) -> "Cgroup":
+        relative = cgroups_path or container_id
+        if ":" in relative and not relative.startswith("/"):
+            # systemd's "slice:prefix:name" form; without systemd, use it as a path.
+            slice_name, prefix, name = (relative.split(":") + ["", ""])[:3]
+            relative = os.path.join(slice_name, f"{prefix}-{name}.scope" if prefix else name)
+        if ".." in relative.split("/"):
+            raise InvalidArgument(f"linux.cgroupsPath: {cgroups_path!r} must not contain '..'")
+        paths = {}
+        for hierarchy in hierarchies if hierarchies is not None else detect():
+            base = "/" if relative.startswith("/") else hierarchy.own_path
+            inner = os.path.normpath(os.path.join(base, relative.lstrip("/")))
+            paths[hierarchy.name] = hierarchy.mount_point + inner.rstrip("/")
+        return cls(paths)
+
+    def create(self) -> None:
+        for name, path in self.paths.items():
+            os.makedirs(path, exist_ok=True)
+            if "cpuset" in name.split(","):
+                inherit_cpuset(path)
+
+    def add(self, pid: int) -> None:
+        for name, path in self.paths.items():
+            try:
+                with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                    f.write(str(pid))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cgroup {name}: cannot add pid {pid} to {path}: "
+                              f"{exc.strerror}") from None
+
+    def pids(self) -> list[int]:
+        """Every process in the container's cgroup (and its sub-cgroups)."""
+        found: set[int] = set()
+        for path in self.paths.values():
+            for directory, _, files in os.walk(path):
+                if "cgroup.procs" in files:
+                    try:
+                        with open(os.path.join(directory, "cgroup.procs")) as f:
+                            found.update(int(line) for line in f if line.strip())
+                    except OSError:
+                        continue
+            if found:
+                break
+        return sorted(found)
+
+    def destroy(self, timeout: float = 5.0) -> None:
+        """rmdir every directory, deepest first; retry while dying tasks leave."""
+        deadline = time.monotonic() + timeout
+        for path in self.paths.values():
+            if not os.path.isdir(path):
+                continue
+            directories = [d for d, _, _ in os.walk(path)]
+            for directory in reversed(directories):
+                while True:
+                    try:
+                        os.rmdir(directory)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError as exc:
+                        if exc.errno != 16 or time.monotonic() > deadline:  # EBUSY
+                            break
+                        time.sleep(0.005)
+
+    def freezer_state_file(self) -> str | None:
+        if "freezer" in self.paths:
+            return os.path.join(self.paths["freezer"], "freezer.state")
+        if "unified" in self.paths:
+            return os.path.join(self.paths["unified"], "cgroup.freeze")
+        return None
+
+
+def inherit_cpuset(path: str) -> None:
+    """A new v1 cpuset cgroup starts with no cpus and mems, and no task may join it:
+    copy both down from the nearest ancestor that has them."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        chain = []
+        current = path
+        value = ""
+        while current.startswith(MOUNT_ROOT):
+            try:
+                with open(os.path.join(current, name)) as f:
+                    value = f.read().strip()
+            except OSError:
+                break
+            if value:
+                break
+            chain.append(current)
+            current = os.path.dirname(current)
+        for directory in reversed(chain):
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(value)

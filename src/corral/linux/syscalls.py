@@ -1,0 +1,192 @@
+"""The kernel calls the standard library lacks, through libc via ctypes.
+
+This is the one place in Corral that speaks ctypes. Every wrapper raises
+OSError with errno set and the path or argument in the message, so a failure
+reads like ``mount('proc' -> '/proc', type 'proc'): Operation not permitted``.
+Constants are the x86_64/aarch64 Linux values from <sched.h>, <sys/mount.h>,
+<linux/prctl.h> and <linux/capability.h>.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# clone(2) / unshare(2) namespace flags.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+# mount(2) flags.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_POSIXACL = 1 << 16
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_I_VERSION = 1 << 23
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+
+MNT_FORCE = 1
+MNT_DETACH = 2
+
+# prctl(2) options.
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# The syscall numbers we call directly (glibc has no wrapper for these).
+_SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "close_range": 436,
+               "pidfd_send_signal": 424},
+    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "close_range": 436,
+                "pidfd_send_signal": 424},
+}[os.uname().machine]
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def _path(value: str | bytes | None) -> bytes | None:
+    if value is None:
+        return None
+    return os.fsencode(value)
+
+
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+    """mount(2)."""
+    result = _libc.mount(_path(source), _path(target), _path(fstype), flags,
+                         data.encode() if data else None)
+    if result < 0:
+        err = ctypes.get_errno()
+        detail = f"mount({source!r} -> {target!r}, type {fstype!r}, flags {flags:#x}"
+        detail += f", data {data!r})" if data else ")"
+        raise OSError(err, f"{detail}: {os.strerror(err)}", target)
+
+
+def umount(target: str, flags: int = 0) -> None:
+    """umount2(2)."""
+    _check(_libc.umount2(_path(target), flags), f"umount({target!r})")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2): make `new_root` the root, moving the old one to `put_old`."""
+    _check(_libc.syscall(_SYSCALLS["pivot_root"], _path(new_root), _path(put_old)),
+           f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): needs a single-threaded caller for user and mount namespaces."""
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def setns(fd: int, nstype: int, what: str = "") -> None:
+    """setns(2) into the namespace open at `fd`."""
+    _check(_libc.setns(fd, nstype), f"setns({what or fd})")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), f"sethostname({name!r})")
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.setdomainname(raw, len(raw)), f"setdomainname({name!r})")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    """close_range(2); CLOSE_RANGE_CLOEXEC is flag 4."""
+    _check(_libc.syscall(_SYSCALLS["close_range"], ctypes.c_uint(first), ctypes.c_uint(last),
+                         ctypes.c_uint(flags)), "close_range")
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    _check(_libc.syscall(_SYSCALLS["pidfd_send_signal"], pidfd, sig, None, 0),
+           f"pidfd_send_signal({sig})")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) for the calling thread; each set is a 64-bit mask."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for index in range(2):
+        shift = 32 * index
+        data[index].effective = (effective >> shift) & 0xFFFFFFFF
+        data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.syscall(_SYSCALLS["capset"], ctypes.byref(header), data), "capset")
+
+
+def capget() -> tuple[int, int, int]:
+    """capget(2): (effective, permitted, inheritable) of the calling thread."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.syscall(_SYSCALLS["capget"], ctypes.byref(header), data), "capget")
+    sets = []
+    for field in ("effective", "permitted", "inheritable"):
+        sets.append(getattr(data[0], field) | (getattr(data[1], field) << 32))
+    return sets[0], sets[1], sets[2]

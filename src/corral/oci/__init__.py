@@ -1,0 +1,1 @@
+"""OCI specifications as data: runtime config and state, JSON schema checks."""

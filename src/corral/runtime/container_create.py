@@ -1,0 +1,230 @@
+"""`create`: build the container and leave its init waiting (runtime.md#create).
+
+The runtime process forks the bootstrap stage (see `corral.runtime.init`),
+answers its requests, runs the prestart and createRuntime hooks, records the
+state and exits, while the init stays blocked opening exec.fifo until `start`.
+Any failure undoes everything made so far: the init is killed, the cgroup and
+the state directory removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from corral.errors import CorralError, InvalidArgument, SystemFailure
+from corral.linux.cgroups import Cgroup
+from corral.oci import runtime_config
+from corral.runtime import hooks
+from corral.runtime.channel import Channel, ChannelClosed, ChildError, pair
+from corral.runtime.state import Container, process_start_time, timestamp
+
+
+class CreateFailed(SystemFailure):
+    pass
+
+
+class CreateOptions:
+    __slots__ = ("bundle", "pid_file", "console_socket", "no_pivot", "preserve_fds",
+                 "subreaper", "console_fd")
+
+    def __init__(self, bundle: str, pid_file: str | None = None,
+                 console_socket: str | None = None, no_pivot: bool = False,
+                 preserve_fds: int = 0, subreaper: bool = False) -> None:
+        self.bundle = os.path.abspath(bundle)
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.subreaper = subreaper
+        self.console_fd: int | None = None  # an already connected console (run -t)
+
+
+def load_config(bundle: str) -> dict:
+    config = runtime_config.load_bundle(bundle)
+    if "process" not in config:
+        raise InvalidArgument(f"{bundle}/config.json: process: is required to create a "
+                              "container")
+    kinds = runtime_config.namespaces(config)
+    if "mount" not in kinds:
+        raise InvalidArgument(f"{bundle}/config.json: linux.namespaces: a mount namespace is "
+                              "required")
+    return config
+
+
+def create(root: str, container_id: str, options: CreateOptions) -> Container:
+    container = Container(root, container_id)
+    config = load_config(options.bundle)
+    rootfs = runtime_config.rootfs_path(config, options.bundle)
+    if not os.path.isdir(rootfs):
+        raise InvalidArgument(f"root.path: {rootfs} is not a directory")
+    container.make_dir()
+    cgroup: Cgroup | None = None
+    init_pid = 0
+    try:
+        os.mkfifo(container.fifo_path, 0o600)
+        linux = config.get("linux") or {}
+        joined_cgroup_ns = runtime_config.namespaces(config).get("cgroup")
+        cgroup = Cgroup.for_config(linux.get("cgroupsPath"), container_id)
+        cgroup.create()
+        if linux.get("resources"):
+            from corral.runtime import resources
+
+            resources.apply(cgroup, linux["resources"], linux.get("devices"))
+        init_pid = _spawn(container, config, rootfs, cgroup, options, joined_cgroup_ns)
+        container.data = {
+            "ociVersion": config.get("ociVersion", runtime_config.OCI_VERSION),
+            "id": container_id,
+            "pid": init_pid,
+            "init_start_time": process_start_time(init_pid),
+            "bundle": options.bundle,
+            "rootfs": rootfs,
+            "created": timestamp(),
+            "owner": "",
+            "annotations": config.get("annotations") or {},
+            "cgroup_paths": cgroup.paths,
+            "freezer_state_file": cgroup.freezer_state_file(),
+            "config": config,
+        }
+        container.save()
+        if options.pid_file:
+            write_pid_file(options.pid_file, init_pid)
+    except BaseException:
+        if init_pid:
+            try:
+                os.kill(init_pid, 9)
+            except ProcessLookupError:
+                pass
+        if cgroup is not None:
+            for pid in cgroup.pids():
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            cgroup.destroy()
+        container.remove_dir()
+        raise
+    return container
+
+
+def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
+           options: CreateOptions, joined_cgroup_ns: str | None) -> int:
+    """Fork the bootstrap stage and serve its requests until the init is ready."""
+    from corral.runtime import init
+
+    process = config["process"]
+    console_fd = None
+    if process.get("terminal"):
+        from corral.runtime import console
+
+        console_fd = (os.dup(options.console_fd) if options.console_fd is not None
+                      else console.connect(options.console_socket or ""))
+        os.set_inheritable(console_fd, True)
+    (parent_read, parent_write), (child_read, child_write) = pair()
+    if options.preserve_fds:
+        parent_read, parent_write, child_read, child_write = (
+            _move_above(fd, 3 + options.preserve_fds)
+            for fd in (parent_read, parent_write, child_read, child_write))
+    if options.subreaper:
+        from corral.linux import syscalls as sc
+
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    bootstrap_pid = os.fork()
+    if bootstrap_pid == 0:
+        os.close(parent_read)
+        os.close(parent_write)
+        setup = init.InitSetup(config, rootfs, Channel(child_read, child_write),
+                               container.fifo_path, console_fd, options.no_pivot,
+                               options.preserve_fds, cgroup.paths)
+        init.bootstrap(setup)
+        os._exit(1)  # bootstrap never returns
+    os.close(child_read)
+    os.close(child_write)
+    if console_fd is not None:
+        os.close(console_fd)
+    channel = Channel(parent_read, parent_write)
+    init_pid = 0
+    try:
+        cgroup.add(bootstrap_pid)
+        channel.send("go")
+        while True:
+            tag, payload = channel.receive()
+            if tag == "usermap":
+                write_id_maps(bootstrap_pid, config.get("linux") or {})
+                channel.send("ok")
+            elif tag == "pid":
+                init_pid = int(payload)
+                os.waitpid(bootstrap_pid, 0)
+                bootstrap_pid = 0
+                if "oomScoreAdj" in process:
+                    from corral.runtime.process import set_oom_score_adj
+
+                    set_oom_score_adj(init_pid, process["oomScoreAdj"])
+            elif tag == "hooks":
+                state = {"ociVersion": config.get("ociVersion", runtime_config.OCI_VERSION),
+                         "id": container.id, "status": "creating", "pid": init_pid,
+                         "bundle": options.bundle,
+                         "annotations": config.get("annotations") or {}}
+                hooks.run_all(config, "prestart", state)
+                hooks.run_all(config, "createRuntime", state)
+                state["status"] = "created"
+                channel.send("ok", json.dumps(state))
+            elif tag == "ready":
+                return init_pid
+            elif tag == "error":
+                raise CreateFailed(payload)
+            else:
+                raise CreateFailed(f"unexpected message {tag!r} from the container's init")
+    except ChannelClosed:
+        raise CreateFailed("the container's init exited before it was ready") from None
+    except ChildError as exc:
+        raise CreateFailed(str(exc)) from None
+    except BaseException:
+        if init_pid:
+            try:
+                os.kill(init_pid, 9)
+            except ProcessLookupError:
+                pass
+        raise
+    finally:
+        channel.close()
+        if bootstrap_pid:
+            try:
+                os.kill(bootstrap_pid, 9)
+            except ProcessLookupError:
+                pass
+            os.waitpid(bootstrap_pid, 0)
+
+
+def _move_above(fd: int, lowest: int) -> int:
+    import fcntl
+
+    if fd >= lowest:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, lowest)
+    os.close(fd)
+    return moved
+
+
+def write_id_maps(pid: int, linux: dict) -> None:
+    """Write /proc/<pid>/{uid,gid}_map from linux.uidMappings/gidMappings."""
+    for kind in ("uid", "gid"):
+        mappings = linux.get(f"{kind}Mappings") or []
+        if not mappings:
+            continue
+        text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in mappings)
+        try:
+            with open(f"/proc/{pid}/{kind}_map", "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise CorralError(f"linux.{kind}Mappings: the kernel refused {text.strip()!r}: "
+                              f"{exc.strerror}") from None
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Written to a temporary name and renamed, so readers never see it empty."""
+    temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
+                             f".{os.path.basename(path)}.tmp")
+    with open(temporary, "w") as f:
+        f.write(str(pid))
+    os.replace(temporary, path)

@@ -1,0 +1,31 @@
+"""`kill`: send a signal to the container's init, or with --all to every process
+in its cgroup (runtime.md#kill)."""
+
+from __future__ import annotations
+
+import os
+
+from corral.errors import FailedPrecondition
+from corral.linux.cgroups import Cgroup
+from corral.runtime.state import Container
+
+
+def kill(root: str, container_id: str, signal_number: int, all_processes: bool = False) -> None:
+    container = Container.load(root, container_id)
+    status = container.status()
+    if all_processes:
+        pids = Cgroup(container.data.get("cgroup_paths") or {}).pids()
+        if container.init_alive() and container.pid not in pids:
+            pids.append(container.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, signal_number)
+            except ProcessLookupError:
+                pass
+        return
+    if status not in ("created", "running", "paused"):
+        raise FailedPrecondition(f"container {container_id!r} is {status}: cannot signal it")
+    try:
+        os.kill(container.pid, signal_number)
+    except ProcessLookupError:
+        raise FailedPrecondition(f"container {container_id!r} is not running") from None

@@ -1,0 +1,223 @@
+"""The container's side of `create`: two forked stages, then the user process.
+
+  runtime (create)             bootstrap (fork 1)               init (fork 2, PID 1)
+  ----------------             ------------------               --------------------
+  cgroup += bootstrap   go ->  setns() into joined namespaces
+                               unshare(CLONE_NEWUSER)
+  write uid/gid maps  <- usermap
+                        ok ->  unshare(other new namespaces)
+                               fork ------------------------->  mounts, devices (rootfs.prepare)
+  record pid          <- pid   exit
+  prestart, createRuntime hooks <------------------------------ hooks
+                        ok ----------------------------------> createContainer hooks, pivot_root,
+                                                               console, masked/ro paths, sysctl,
+                                                               hostname, look up the program
+  write state, exit   <------------------------------------- ready
+                                                               block on exec.fifo until `start`
+                                                               startContainer hooks, ids, caps,
+                                                               cwd, close fds, execve
+
+unshare(2) of user and mount namespaces needs a single-threaded process: both
+stages are fresh forks of the single-threaded CLI. Everything that runs after
+pivot_root is imported before it, because the host's Python library is not
+reachable from inside the rootfs.
+"""
+
+from __future__ import annotations
+
+import _signal  # the C module: resets dispositions without `signal`'s enum import
+import fcntl  # noqa: F401 - console and process use these after pivot_root
+import json
+import os
+import resource  # noqa: F401
+import struct  # noqa: F401
+
+from corral.linux import syscalls as sc
+from corral.runtime import console, hooks, process, rootfs
+from corral.runtime.channel import Channel
+
+NAMESPACE_FLAGS = {
+    "user": sc.CLONE_NEWUSER, "pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET,
+    "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "mount": sc.CLONE_NEWNS,
+    "cgroup": sc.CLONE_NEWCGROUP, "time": sc.CLONE_NEWTIME,
+}
+# setns(2) order: the user namespace first (it grants the rights to join the
+# others), the mount namespace last (it changes how later paths resolve).
+JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
+
+
+class InitSetup:
+    """What the runtime hands its children across fork."""
+
+    def __init__(self, config: dict, rootfs_path: str, channel: Channel, fifo_path: str,
+                 console_fd: int | None, no_pivot: bool, preserve_fds: int,
+                 cgroup_paths: dict[str, str]) -> None:
+        self.config = config
+        self.rootfs = rootfs_path
+        self.channel = channel
+        self.fifo_path = fifo_path
+        self.console_fd = console_fd
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.cgroup_paths = cgroup_paths
+
+
+def _fail(channel: Channel, exc: BaseException) -> None:
+    message = str(exc) or exc.__class__.__name__
+    try:
+        channel.send("error", message)
+    except OSError:
+        os.write(2, f"corral-runtime init: {message}\n".encode())
+    os._exit(1)
+
+
+def join_namespaces(namespaces: dict[str, str | None]) -> None:
+    """setns(2) into every namespace given by path, in JOIN_ORDER."""
+    fds = []
+    try:
+        for kind in JOIN_ORDER:
+            path = namespaces.get(kind)
+            if path:
+                try:
+                    fds.append((kind, path, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+                except OSError as exc:
+                    raise OSError(exc.errno, f"linux.namespaces {kind}: cannot open {path}: "
+                                  f"{exc.strerror}") from None
+        for kind, path, fd in fds:
+            try:
+                sc.setns(fd, NAMESPACE_FLAGS[kind], path)
+            except OSError as exc:
+                raise OSError(exc.errno, f"linux.namespaces {kind}: cannot join {path}: "
+                              f"{exc.strerror}") from None
+    finally:
+        for _, _, fd in fds:
+            os.close(fd)
+
+
+def bootstrap(setup: InitSetup) -> None:
+    """Stage 1: enter or create the namespaces, then fork the container's init."""
+    channel = setup.channel
+    try:
+        channel.expect("go")
+        namespaces = _namespaces(setup.config)
+        join_namespaces(namespaces)
+        if "user" in namespaces and namespaces["user"] is None:
+            sc.unshare(sc.CLONE_NEWUSER)
+            channel.send("usermap")
+            channel.expect("ok")
+        if "user" in namespaces:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        flags = 0
+        for kind, path in namespaces.items():
+            if path is None and kind != "user":
+                flags |= NAMESPACE_FLAGS[kind]
+        if flags:
+            sc.unshare(flags)
+        pid = os.fork()
+    except BaseException as exc:  # noqa: BLE001 - any failure goes to the runtime
+        _fail(channel, exc)
+    if pid == 0:
+        container_init(setup, namespaces)
+    channel.send("pid", str(pid))
+    os._exit(0)
+
+
+def _namespaces(config: dict) -> dict[str, str | None]:
+    return {ns["type"]: ns.get("path") or None
+            for ns in (config.get("linux") or {}).get("namespaces") or []}
+
+
+def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
+    """Stage 2, the container's init (PID 1 in a new PID namespace). Never returns."""
+    channel = setup.channel
+    config = setup.config
+    proc = config["process"]
+    try:
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)  # hide /proc/self/{exe,fd,mem} from the container
+        new_mount_ns = "mount" in namespaces and namespaces["mount"] is None
+        if new_mount_ns:
+            rootfs.prepare(config, setup.rootfs,
+                           in_user_namespace="user" in namespaces,
+                           new_cgroup_ns="cgroup" in namespaces and namespaces["cgroup"] is None,
+                           cgroup_paths=setup.cgroup_paths)
+        if proc.get("terminal"):
+            import socket  # noqa: F401 - needed after pivot_root to send the pty master
+        fifo_fd = os.open(setup.fifo_path, os.O_PATH | os.O_CLOEXEC)
+        channel.send("hooks")
+        state = json.loads(channel.expect("ok"))
+        hooks.run_all(config, "createContainer", state)
+        if new_mount_ns:
+            rootfs.pivot(setup.rootfs, no_pivot=setup.no_pivot)
+        else:
+            os.chroot(setup.rootfs)
+            os.chdir("/")
+        if proc.get("terminal"):
+            _setup_terminal(setup.console_fd, proc.get("consoleSize"))
+        if new_mount_ns:
+            rootfs.finalize(config)
+        _apply_sysctl((config.get("linux") or {}).get("sysctl") or {})
+        if config.get("hostname"):
+            sc.sethostname(config["hostname"])
+        if config.get("domainname"):
+            sc.setdomainname(config["domainname"])
+        program = process.look_path(proc["args"][0], proc.get("env") or [])
+        channel.send("ready")
+        channel.close()
+    except BaseException as exc:  # noqa: BLE001
+        _fail(channel, exc)
+    try:
+        fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fifo, b"0")
+        os.close(fifo_fd)
+        hooks.run_all(config, "startContainer", state)
+        finish_and_exec(program, proc, setup.preserve_fds)
+    except BaseException as exc:  # noqa: BLE001
+        os.write(2, f"corral-runtime init: {exc}\n".encode())
+        os._exit(127)
+
+
+def finish_and_exec(program: str, proc: dict, preserve_fds: int) -> None:
+    """The steps shared with `exec`: ids and capabilities, cwd, fds, signals, execve."""
+    process.apply_user_and_capabilities(proc)
+    process.change_dir(proc.get("cwd") or "/")
+    process.close_inherited_fds(2 + preserve_fds)
+    # CPython ignores SIGPIPE and SIGXFSZ; an exec'd program must start with defaults.
+    for number in (13, 25):
+        _signal.signal(number, _signal.SIG_DFL)
+    process.execute(program, proc)
+
+
+def _setup_terminal_for_exec(console_fd: int | None, size: dict | None) -> None:
+    _setup_terminal(console_fd, size, bind_console=False)
+
+
+def _setup_terminal(console_fd: int | None, size: dict | None, bind_console: bool = True) -> None:
+    if console_fd is None:
+        raise OSError(22, "process.terminal is true but no --console-socket was given")
+    master, slave_path = console.open_pty()
+    try:
+        console.send_master(console_fd, master, slave_path)
+    finally:
+        os.close(master)
+    if bind_console and os.path.exists("/dev"):
+        target = "/dev/console"
+        if not os.path.exists(target):
+            with open(target, "a"):
+                pass
+        try:
+            sc.mount(slave_path, target, None, sc.MS_BIND)
+        except OSError:
+            pass  # a read-only /dev: the console bind is a convenience, not required
+    console.become_controlling(slave_path, size)
+
+
+def _apply_sysctl(sysctl: dict[str, str]) -> None:
+    for key, value in sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise OSError(exc.errno, f"linux.sysctl {key}: cannot write {path}: "
+                          f"{exc.strerror}") from None
