@@ -154,9 +154,10 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
             os.chdir("/")
         if proc.get("terminal"):
             _setup_terminal(setup.console_fd, proc.get("consoleSize"))
+        # sysctls before finalize: readonlyPaths usually make /proc/sys read-only (as runc)
+        _apply_sysctl((config.get("linux") or {}).get("sysctl") or {})
         if new_mount_ns:
             rootfs.finalize(config)
-        _apply_sysctl((config.get("linux") or {}).get("sysctl") or {})
         if config.get("hostname"):
             sc.sethostname(config["hostname"])
         if config.get("domainname"):
