@@ -8,11 +8,10 @@ The config stays a plain dict: the spec is the documentation of its shape.
 
 from __future__ import annotations
 
-import json
 import os
 
 from corral.errors import InvalidArgument, NotFound
-from corral.oci import schema
+from corral.oci import fastjson, schema
 
 OCI_VERSION = "1.2.0"
 
@@ -38,7 +37,7 @@ def load_bundle(bundle: str) -> dict:
 
 def parse(raw: bytes | str, origin: str = "config.json") -> dict:
     try:
-        config = json.loads(raw)
+        config = fastjson.loads(raw)
     except ValueError as exc:
         raise ConfigError(f"{origin}: not valid JSON: {exc}") from None
     try:
@@ -115,4 +114,4 @@ def rootfs_path(config: dict, bundle: str) -> str:
 
 
 def dumps(document: object) -> str:
-    return json.dumps(document, separators=(",", ":"))
+    return fastjson.dumps(document)

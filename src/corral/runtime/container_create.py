@@ -9,12 +9,11 @@ the state directory removed.
 
 from __future__ import annotations
 
-import json
 import os
 
 from corral.errors import CorralError, InvalidArgument, SystemFailure
 from corral.linux.cgroups import Cgroup
-from corral.oci import runtime_config
+from corral.oci import fastjson, runtime_config
 from corral.runtime import hooks
 from corral.runtime.channel import Channel, ChannelClosed, ChildError, pair
 from corral.runtime.state import Container, process_start_time, timestamp
@@ -168,7 +167,7 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
                 hooks.run_all(config, "prestart", state)
                 hooks.run_all(config, "createRuntime", state)
                 state["status"] = "created"
-                channel.send("ok", json.dumps(state))
+                channel.send("ok", fastjson.dumps(state))
             elif tag == "ready":
                 return init_pid
             elif tag == "error":

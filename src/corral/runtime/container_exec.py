@@ -9,13 +9,12 @@ own `process` with the command line's arguments and flags laid over it.
 
 from __future__ import annotations
 
-import json
 import os
 
 from corral.errors import FailedPrecondition, InvalidArgument
 from corral.linux import syscalls as sc
 from corral.linux.cgroups import Cgroup
-from corral.oci import schema
+from corral.oci import fastjson, schema
 from corral.runtime.channel import Channel, ChannelClosed, pair
 from corral.runtime.state import Container
 
@@ -39,7 +38,7 @@ class ExecOptions:
 def load_process_file(path: str) -> dict:
     try:
         with open(path, "rb") as f:
-            process = json.loads(f.read())
+            process = fastjson.loads(f.read())
     except OSError as exc:
         raise InvalidArgument(f"--process {path!r}: {exc.strerror}") from None
     except ValueError as exc:
@@ -58,7 +57,7 @@ def process_from_flags(container: Container, args: list[str], *, env: list[str],
                        capabilities: list[str], no_new_privs: bool,
                        additional_gids: list[int]) -> dict:
     """runc's rule: start from the container's `process`, then apply the flags."""
-    base = json.loads(json.dumps((container.data.get("config") or {}).get("process") or {}))
+    base = fastjson.loads(fastjson.dumps((container.data.get("config") or {}).get("process") or {}))
     if not args:
         raise InvalidArgument("exec: give the command to run, or --process FILE")
     base["args"] = args

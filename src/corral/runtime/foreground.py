@@ -13,7 +13,7 @@ FORWARDED = (1, 2, 3, 10, 12, 14, 15, 18, 20, 21, 22, 23, 26, 27, 28, 29, 30)
 
 
 def wait_forwarding_signals(pid: int) -> int:
-    import signal
+    import _signal as signal  # the C module; `signal` would import enum
 
     def forward(number: int, _frame: object) -> None:
         try:

@@ -12,11 +12,11 @@ A failing hook fails the operation, except poststart and poststop, which only wa
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from corral.errors import SystemFailure
+from corral.oci import fastjson
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
          "poststop")
@@ -35,7 +35,7 @@ def run_all(config: dict, kind: str, state: dict) -> None:
 
 def run_one(hook: dict, state: dict, field: str) -> None:
     """fork+exec the hook with the state on a pipe as stdin; enforce `timeout` seconds."""
-    payload = json.dumps(state).encode()
+    payload = fastjson.dumps(state).encode()
     read_end, write_end = os.pipe()
     args = hook.get("args") or [hook["path"]]
     env = {}

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import _signal  # the C module: resets dispositions without `signal`'s enum import
 import fcntl  # noqa: F401 - console and process use these after pivot_root
-import json
 import os
 import resource  # noqa: F401
 import struct  # noqa: F401
 
 from corral.linux import syscalls as sc
+from corral.oci import fastjson
 from corral.runtime import console, hooks, process, rootfs
 from corral.runtime.channel import Channel
 
@@ -145,7 +145,7 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
             import socket  # noqa: F401 - needed after pivot_root to send the pty master
         fifo_fd = os.open(setup.fifo_path, os.O_PATH | os.O_CLOEXEC)
         channel.send("hooks")
-        state = json.loads(channel.expect("ok"))
+        state = fastjson.loads(channel.expect("ok"))
         hooks.run_all(config, "createContainer", state)
         if new_mount_ns:
             rootfs.pivot(setup.rootfs, no_pivot=setup.no_pivot)

@@ -12,12 +12,11 @@ never sees half a file. Container ids are validated before any path is built.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 
 from corral.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from corral.oci import fastjson
 
 DEFAULT_ROOT = "/run/corral-runtime"
 STATE_FILE = "state.json"
@@ -85,14 +84,33 @@ class Container:
             raise ContainerExists(self.id) from None
 
     def remove_dir(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """The directory holds only flat files (state.json, exec.fifo, temporaries)."""
+        try:
+            entries = os.listdir(self.dir)
+        except FileNotFoundError:
+            return
+        for name in entries:
+            path = os.path.join(self.dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        try:
+            os.rmdir(self.dir)
+        except FileNotFoundError:
+            pass
 
     @classmethod
     def load(cls, root: str, container_id: str) -> "Container":
         container = cls(root, container_id)
         try:
             with open(container.state_path, "rb") as f:
-                container.data = json.loads(f.read())
+                container.data = fastjson.loads(f.read())
         except FileNotFoundError:
             raise ContainerNotFound(container_id) from None
         except ValueError:
@@ -103,7 +121,7 @@ class Container:
     def save(self) -> None:
         temporary = self.state_path + ".tmp"
         with open(temporary, "w") as f:
-            json.dump(self.data, f, separators=(",", ":"))
+            f.write(fastjson.dumps(self.data))
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, self.state_path)
