@@ -1,0 +1,103 @@
+"""Start-up guard for `corral-runtime` (STYLE.md, "Startup latency").
+
+The runtime CLI is started for every create/start/state/kill/delete an engine
+issues, so what it imports at start-up is paid on every call. These tests run
+a fresh interpreter (the one running the tests, i.e. the venv's), import the
+CLI or run a cheap verb, and list what was imported beyond what the
+interpreter's own start-up (site, .pth files) already loaded:
+
+* nothing outside the standard library (and corral itself) at CLI start-up;
+* none of the BANNED modules, which are slow to import or pull in threads,
+  at start-up, in `--version`/`spec`, or when a verb's module is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+BANNED = frozenset({
+    "argparse", "subprocess", "asyncio", "typing", "dataclasses", "logging", "socket",
+    "threading", "jsonschema",
+})
+
+# Prints the modules a snippet imported, beyond the interpreter's start-up set.
+_PROBE = """
+import json, sys
+before = set(sys.modules)
+{snippet}
+print(json.dumps(sorted(set(sys.modules) - before - {{"json"}})))
+"""
+
+# json is imported by the probe itself before the snapshot; whether the code
+# under test needs it is not what these tests are about.
+
+
+def _imported(snippet: str, cwd: str | None = None) -> list[str]:
+    code = _PROBE.format(snippet=snippet)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=cwd, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _top(name: str) -> str:
+    return name.partition(".")[0]
+
+
+def _non_stdlib(modules: list[str]) -> list[str]:
+    return [m for m in modules
+            if _top(m) not in sys.stdlib_module_names and _top(m) != "corral"]
+
+
+def _banned(modules: list[str]) -> list[str]:
+    return [m for m in modules if _top(m) in BANNED]
+
+
+def test_cli_import_pulls_only_stdlib():
+    modules = _imported("import corral.runtime.cli")
+    assert _non_stdlib(modules) == [], f"non-stdlib modules at CLI start-up: {_non_stdlib(modules)}"
+
+
+def test_cli_import_pulls_no_banned_module():
+    modules = _imported("import corral.runtime.cli")
+    assert _banned(modules) == [], f"banned modules at CLI start-up: {_banned(modules)}"
+
+
+def test_interpreter_startup_has_no_banned_module():
+    """site/.pth files of the venv must not drag a banned module into every call."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert _banned(json.loads(result.stdout)) == []
+
+
+def test_version_pulls_no_banned_module():
+    modules = _imported(
+        "import contextlib, io\n"
+        "from corral.runtime.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['--version']) == 0\n")
+    assert _banned(modules) == [], f"banned modules in --version: {_banned(modules)}"
+
+
+def test_spec_pulls_no_banned_module(tmp_path):
+    modules = _imported(
+        "from corral.runtime.cli import main\n"
+        f"assert main(['spec', '--bundle', {str(tmp_path)!r}]) == 0\n")
+    assert (tmp_path / "config.json").exists()
+    assert _banned(modules) == [], f"banned modules in spec: {_banned(modules)}"
+
+
+@pytest.mark.parametrize("module", [
+    "container_create", "container_start", "container_delete", "container_kill",
+    "container_exec", "state", "foreground", "init", "rootfs", "listing", "freeze",
+])
+def test_verb_modules_pull_no_banned_module(module):
+    """What `create`, `start`, `run`... import when they run (they import lazily)."""
+    modules = _imported(f"import corral.runtime.{module}")
+    assert _banned(modules) == [], f"corral.runtime.{module} imports {_banned(modules)}"
