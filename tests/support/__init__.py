@@ -1,0 +1,1 @@
+"""Helpers shared by the integration suites: OCI bundles, runtime wrappers, consoles."""
