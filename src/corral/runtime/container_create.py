@@ -62,6 +62,7 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
     init_pid = 0
     try:
         os.mkfifo(container.fifo_path, 0o600)
+        _chown_to_container_root(container.fifo_path, config.get("linux") or {})
         linux = config.get("linux") or {}
         joined_cgroup_ns = runtime_config.namespaces(config).get("cgroup")
         cgroup = Cgroup.for_config(linux.get("cgroupsPath"), container_id)
@@ -193,6 +194,18 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
             except ProcessLookupError:
                 pass
             os.waitpid(bootstrap_pid, 0)
+
+
+def _chown_to_container_root(path: str, linux: dict) -> None:
+    """In a new user namespace the init opens exec.fifo as the host ids mapped to the
+    container's root, so the fifo belongs to them (as runc's createExecFifo does)."""
+    ids = [-1, -1]
+    for index, kind in enumerate(("uid", "gid")):
+        for m in linux.get(f"{kind}Mappings") or []:
+            if m["containerID"] <= 0 < m["containerID"] + m["size"]:
+                ids[index] = m["hostID"] - m["containerID"]
+    if ids != [-1, -1]:
+        os.chown(path, *ids)
 
 
 def _move_above(fd: int, lowest: int) -> int:

@@ -31,6 +31,7 @@ import os
 import resource  # noqa: F401
 import struct  # noqa: F401
 
+from corral.linux import rlimits
 from corral.linux import syscalls as sc
 from corral.oci import fastjson
 from corral.runtime import console, hooks, process, rootfs
@@ -163,6 +164,8 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
         if config.get("domainname"):
             sc.setdomainname(config["domainname"])
         program = process.look_path(proc["args"][0], proc.get("env") or [])
+        if proc.get("rlimits"):  # before "ready", so a refused limit fails `create` (as runc)
+            rlimits.apply(proc["rlimits"])
         channel.send("ready")
         channel.close()
     except BaseException as exc:  # noqa: BLE001
