@@ -190,3 +190,58 @@ def capget() -> tuple[int, int, int]:
     for field in ("effective", "permitted", "inheritable"):
         sets.append(getattr(data[0], field) | (getattr(data[1], field) << 32))
     return sets[0], sets[1], sets[2]
+
+
+# clone3(2) with CLONE_INTO_CGROUP: a fork whose child starts in a cgroup v2 directory.
+_CLONE_INTO_CGROUP = 0x200000000
+_CLONE_CHILD_SETTID = 0x01000000
+_CLONE_CHILD_CLEARTID = 0x00200000
+_SYS_CLONE3 = 435
+_SYS_GETTID = {"x86_64": 186, "aarch64": 178}[os.uname().machine]
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+def _glibc_tid_field() -> int:
+    """Address of glibc's cached tid in this thread's `struct pthread`.
+
+    glibc's fork() asks the kernel to store the child's tid there
+    (CLONE_CHILD_SETTID); a raw clone3 must do the same or the child's glibc
+    would keep the parent's tid. The field is found by its value, and only
+    trusted if exactly one word of the descriptor holds our tid.
+    """
+    _libc.pthread_self.restype = ctypes.c_void_p
+    base = _libc.pthread_self()
+    tid = _libc.syscall(_SYS_GETTID)
+    hits = [offset for offset in range(0, 0x800, 4)
+            if ctypes.c_int.from_address(base + offset).value == tid]
+    if len(hits) != 1:
+        raise OSError(38, "clone3: cannot locate glibc's thread id field")
+    return base + hits[0]
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """fork(), with the child born in the cgroup v2 directory open at `cgroup_fd`.
+
+    Writing a pid to cgroup.procs makes the kernel wait for an RCU grace period
+    (several ms); CLONE_INTO_CGROUP places the child during fork instead. Python's
+    own fork bookkeeping (PyOS_BeforeFork/AfterFork_*) runs as in os.fork().
+    Raises OSError (e.g. ENOSYS, EACCES) so callers can fall back to os.fork().
+    """
+    args = _CloneArgs(flags=_CLONE_INTO_CGROUP | _CLONE_CHILD_SETTID | _CLONE_CHILD_CLEARTID,
+                      exit_signal=17, cgroup=cgroup_fd, child_tid=_glibc_tid_field())
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = _libc.syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
+    return pid

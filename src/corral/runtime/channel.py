@@ -45,6 +45,14 @@ class Channel:
             raise ChildError(f"protocol error: expected {wanted!r}, got {tag!r}")
         return payload
 
+    def expect_one_of(self, wanted: set[str]) -> str:
+        tag, payload = self.receive()
+        if tag == "error":
+            raise ChildError(payload)
+        if tag not in wanted:
+            raise ChildError(f"protocol error: expected one of {sorted(wanted)}, got {tag!r}")
+        return tag
+
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
             try:

@@ -145,17 +145,18 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
     channel = Channel(parent_read, parent_write)
     init_pid = 0
     try:
-        cgroup.add(bootstrap_pid)
-        channel.send("go")
         while True:
             tag, payload = channel.receive()
             if tag == "usermap":
                 write_id_maps(bootstrap_pid, config.get("linux") or {})
                 channel.send("ok")
             elif tag == "pid":
-                init_pid = int(payload)
+                pid_text, _, remaining = payload.partition(" ")
+                init_pid = int(pid_text)
                 os.waitpid(bootstrap_pid, 0)
                 bootstrap_pid = 0
+                cgroup.add(init_pid, [name for name in remaining.split(",") if name])
+                channel.send("go")
                 if "oomScoreAdj" in process:
                     from corral.runtime.process import set_oom_score_adj
 

@@ -119,7 +119,7 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
         os.close(parent_read)
         os.close(parent_write)
         _child(Channel(child_read, child_write), namespaces, process, console_fd,
-               options.preserve_fds, init)
+               options.preserve_fds, init, cgroup.paths)
     os.close(child_read)
     os.close(child_write)
     if console_fd is not None:
@@ -127,7 +127,7 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
     channel = Channel(parent_read, parent_write)
     pid = 0
     try:
-        cgroup.add(first)
+        cgroup.add(first, [name for name in channel.expect("cgroups").split(",") if name])
         channel.send("go")
         pid = int(channel.expect("pid"))
         os.waitpid(first, 0)
@@ -165,8 +165,12 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
 
 
 def _child(channel: Channel, namespaces: dict[str, str], process: dict,
-           console_fd: int | None, preserve_fds: int, init_module) -> None:
+           console_fd: int | None, preserve_fds: int, init_module,
+           cgroup_paths: dict[str, str]) -> None:
     try:
+        from corral.linux.cgroups import Cgroup
+
+        channel.send("cgroups", ",".join(Cgroup(cgroup_paths).join_self_v1()))
         channel.expect("go")
         init_module.join_namespaces(namespaces)
         if "user" in namespaces:

@@ -99,7 +99,16 @@ def bootstrap(setup: InitSetup) -> None:
     """Stage 1: enter or create the namespaces, then fork the container's init."""
     channel = setup.channel
     try:
-        channel.expect("go")
+        # cgroups without the slow cgroup.procs path: v1 hierarchies are joined
+        # through `tasks` here; the init is born into v2 ones by clone3 below. What
+        # cannot be done that way is left to the runtime ("pid" message).
+        from corral.linux.cgroups import Cgroup
+
+        remaining = Cgroup(setup.cgroup_paths).join_self_v1()
+        v2_fd = -1
+        if remaining == ["unified"]:
+            v2_fd = os.open(setup.cgroup_paths["unified"], os.O_RDONLY | os.O_DIRECTORY
+                            | os.O_CLOEXEC)
         namespaces = _namespaces(setup.config)
         join_namespaces(namespaces)
         if "user" in namespaces and namespaces["user"] is None:
@@ -111,16 +120,25 @@ def bootstrap(setup: InitSetup) -> None:
             os.setresuid(0, 0, 0)
         flags = 0
         for kind, path in namespaces.items():
-            if path is None and kind != "user":
+            # the init unshares its cgroup namespace itself, once it is in its cgroups
+            if path is None and kind not in ("user", "cgroup"):
                 flags |= NAMESPACE_FLAGS[kind]
         if flags:
             sc.unshare(flags)
-        pid = os.fork()
+        pid = -1
+        if v2_fd >= 0:
+            try:
+                pid = sc.fork_into_cgroup(v2_fd)
+                remaining = []
+            except OSError:
+                pid = -1
+        if pid < 0:
+            pid = os.fork()
     except BaseException as exc:  # noqa: BLE001 - any failure goes to the runtime
         _fail(channel, exc)
     if pid == 0:
         container_init(setup, namespaces)
-    channel.send("pid", str(pid))
+    channel.send("pid", f"{pid} {','.join(remaining)}")
     os._exit(0)
 
 
@@ -135,6 +153,9 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
     config = setup.config
     proc = config["process"]
     try:
+        channel.expect("go")  # in every cgroup now
+        if "cgroup" in namespaces and namespaces["cgroup"] is None:
+            sc.unshare(sc.CLONE_NEWCGROUP)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)  # hide /proc/self/{exe,fd,mem} from the container
         new_mount_ns = "mount" in namespaces and namespaces["mount"] is None
         if new_mount_ns:
