@@ -213,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(command: str, root: str, flags: dict, positional: list[str], log: Logger) -> int:
+    if command in ("create", "run", "exec"):
+        from corral.runtime.exe_guard import warning
+
+        message = warning()
+        if message:
+            log.write("warning", message)
     if command in ("create", "run"):
         return _create_or_run(command, root, flags, positional)
     if command == "start":
