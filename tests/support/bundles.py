@@ -274,6 +274,22 @@ class Runtime:
                          container_id or bundle.id, check=check, timeout=timeout,
                          pass_fds=pass_fds)
 
+    def probe(self, bundle: Bundle, script: str | None = None, *extra: str,
+              expect_code: int = 0) -> str:
+        """Run `sh -c SCRIPT` in the foreground and return what it printed on stdout."""
+        if script is not None:
+            bundle.sh(script)
+        result = self.run(bundle, *extra)
+        assert result.returncode == expect_code, f"{self.name}: {result!r}"
+        return result.stdout
+
+    def start_sleeping(self, bundle: Bundle, seconds: int = 60) -> int:
+        """create + start a container that sleeps; returns its init pid."""
+        bundle.sh(f"sleep {seconds}")
+        self.create(bundle)
+        self.start(bundle.id)
+        return self.state(bundle.id)["pid"]
+
     def state(self, container_id: str) -> dict:
         result = self.call("state", container_id, check=True)
         return json.loads(result.stdout)
