@@ -2,7 +2,7 @@
 
 The OCI Runtime Spec ships its JSON schemas (schema/config-schema.json and
 friends); they use only `type`, `properties`, `items`, `required`, `enum`,
-`minimum`/`maximum`, `pattern`, `$ref`, `allOf`/`anyOf`, `additionalProperties`
+`minimum`/`maximum`, `minItems`, `pattern`, `$ref`, `allOf`/`anyOf`, `additionalProperties`
 and `patternProperties`. Importing the `jsonschema` package would cost more than
 the rest of `corral-runtime create`, so this walks those keywords directly and
 reports the first violation with the JSON path of the field, e.g.
@@ -130,6 +130,8 @@ def _check(value: object, schema: dict, path: str, doc: str) -> None:
             raise SchemaError(path, f"{value!r} does not match {schema['pattern']!r}")
     if isinstance(value, dict):
         _check_object(value, schema, path, doc)
+    if isinstance(value, list) and len(value) < schema.get("minItems", 0):
+        raise SchemaError(path, f"needs at least {schema['minItems']} item(s)")
     if isinstance(value, list) and "items" in schema:
         items = schema["items"]
         for index, item in enumerate(value):
