@@ -126,7 +126,10 @@ def bootstrap(setup: InitSetup) -> None:
         if flags:
             sc.unshare(flags)
         pid = -1
-        if v2_fd >= 0:
+        # Not in a user namespace: CLONE_INTO_CGROUP checks cgroup.procs with the
+        # namespace's ids (EACCES), and a failed first fork in a new PID namespace
+        # leaves it unable to fork again (ENOMEM). The runtime adds the pid instead.
+        if v2_fd >= 0 and "user" not in namespaces:
             try:
                 pid = sc.fork_into_cgroup(v2_fd)
                 remaining = []
