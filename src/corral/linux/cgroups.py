@@ -23,7 +23,7 @@ MOUNT_ROOT = "/sys/fs/cgroup"
 class Hierarchy:
     """One mounted hierarchy: v1 (`controllers` like ('cpu', 'cpuacct')) or v2."""
 
-    __slots__ = ("mount_point", "version", "controllers", "own_path")
+    __slots__ = ("controllers", "mount_point", "own_path", "version")
 
     def __init__(self, mount_point: str, version: int, controllers: tuple[str, ...],
                  own_path: str) -> None:
@@ -78,7 +78,7 @@ class Cgroup:
 
     @classmethod
     def for_config(cls, cgroups_path: str | None, container_id: str,
-                   hierarchies: list[Hierarchy] | None = None) -> "Cgroup":
+                   hierarchies: list[Hierarchy] | None = None) -> Cgroup:
         relative = cgroups_path or container_id
         if ":" in relative and not relative.startswith("/"):
             # systemd's "slice:prefix:name" form; without systemd, use it as a path.

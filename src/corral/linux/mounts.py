@@ -51,7 +51,7 @@ _ST_LOCKED = {1: sc.MS_RDONLY, 2: sc.MS_NOSUID, 4: sc.MS_NODEV, 8: sc.MS_NOEXEC,
 class MountOptions:
     """One mount's options, split by how the kernel takes them."""
 
-    __slots__ = ("flags", "propagation", "data", "recursive_readonly")
+    __slots__ = ("data", "flags", "propagation", "recursive_readonly")
 
     def __init__(self) -> None:
         self.flags = 0

@@ -23,8 +23,7 @@ def parse(text: str) -> int:
         if 0 < number <= SIGRTMAX:
             return number
         raise InvalidArgument(f"signal {text!r}: out of range 1-{SIGRTMAX}")
-    if value.startswith("SIG"):
-        value = value[3:]
+    value = value.removeprefix("SIG")
     if value in NUMBERS:
         return NUMBERS[value]
     for base, origin, sign in (("RTMIN", SIGRTMIN, 1), ("RTMAX", SIGRTMAX, -1)):

@@ -31,7 +31,7 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = staticmethod(_constant)
-    memo: dict = {}
+    memo: dict = {}  # noqa: RUF012 - unused by the C scanner, which keeps its own
 
 
 _scanner = _json.make_scanner(_Context()) if _json else None

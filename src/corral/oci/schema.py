@@ -125,9 +125,9 @@ def _check(value: object, schema: dict, path: str, doc: str) -> None:
             raise SchemaError(path, f"{value} is less than the minimum {schema['minimum']}")
         if "maximum" in schema and value > schema["maximum"]:
             raise SchemaError(path, f"{value} is more than the maximum {schema['maximum']}")
-    if isinstance(value, str) and "pattern" in schema:
-        if not _regex(schema["pattern"]).search(value):
-            raise SchemaError(path, f"{value!r} does not match {schema['pattern']!r}")
+    if (isinstance(value, str) and "pattern" in schema
+            and not _regex(schema["pattern"]).search(value)):
+        raise SchemaError(path, f"{value!r} does not match {schema['pattern']!r}")
     if isinstance(value, dict):
         _check_object(value, schema, path, doc)
     if isinstance(value, list) and len(value) < schema.get("minItems", 0):

@@ -16,7 +16,7 @@ class ChannelClosed(EOFError):
 
 
 class Channel:
-    __slots__ = ("read_fd", "write_fd", "_buffer")
+    __slots__ = ("_buffer", "read_fd", "write_fd")
 
     def __init__(self, read_fd: int, write_fd: int) -> None:
         self.read_fd = read_fd

@@ -9,7 +9,6 @@ value`, `--name=value`, and `-name value`.
 
 from __future__ import annotations
 
-import os
 import sys
 
 USAGE = """usage: corral-runtime [global options] COMMAND [options] [arguments]
@@ -54,8 +53,8 @@ _CREATE = {
     "preserve-fds": (True, False, "preserve_fds"), "help": (False, False, "help"),
     "h": (False, False, "help"),
 }
-_RUN = dict(_CREATE, **{"detach": (False, False, "detach"), "d": (False, False, "detach"),
-                        "keep": (False, False, "keep")})
+_RUN = dict(_CREATE, detach=(False, False, "detach"), d=(False, False, "detach"),
+            keep=(False, False, "keep"))
 _EXEC = {
     "console-socket": (True, False, "console_socket"), "cwd": (True, False, "cwd"),
     "env": (True, True, "env"), "e": (True, True, "env"), "tty": (False, False, "tty"),
@@ -250,7 +249,7 @@ def _dispatch(command: str, root: str, flags: dict, positional: list[str], log: 
         for container_id in positional:
             try:
                 delete(root, container_id, bool(flags.get("force")))
-            except Exception as exc:  # noqa: BLE001 - report each, like runc
+            except Exception as exc:  # report each, like runc
                 from corral.runtime.state import ContainerNotFound
 
                 if isinstance(exc, ContainerNotFound) and flags.get("force"):

@@ -24,8 +24,8 @@ class CreateFailed(SystemFailure):
 
 
 class CreateOptions:
-    __slots__ = ("bundle", "pid_file", "console_socket", "no_pivot", "preserve_fds",
-                 "subreaper", "console_fd")
+    __slots__ = ("bundle", "console_fd", "console_socket", "no_pivot", "pid_file",
+                 "preserve_fds", "subreaper")
 
     def __init__(self, bundle: str, pid_file: str | None = None,
                  console_socket: str | None = None, no_pivot: bool = False,

@@ -23,7 +23,7 @@ NS_FILES = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid":
 
 
 class ExecOptions:
-    __slots__ = ("process", "console_socket", "pid_file", "detach", "preserve_fds")
+    __slots__ = ("console_socket", "detach", "pid_file", "preserve_fds", "process")
 
     def __init__(self, process: dict, console_socket: str | None = None,
                  pid_file: str | None = None, detach: bool = False,

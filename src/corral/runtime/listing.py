@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from corral.linux.cgroups import Cgroup
@@ -16,7 +15,7 @@ def list_containers(root: str, fmt: str, quiet: bool) -> None:
     for container_id in list_ids(root):
         try:
             containers.append(Container.load(root, container_id))
-        except Exception:  # noqa: BLE001 - a container deleted meanwhile
+        except Exception:  # noqa: BLE001, S112 - a container deleted meanwhile
             continue
     if quiet:
         for container in containers:

@@ -106,7 +106,7 @@ class Container:
             pass
 
     @classmethod
-    def load(cls, root: str, container_id: str) -> "Container":
+    def load(cls, root: str, container_id: str) -> Container:
         container = cls(root, container_id)
         try:
             with open(container.state_path, "rb") as f:
