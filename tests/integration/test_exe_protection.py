@@ -84,6 +84,7 @@ def test_shebang_proc_self_exe_cannot_write_the_interpreter(make_bundle, interpr
 
     before = _digest(interpreter)
     watcher = make_bundle()
+    watcher.config["root"]["readonly"] = False
     watcher.sh(WATCHER)
     victim = make_bundle()
     evil = victim.rootfs / "evil"
