@@ -321,9 +321,10 @@ class Runtime:
         args = ["delete"] + (["--force"] if force else []) + [container_id]
         return self.call(*args, check=check)
 
-    def exec(self, container_id: str, *args: str, check: bool = False,
-             timeout: float = DEFAULT_TIMEOUT) -> Result:
-        return self.call("exec", container_id, *args, check=check, timeout=timeout)
+    def exec(self, container_id: str, *args: str, flags: Iterable[str] = (),
+             check: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Result:
+        """`exec [FLAGS] ID ARGS...` in the foreground."""
+        return self.call("exec", *flags, container_id, *args, check=check, timeout=timeout)
 
     def list_ids(self) -> list[str]:
         result = self.call("list", "--format", "json")
