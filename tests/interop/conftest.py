@@ -55,7 +55,8 @@ def ensure_containers_conf(path: Path = CONTAINERS_CONF) -> None:
     if "[containers]" in text:
         text = text.replace("[containers]", "[containers]\n" + ULIMITS_LINE, 1)
     else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + f"[containers]\n{ULIMITS_LINE}\n"
+        prefix = text.rstrip("\n") + "\n\n" if text.strip() else ""
+        text = f"{prefix}[containers]\n{ULIMITS_LINE}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".corral-tmp")
     temporary.write_text(text)
@@ -65,9 +66,9 @@ def ensure_containers_conf(path: Path = CONTAINERS_CONF) -> None:
 def run_cmd(argv: list[str], *, timeout: float = TIMEOUT, input: str | None = None,
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run argv in its own process group; on timeout kill the group and fail."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
+    stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env=env)
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -45,7 +45,7 @@ class PtySession:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.proc = subprocess.Popen(
             argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # noqa: PLW1509 - no threads
         os.close(slave)
         self.output = bytearray()
         self.eof = False
@@ -131,7 +131,7 @@ def test_detached_then_exec(podman, sleeper):
     assert result.stdout.split() == ["1000", "/tmp", "hi"]
     podman("exec", "-d", sleeper, "sleep", "30", check=True)
     processes = podman("exec", sleeper, "ps", check=True).stdout
-    assert re.search(r"^\s*1 .*sleep 1000", processes, re.M), processes
+    assert re.search(r"^\s*1 .*sleep 1000", processes, re.MULTILINE), processes
     assert "sleep 30" in processes
 
 
@@ -190,7 +190,8 @@ def test_rm_force_running_container(podman, sleeper):
     assert _gone(podman, sleeper)
     assert wait_for(lambda: not os.path.exists(f"/proc/{pid}")), "the container's init survived"
     # The runtime's own state is gone too (`delete --force` ran).
-    state = subprocess.run([podman.runtime, "state", container_id], capture_output=True, text=True)
+    state = subprocess.run([podman.runtime, "state", container_id], capture_output=True, text=True,
+                           check=False)
     assert state.returncode != 0, state.stdout
 
 
@@ -206,7 +207,7 @@ def test_join_another_containers_namespaces(podman, sleeper):
     result = podman("run", "--rm", "--name", podman.new_name(), "--network", f"container:{sleeper}",
                     "--pid", f"container:{sleeper}", "--ipc", f"container:{sleeper}", IMAGE,
                     "ps", check=True)
-    assert re.search(r"^\s*1 .*sleep 1000", result.stdout, re.M), result.stdout
+    assert re.search(r"^\s*1 .*sleep 1000", result.stdout, re.MULTILINE), result.stdout
 
 
 def test_user_namespace_and_privileged(podman):
@@ -256,3 +257,28 @@ def test_json_log_errors(podman, tmp_path):
     records = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
     errors = [r for r in records if r.get("level") == "error"]
     assert errors and "/nonexistent" in errors[-1]["msg"], records
+
+
+def test_detached_rm_cleans_up_after_exit(podman):
+    """conmon's exit command (`podman container cleanup --rm`) deletes the container."""
+    name = podman.new_name()
+    podman("run", "-d", "--rm", "--network", "none", "--name", name, IMAGE,
+           "sh", "-c", "sleep 0.3; exit 3", check=True)
+    assert wait_for(lambda: _gone(podman, name), timeout=20), "the exited container was kept"
+
+
+def test_exec_pipes_stdin_and_reports_signals(podman, sleeper):
+    result = podman("exec", "-i", sleeper, "cat", input="piped in\n")
+    assert (result.returncode, result.stdout) == (0, "piped in\n"), result.stderr
+    assert podman("exec", sleeper, "sh", "-c", "kill -9 $$").returncode == 137
+
+
+def test_restart(podman):
+    name = podman.new_name()
+    podman("run", "-d", "--network", "none", "--name", name, IMAGE, "sh", "-c",
+           'trap "exit 0" TERM; while :; do sleep 0.1; done', check=True)
+    first = _inspect(podman, name, "{{.State.Pid}}")
+    podman("restart", "-t", "5", name, check=True)
+    assert _inspect(podman, name, "{{.State.Status}}") == "running"
+    assert _inspect(podman, name, "{{.State.Pid}}") != first
+    assert podman("exec", name, "true").returncode == 0
