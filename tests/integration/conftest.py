@@ -68,7 +68,8 @@ def runtime(request, workdir):
     yield rt
     rt.cleanup()
     for path in find_test_cgroups():
-        if path not in before:
+        # only this test's containers: other test runs may be going on in parallel
+        if path not in before and any(cid in str(path) for cid in rt.created):
             remove_cgroup(path)
     shutil.rmtree(root, ignore_errors=True)
 
