@@ -2,7 +2,8 @@
 
 Every test gets a `runtime` (a private --root) and a `bundle`; teardown always
 runs `delete --force` on every container the test created, removes the bundle
-directory and any cgroup named corral-test-* this test left behind.
+directory and the corral-test-<id> cgroups of the test's own containers (never
+other ones: other sessions may be running containers at the same time).
 """
 
 from __future__ import annotations

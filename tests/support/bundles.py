@@ -260,7 +260,8 @@ class Runtime:
     def create(self, bundle: Bundle, *extra: str, container_id: str | None = None,
                check: bool = True, pass_fds: tuple[int, ...] = ()) -> Result:
         return self.call_detached("create", "--bundle", str(bundle.path), *extra,
-                                  container_id or bundle.id, log_dir=bundle.path,
+                                  bundle.id if container_id is None else container_id,
+                                  log_dir=bundle.path,
                                   check=check, pass_fds=pass_fds)
 
     def start(self, container_id: str, check: bool = True) -> Result:
@@ -271,7 +272,8 @@ class Runtime:
             pass_fds: tuple[int, ...] = ()) -> Result:
         """`run` in the foreground: the result holds the container's output."""
         return self.call("run", "--bundle", str(bundle.path), *extra,
-                         container_id or bundle.id, check=check, timeout=timeout,
+                         bundle.id if container_id is None else container_id,
+                         check=check, timeout=timeout,
                          pass_fds=pass_fds)
 
     def probe(self, bundle: Bundle, script: str | None = None, *extra: str,
@@ -422,6 +424,22 @@ def remove_cgroup(path: Path) -> None:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.02)
+
+
+def processes_rooted_in(path: Path) -> list[int]:
+    """Host pids whose root directory (/proc/<pid>/root) is `path` or below it."""
+    real = os.path.realpath(path)
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            root = os.readlink(f"/proc/{name}/root")
+        except OSError:
+            continue
+        if root == real or root.startswith(real + "/"):
+            found.append(int(name))
+    return found
 
 
 def ns_link(pid: int | str, kind: str) -> str:

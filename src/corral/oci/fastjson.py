@@ -53,6 +53,13 @@ def loads(text: str | bytes) -> object:
         value, index = _scanner(text, start)
     except StopIteration as exc:
         raise ValueError(f"Expecting value: char {exc.value}") from None
+    except SystemError:
+        # _json raises its syntax errors as json.decoder.JSONDecodeError, looked up in
+        # sys.modules only: unimported, it returns NULL. Parse again with json for the error.
+        import json
+
+        json.loads(text)
+        raise
     finally:
         _Context.memo.clear()
     while index < end and text[index] in _WHITESPACE:
