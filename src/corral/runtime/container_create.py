@@ -129,7 +129,7 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
         from corral.linux import syscalls as sc
 
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-    bootstrap_pid = os.fork()
+    bootstrap_pid, born_in = _fork_into_v2_cgroup(cgroup)
     if bootstrap_pid == 0:
         os.close(parent_read)
         os.close(parent_write)
@@ -155,7 +155,8 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
                 init_pid = int(pid_text)
                 os.waitpid(bootstrap_pid, 0)
                 bootstrap_pid = 0
-                cgroup.add(init_pid, [name for name in remaining.split(",") if name])
+                cgroup.add(init_pid, [name for name in remaining.split(",")
+                                      if name and name != born_in])
                 channel.send("go")
                 if "oomScoreAdj" in process:
                     from corral.runtime.process import set_oom_score_adj
@@ -207,6 +208,28 @@ def _chown_to_container_root(path: str, linux: dict) -> None:
                 ids[index] = m["hostID"] - m["containerID"]
     if ids != [-1, -1]:
         os.chown(path, *ids)
+
+
+def _fork_into_v2_cgroup(cgroup: Cgroup) -> tuple[int, str | None]:
+    """fork, with the child born into the container's cgroup v2 directory if possible.
+
+    clone3(CLONE_INTO_CGROUP) avoids cgroup.procs' wait for an RCU grace period.
+    It is tried here, in the runtime's own namespaces, where a failure (old kernel,
+    no v2 hierarchy) only means a plain fork: after unshare(CLONE_NEWPID) a failed
+    first fork would leave the new PID namespace unable to fork at all.
+    """
+    path = cgroup.paths.get("unified")
+    if path is not None:
+        from corral.linux import syscalls as sc
+
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return sc.fork_into_cgroup(fd), "unified"
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # in the child too: it is the parent's copy
+    return os.fork(), None
 
 
 def _move_above(fd: int, lowest: int) -> int:

@@ -100,15 +100,11 @@ def bootstrap(setup: InitSetup) -> None:
     channel = setup.channel
     try:
         # cgroups without the slow cgroup.procs path: v1 hierarchies are joined
-        # through `tasks` here; the init is born into v2 ones by clone3 below. What
-        # cannot be done that way is left to the runtime ("pid" message).
+        # through `tasks` here (the runtime forked us into the v2 one with clone3).
+        # What cannot be done that way is left to the runtime ("pid" message).
         from corral.linux.cgroups import Cgroup
 
         remaining = Cgroup(setup.cgroup_paths).join_self_v1()
-        v2_fd = -1
-        if remaining == ["unified"]:
-            v2_fd = os.open(setup.cgroup_paths["unified"], os.O_RDONLY | os.O_DIRECTORY
-                            | os.O_CLOEXEC)
         namespaces = _namespaces(setup.config)
         join_namespaces(namespaces)
         if "user" in namespaces and namespaces["user"] is None:
@@ -125,18 +121,7 @@ def bootstrap(setup: InitSetup) -> None:
                 flags |= NAMESPACE_FLAGS[kind]
         if flags:
             sc.unshare(flags)
-        pid = -1
-        # Not in a user namespace: CLONE_INTO_CGROUP checks cgroup.procs with the
-        # namespace's ids (EACCES), and a failed first fork in a new PID namespace
-        # leaves it unable to fork again (ENOMEM). The runtime adds the pid instead.
-        if v2_fd >= 0 and "user" not in namespaces:
-            try:
-                pid = sc.fork_into_cgroup(v2_fd)
-                remaining = []
-            except OSError:
-                pid = -1
-        if pid < 0:
-            pid = os.fork()
+        pid = os.fork()
     except BaseException as exc:  # noqa: BLE001 - any failure goes to the runtime
         _fail(channel, exc)
     if pid == 0:
