@@ -21,8 +21,14 @@ _REPO = str(Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from tests.support.bundles import (  # noqa: E402
-    BUSYBOX, CORRAL_RUNTIME, ID_PREFIX, Bundle, Runtime, find_test_cgroups, remove_cgroup,
+from tests.support.bundles import (
+    BUSYBOX,
+    CORRAL_RUNTIME,
+    ID_PREFIX,
+    Bundle,
+    Runtime,
+    find_test_cgroups,
+    remove_cgroup,
     unique_id,
 )
 
@@ -100,5 +106,5 @@ def _remove_tree(path: Path) -> None:
     """rm -rf that first makes everything writable again (chattr-free: just chmod)."""
     if not path.exists():
         return
-    subprocess.run(["chmod", "-R", "u+rwx", str(path)], capture_output=True)
+    subprocess.run(["chmod", "-R", "u+rwx", str(path)], capture_output=True, check=False)
     shutil.rmtree(path, ignore_errors=True)

@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-
 from tests.support.bundles import find_test_cgroups, processes_rooted_in
 
 

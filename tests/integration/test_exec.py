@@ -7,7 +7,6 @@ import os
 import time
 
 import pytest
-
 from tests.support.bundles import ns_link
 from tests.support.console import ConsoleSocket
 
@@ -91,8 +90,8 @@ def test_exec_process_json(runtime, running, tmp_path):
     process = {
         "terminal": False,
         "user": {"uid": 1000, "gid": 1000},
-        "args": ["sh", "-c", "echo $CORRAL_P $(pwd) $(id -u); grep NoNewPrivs /proc/self/status;"
-                             " exit 3"],
+        "args": ["sh", "-c", ("echo $CORRAL_P $(pwd) $(id -u); "
+                              "grep NoNewPrivs /proc/self/status; exit 3")],
         "env": ["PATH=/bin", "CORRAL_P=from-json"],
         "cwd": "/home/corral",
         "noNewPrivileges": True,

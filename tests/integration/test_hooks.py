@@ -7,7 +7,6 @@ import os
 import time
 
 import pytest
-
 from tests.support.bundles import find_test_cgroups
 
 # Appends "<name> <status> <env> <args>" to the log: runs on the host (host /bin/sh)
@@ -179,7 +178,7 @@ def test_prestart_runs_in_the_container_network_namespace_pid(runtime, bundle):
     """prestart gets the init's pid: /proc/<pid>/ns/net is the container's netns."""
     out = bundle.path / "prestart.out"
     bundle.hook("prestart", "/bin/sh",
-                ["sh", "-c", f"pid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p'); "
-                             f"readlink /proc/$pid/ns/net > {out}"])
+                ["sh", "-c", (f"pid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p'); "
+                              f"readlink /proc/$pid/ns/net > {out}")])
     pid = runtime.start_sleeping(bundle)
     assert out.read_text().strip() == os.readlink(f"/proc/{pid}/ns/net")

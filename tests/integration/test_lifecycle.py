@@ -10,7 +10,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from tests.support.bundles import find_test_cgroups
 
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "oci-runtime-spec"

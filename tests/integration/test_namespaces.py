@@ -6,7 +6,6 @@ import os
 import subprocess
 
 import pytest
-
 from tests.support.bundles import ns_link, unique_id
 
 KINDS = {"ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "network": "net", "mount": "mnt",
@@ -18,12 +17,22 @@ def test_pid_1_inside(runtime, bundle):
     assert "pid=1" in out
 
 
-def test_hostname_and_domainname(runtime, bundle):
+def test_hostname(runtime, bundle):
+    bundle.config["hostname"] = "corral-test-host"
+    out = runtime.probe(bundle, "hostname; cat /proc/sys/kernel/hostname")
+    assert out.split() == ["corral-test-host", "corral-test-host"]
+    assert os.uname().nodename != "corral-test-host"
+
+
+def test_domainname(runtime, bundle, request):
+    if not runtime.is_corral:
+        request.applymarker(pytest.mark.xfail(
+            reason="runc 1.1 ignores `domainname` (config.md#domainname; added in runc 1.2)",
+            strict=False))
     bundle.config["hostname"] = "corral-test-host"
     bundle.config["domainname"] = "corral.test"
     out = runtime.probe(bundle, "hostname; cat /proc/sys/kernel/domainname")
     assert out.split() == ["corral-test-host", "corral.test"]
-    assert os.uname().nodename != "corral-test-host"
 
 
 def test_new_network_namespace_has_only_lo(runtime, bundle):
@@ -52,20 +61,24 @@ def netns():
     name = unique_id("ns")
     subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
     yield f"/var/run/netns/{name}", name
-    subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
 
 
 def test_join_netns_by_path(runtime, bundle, netns):
     path, name = netns
-    subprocess.run(["ip", "netns", "exec", name, "ip", "link", "add", "corral-t0", "type",
-                    "dummy"], check=True, capture_output=True)
+    # a mark only this namespace has: lo's MTU
+    subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "mtu", "1234"],
+                   check=True, capture_output=True)
     bundle.set_namespace("network", path)
-    inside = runtime.probe(bundle, "readlink /proc/self/ns/net; ls /sys/class/net").split()
-    expected = os.readlink(f"/proc/self/fd/{os.open(path, os.O_RDONLY)}") if False else None
-    del expected
-    stat = os.stat(path)
-    assert inside[0] == f"net:[{stat.st_ino}]"
-    assert "corral-t0" in inside[1:]
+    inside = runtime.probe(bundle, "readlink /proc/self/ns/net; cat /sys/class/net/lo/mtu")
+    assert inside.split() == [f"net:[{os.stat(path).st_ino}]", "1234"]
+
+
+def test_new_netns_has_lo_up(runtime, bundle):
+    """runc brings the loopback up in every network namespace it creates."""
+    out = runtime.probe(bundle, "ip -o link show lo; ip -o addr show lo")
+    assert "LOOPBACK,UP" in out
+    assert "inet 127.0.0.1/8" in out
 
 
 def test_join_network_of_another_container(runtime, make_bundle):

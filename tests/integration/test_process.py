@@ -7,7 +7,6 @@ import os
 import resource
 
 import pytest
-
 from tests.support.bundles import find_test_cgroups
 from tests.support.console import ConsoleSocket
 

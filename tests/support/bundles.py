@@ -23,8 +23,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 BUSYBOX = "/bin/busybox"
 CORRAL_RUNTIME = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "corral-runtime")
@@ -123,11 +124,11 @@ class Bundle:
     def linux(self) -> dict:
         return self.config.setdefault("linux", {})
 
-    def args(self, *args: str) -> "Bundle":
+    def args(self, *args: str) -> Bundle:
         self.process["args"] = list(args)
         return self
 
-    def sh(self, script: str) -> "Bundle":
+    def sh(self, script: str) -> Bundle:
         """Make the container's process `sh -c SCRIPT` and save the config."""
         self.process["args"] = ["sh", "-c", script]
         self.write()
@@ -221,7 +222,7 @@ class Runtime:
         """Run with stdout/stderr captured by pipes (for commands that do not detach)."""
         argv = self.argv(*args)
         self._remember(args)
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                               input=input, pass_fds=pass_fds, cwd=cwd,
                               stdin=None if input is not None else subprocess.DEVNULL)
         result = Result(argv, proc.returncode, proc.stdout, proc.stderr)
@@ -241,7 +242,7 @@ class Runtime:
         err_before = err_path.stat().st_size if err_path.exists() else 0
         with open(out_path, "ab") as out, open(err_path, "ab") as err:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                  timeout=timeout, pass_fds=pass_fds)
+                                  timeout=timeout, pass_fds=pass_fds, check=False)
         result = Result(argv, proc.returncode, _read_from(out_path, out_before),
                         _read_from(err_path, err_before))
         if check and result.returncode != 0:

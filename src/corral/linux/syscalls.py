@@ -245,3 +245,23 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     if pid < 0:
         raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
     return pid
+
+
+def set_loopback_up() -> None:
+    """Bring `lo` up in the calling process's network namespace (SIOCSIFFLAGS), as
+    runc does for every new one. A socket fd from libc: no `socket` module import."""
+    import fcntl
+    import struct
+
+    fd = _libc.socket(2, 2 | 0o2000000, 0)  # AF_INET, SOCK_DGRAM | SOCK_CLOEXEC
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"socket(AF_INET): {os.strerror(err)}")
+    try:
+        request = struct.pack("16sh22x", b"lo", 0)  # struct ifreq: name, ifr_flags
+        flags = struct.unpack_from("16xh", fcntl.ioctl(fd, 0x8913, request))[0]  # SIOCGIFFLAGS
+        fcntl.ioctl(fd, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))  # SIOCSIFFLAGS, IFF_UP
+    except OSError as exc:
+        raise OSError(exc.errno, f"network namespace: cannot bring lo up: {exc.strerror}") from None
+    finally:
+        os.close(fd)

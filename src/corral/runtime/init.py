@@ -57,6 +57,7 @@ class InitSetup:
         self.rootfs = rootfs_path
         self.channel = channel
         self.fifo_path = fifo_path
+        self.fifo_fd = -1  # opened by the bootstrap, before it leaves the host's namespaces
         self.console_fd = console_fd
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
@@ -105,6 +106,9 @@ def bootstrap(setup: InitSetup) -> None:
         from corral.linux.cgroups import Cgroup
 
         remaining = Cgroup(setup.cgroup_paths).join_self_v1()
+        # Opened while still the host's root: in a user namespace the state directory
+        # (0700 under a private --root) may not be reachable any more.
+        setup.fifo_fd = os.open(setup.fifo_path, os.O_PATH | os.O_CLOEXEC)
         namespaces = _namespaces(setup.config)
         join_namespaces(namespaces)
         if "user" in namespaces and namespaces["user"] is None:
@@ -121,6 +125,8 @@ def bootstrap(setup: InitSetup) -> None:
                 flags |= NAMESPACE_FLAGS[kind]
         if flags:
             sc.unshare(flags)
+        if flags & sc.CLONE_NEWNET:
+            sc.set_loopback_up()
         pid = os.fork()
     except BaseException as exc:  # noqa: BLE001 - any failure goes to the runtime
         _fail(channel, exc)
@@ -153,7 +159,7 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
                            cgroup_paths=setup.cgroup_paths)
         if proc.get("terminal"):
             import socket  # noqa: F401 - needed after pivot_root to send the pty master
-        fifo_fd = os.open(setup.fifo_path, os.O_PATH | os.O_CLOEXEC)
+        fifo_fd = setup.fifo_fd
         channel.send("hooks")
         state = fastjson.loads(channel.expect("ok"))
         hooks.run_all(config, "createContainer", state)
