@@ -6,8 +6,11 @@ processes, like runc does — `created` while the init waits on exec.fifo,
 `running` while the init lives, `stopped` after. The init's start time
 (/proc/<pid>/stat field 22) guards against a recycled pid.
 
-state.json is written to a temporary name, fsynced and renamed, so a reader
-never sees half a file. Container ids are validated before any path is built.
+state.json is written to a temporary name and renamed, so a reader never sees
+half a file. It is not fsynced: the state describes processes, which a crash
+or reboot ends anyway, and /run is meant to be tmpfs (where it is a disk, as on
+some VMs, fsync cost several ms per create). Container ids are validated
+before any path is built.
 """
 
 from __future__ import annotations
@@ -122,8 +125,6 @@ class Container:
         temporary = self.state_path + ".tmp"
         with open(temporary, "w") as f:
             f.write(fastjson.dumps(self.data))
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(temporary, self.state_path)
 
     # -- derived state ----------------------------------------------------
