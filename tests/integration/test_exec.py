@@ -180,3 +180,23 @@ def test_exec_capabilities_follow_the_config(runtime, running):
     result = runtime.exec(bundle.id, "grep", "CapEff", "/proc/self/status")
     init = runtime.exec(bundle.id, "sh", "-c", "grep CapEff /proc/1/status")
     assert result.stdout.split()[1] == init.stdout.split()[1]
+
+
+def test_exec_preserve_fds(runtime, running, tmp_path):
+    import subprocess
+
+    bundle, _ = running
+    (tmp_path / "f.txt").write_text("exec-fd-3\n")
+    argv = runtime.argv("exec", "--preserve-fds", "1", bundle.id, "sh", "-c", "cat <&3")
+    proc = subprocess.run(["/bin/sh", "-c", 'exec "$@" 3<"$0"', str(tmp_path / "f.txt"), *argv],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "exec-fd-3\n"
+
+
+def test_exec_cap_flag_adds_a_capability(runtime, running):
+    bundle, _ = running
+    result = runtime.exec(bundle.id, "grep", "CapEff", "/proc/self/status",
+                          flags=["--cap", "CAP_SYS_ADMIN"])
+    assert result.returncode == 0, result
+    assert int(result.stdout.split()[1], 16) & (1 << 21)

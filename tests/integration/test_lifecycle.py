@@ -295,3 +295,40 @@ def test_sigkill_sent_to_state(runtime, bundle):
     runtime.kill(bundle.id, "KILL")  # kill works on a created container
     runtime.wait_status(bundle.id, "stopped")
     assert signal.SIGKILL == 9
+
+
+def test_delete_created_without_force(runtime, bundle):
+    """A created container (its init still waiting for start) can be deleted plainly."""
+    bundle.sh("sleep 30")
+    runtime.create(bundle)
+    pid = runtime.state(bundle.id)["pid"]
+    runtime.delete(bundle.id)
+    assert runtime.state_or_none(bundle.id) is None
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def test_start_stopped_container_fails(runtime, bundle):
+    bundle.sh("true")
+    runtime.create(bundle)
+    runtime.start(bundle.id)
+    runtime.wait_status(bundle.id, "stopped")
+    assert runtime.start(bundle.id, check=False).returncode != 0
+
+
+def test_init_killed_from_the_host_is_stopped(runtime, bundle):
+    pid = runtime.start_sleeping(bundle)
+    os.kill(pid, signal.SIGKILL)
+    runtime.wait_status(bundle.id, "stopped")
+    entries = json.loads(runtime.call("list", "--format", "json", check=True).stdout)
+    assert [e["status"] for e in entries if e["id"] == bundle.id] == ["stopped"]
+    runtime.delete(bundle.id)
+    assert runtime.state_or_none(bundle.id) is None
+
+
+def test_run_no_pivot(runtime, bundle):
+    out = runtime.probe(bundle, "ls /bin/busybox; cat /proc/self/mountinfo | wc -l", "--no-pivot")
+    assert out.split()[0] == "/bin/busybox"
+

@@ -142,3 +142,30 @@ def test_user_namespace_non_root_user(runtime, bundle):
     assert out.split() == ["1000"]
     made = os.stat(bundle.rootfs / "tmp" / "by-user")
     assert made.st_uid == HOST_ID + 1000
+
+
+def test_exec_in_a_user_namespace(runtime, bundle):
+    _user_namespace(bundle)
+    bundle.sh("sleep 60")
+    runtime.create(bundle)
+    runtime.start(bundle.id)
+    pid = runtime.state(bundle.id)["pid"]
+    result = runtime.exec(bundle.id, "sh", "-c", "id -u; cat /proc/self/uid_map; "
+                                                 "readlink /proc/self/ns/user")
+    assert result.returncode == 0, result
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "0"
+    assert lines[1].split() == ["0", str(HOST_ID), "65536"]
+    assert lines[2] == ns_link(pid, "user")
+
+
+def test_hostname_without_uts_namespace_fails(runtime, bundle):
+    bundle.remove_namespace("uts")
+    bundle.config["hostname"] = "corral-test-nouts"
+    bundle.sh("hostname")
+    result = runtime.create(bundle, check=False)
+    assert result.returncode != 0
+    if runtime.is_corral:
+        assert "hostname" in result.stderr and "uts" in result.stderr.lower()
+    assert os.uname().nodename != "corral-test-nouts"
+    assert runtime.state_or_none(bundle.id) is None

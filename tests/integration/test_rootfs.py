@@ -208,3 +208,41 @@ def test_cwd_and_rootfs_relative_path(runtime, bundle):
     bundle.config["root"]["path"] = "rootfs"
     out = runtime.probe(bundle, "pwd; ls /bin/busybox")
     assert out.split() == ["/", "/bin/busybox"]
+
+
+def test_bind_mount_flags_in_mountinfo(runtime, bundle, tmp_path):
+    source = tmp_path / "flags"
+    source.mkdir()
+    bundle.add_mount("/mnt/flags", "bind", str(source), ["rbind", "ro", "nosuid", "nodev",
+                                                         "noexec"])
+    out = runtime.probe(bundle, "grep ' /mnt/flags ' /proc/mounts")
+    options = _mounts(out)["/mnt/flags"][1]
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(options)
+
+
+def test_tmpfs_owner_options(runtime, bundle):
+    bundle.add_mount("/owned", "tmpfs", "tmpfs", ["mode=750", "uid=1000", "gid=2000",
+                                                  "size=1m"])
+    out = runtime.probe(bundle, "stat -c '%a %u %g' /owned")
+    assert out.split() == ["750", "1000", "2000"]
+
+
+def test_device_owner(runtime, bundle):
+    bundle.linux["devices"] = [{"path": "/dev/corral-zero", "type": "c", "major": 1,
+                                "minor": 5, "fileMode": 0o600, "uid": 1000, "gid": 2000}]
+    out = runtime.probe(bundle, "stat -c '%a %u %g %t,%T' /dev/corral-zero")
+    assert out.split() == ["600", "1000", "2000", "1,5"]
+
+
+def test_dev_shm_and_mqueue_usable(runtime, bundle):
+    out = runtime.probe(bundle, "echo x > /dev/shm/f && cat /dev/shm/f; "
+                                "stat -c %a /dev/shm; ls -d /dev/mqueue")
+    assert out.split() == ["x", "1777", "/dev/mqueue"]
+
+
+def test_proc_mounted_for_the_pid_namespace(runtime, bundle):
+    out = runtime.probe(bundle, "cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | "
+                                "grep -c '^[0-9]'")
+    lines = out.splitlines()
+    assert lines[0].startswith("sh -c")
+    assert int(lines[1]) < 10
