@@ -229,3 +229,63 @@ def test_stdio_of_a_created_container_goes_to_the_creators_fds(runtime, bundle):
     runtime.wait_status(bundle.id, "stopped")
     assert (bundle.path / "stdout.log").read_text() == "to-stdout\n"
     assert "to-stderr" in (bundle.path / "stderr.log").read_text()
+
+
+def test_no_additional_gids_means_no_groups(runtime, bundle):
+    bundle.process["user"] = {"uid": 1000, "gid": 1000}
+    out = runtime.probe(bundle, "grep ^Groups: /proc/self/status")
+    assert out.split() == ["Groups:"]
+
+
+def test_soft_rlimit_above_hard_fails(runtime, bundle):
+    bundle.process["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 1024}]
+    bundle.sh("echo should-not-run")
+    result = runtime.create(bundle, check=False)
+    assert result.returncode != 0
+    if runtime.is_corral:
+        assert "rlimits" in result.stderr or "RLIMIT_NOFILE" in result.stderr
+    assert runtime.state_or_none(bundle.id) is None
+    assert find_test_cgroups(bundle.id) == []
+
+
+def test_program_not_executable_fails_create(runtime, bundle):
+    (bundle.rootfs / "not-exec").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(bundle.rootfs / "not-exec", 0o644)
+    bundle.process["args"] = ["/not-exec"]
+    bundle.write()
+    result = runtime.create(bundle, check=False)
+    assert result.returncode != 0
+    assert "not-exec" in result.stderr
+    assert runtime.state_or_none(bundle.id) is None
+
+
+def test_pid_file_relative_to_the_callers_cwd(runtime, bundle, tmp_path):
+    bundle.sh("sleep 30")
+    result = runtime.call_detached("create", "--bundle", str(bundle.path), "--pid-file",
+                                   "rel.pid", bundle.id, log_dir=bundle.path, cwd=str(tmp_path))
+    assert result.returncode == 0, result
+    assert int((tmp_path / "rel.pid").read_text()) == runtime.state(bundle.id)["pid"]
+
+
+def test_run_detach_with_console_socket(runtime, bundle, tmp_path):
+    """runc takes --console-socket for `run` only with --detach."""
+    bundle.process["terminal"] = True
+    bundle.sh("test -t 1 && echo run-tty; read x; echo got:$x")
+    console = ConsoleSocket(tmp_path / "run.sock")
+    try:
+        result = runtime.call_detached("run", "--detach", "--console-socket", console.path,
+                                       "--bundle", str(bundle.path), bundle.id,
+                                       log_dir=bundle.path)
+        assert result.returncode == 0, result
+        console.wait_for("run-tty")
+        console.write(b"zz\n")
+        console.wait_for("got:zz")
+        runtime.wait_status(bundle.id, "stopped")
+    finally:
+        console.close()
+
+
+def test_large_environment(runtime, bundle):
+    bundle.process["env"] = ["PATH=/bin"] + [f"CORRAL_V{i}={'x' * 100}" for i in range(500)]
+    out = runtime.probe(bundle, "env | grep -c ^CORRAL_V; echo ${#CORRAL_V499}")
+    assert out.split() == ["500", "100"]

@@ -231,8 +231,8 @@ class Runtime:
         return result
 
     def call_detached(self, *args: str, log_dir: Path, check: bool = False,
-                      timeout: float = DEFAULT_TIMEOUT, pass_fds: tuple[int, ...] = ()
-                      ) -> Result:
+                      timeout: float = DEFAULT_TIMEOUT, pass_fds: tuple[int, ...] = (),
+                      cwd: str | None = None) -> Result:
         """Run a command whose container keeps the stdio: stdout/stderr go to files
         in `log_dir` (appended), and the result holds what the command itself wrote."""
         argv = self.argv(*args)
@@ -242,7 +242,7 @@ class Runtime:
         err_before = err_path.stat().st_size if err_path.exists() else 0
         with open(out_path, "ab") as out, open(err_path, "ab") as err:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                  timeout=timeout, pass_fds=pass_fds, check=False)
+                                  timeout=timeout, pass_fds=pass_fds, cwd=cwd, check=False)
         result = Result(argv, proc.returncode, _read_from(out_path, out_before),
                         _read_from(err_path, err_before))
         if check and result.returncode != 0:
