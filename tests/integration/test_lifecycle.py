@@ -6,14 +6,10 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
-import jsonschema
 import pytest
+from tests.support import specs
 from tests.support.bundles import find_test_cgroups
-
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "oci-runtime-spec"
-STATE_SCHEMA = SPECS / "schema" / "state-schema.json"
 
 
 def _alive(pid: int) -> bool:
@@ -159,26 +155,8 @@ def test_kill_unknown_signal_fails(runtime, bundle):
     assert runtime.status(bundle.id) == "running"
 
 
-def _state_validator():
-    from referencing import Registry, Resource
-
-    base = STATE_SCHEMA.parent.as_uri() + "/"
-    registry = Registry().with_resources(
-        (base + name, Resource.from_contents(json.loads((STATE_SCHEMA.parent / name).read_text()),
-                                             default_specification=_draft4()))
-        for name in ("defs.json", "state-schema.json"))
-    schema = dict(json.loads(STATE_SCHEMA.read_text()), id=base + "state-schema.json")
-    return jsonschema.Draft4Validator(schema, registry=registry)
-
-
-def _draft4():
-    from referencing.jsonschema import DRAFT4
-
-    return DRAFT4
-
-
 def test_state_matches_the_spec_schema(runtime, bundle):
-    validator = _state_validator()
+    validator = specs.validator("state-schema.json")
     bundle.config["annotations"] = {"org.corral.test": "yes"}
     bundle.sh("sleep 30")
     runtime.create(bundle)

@@ -1,0 +1,80 @@
+"""The runc command-line contract beyond the lifecycle: spec, features, relative
+bundle paths, paused containers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from tests.support import specs
+
+
+def test_spec_output_is_a_valid_config(runtime, tmp_path):
+    runtime.call("spec", "--bundle", str(tmp_path), check=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    specs.validator("config-schema.json").validate(config)
+    assert config["root"]["path"] == "rootfs"
+    assert config["process"]["args"] == ["sh"]
+
+
+def test_spec_rootless(runtime, tmp_path):
+    runtime.call("spec", "--rootless", "--bundle", str(tmp_path), check=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    specs.validator("config-schema.json").validate(config)
+    assert "user" in [ns["type"] for ns in config["linux"]["namespaces"]]
+    assert config["linux"]["uidMappings"]
+
+
+def test_spec_refuses_to_overwrite(runtime, tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    result = runtime.call("spec", "--bundle", str(tmp_path))
+    assert result.returncode != 0
+    assert (tmp_path / "config.json").read_text() == "{}"
+
+
+def test_features_output_is_valid(runtime):
+    result = runtime.call("features")
+    if result.returncode != 0 and not runtime.is_corral:
+        pytest.skip("this runc has no `features` command")
+    features = json.loads(result.stdout)
+    specs.validator("features-schema.json").validate(features)
+    assert "mount" in features["linux"]["namespaces"]
+    assert "prestart" in features["hooks"]
+
+
+def test_relative_bundle_path_is_made_absolute(runtime, bundle):
+    bundle.sh("sleep 30")
+    result = runtime.call_detached("create", "--bundle", ".", bundle.id, log_dir=bundle.path,
+                                   cwd=str(bundle.path))
+    assert result.returncode == 0, result
+    state = runtime.state(bundle.id)
+    assert os.path.isabs(state["bundle"])
+    assert Path(state["bundle"]).resolve() == bundle.path.resolve()
+
+
+def test_bundle_defaults_to_the_cwd(runtime, bundle):
+    bundle.sh("sleep 30")
+    result = runtime.call_detached("create", bundle.id, log_dir=bundle.path,
+                                   cwd=str(bundle.path))
+    assert result.returncode == 0, result
+    assert Path(runtime.state(bundle.id)["bundle"]).resolve() == bundle.path.resolve()
+
+
+def test_exec_in_paused_container_fails(runtime, bundle):
+    runtime.start_sleeping(bundle)
+    runtime.call("pause", bundle.id, check=True)
+    try:
+        result = runtime.exec(bundle.id, "true", timeout=10)
+        assert result.returncode != 0
+        if runtime.is_corral:
+            assert "paused" in result.stderr
+    finally:
+        runtime.call("resume", bundle.id, check=True)
+    assert runtime.exec(bundle.id, "true").returncode == 0
+
+
+def test_version(runtime):
+    result = runtime.call("--version", check=True)
+    assert "spec" in result.stdout
