@@ -182,3 +182,39 @@ def test_prestart_runs_in_the_container_network_namespace_pid(runtime, bundle):
                               f"readlink /proc/$pid/ns/net > {out}")])
     pid = runtime.start_sleeping(bundle)
     assert out.read_text().strip() == os.readlink(f"/proc/{pid}/ns/net")
+
+
+def test_hooks_run_in_the_right_namespaces(runtime, bundle):
+    """createRuntime and poststart in the runtime's namespaces; createContainer and
+    startContainer in the container's (config.md#posix-platform-hooks)."""
+    logdir = bundle.path / "nslog"
+    logdir.mkdir()
+    os.chmod(logdir, 0o777)
+    bundle.add_mount("/nslog", "bind", str(logdir), ["rbind", "rw"])
+    for stage in ("createRuntime", "createContainer", "poststart"):
+        bundle.hook(stage, "/bin/sh", ["sh", "-c", f"readlink /proc/self/ns/mnt > "
+                                                   f"{logdir}/{stage}"])
+    bundle.hook("startContainer", "/bin/sh",
+                ["sh", "-c", "readlink /proc/self/ns/mnt > /nslog/startContainer"])
+    pid = runtime.start_sleeping(bundle)
+    container_mnt, host_mnt = os.readlink(f"/proc/{pid}/ns/mnt"), os.readlink("/proc/self/ns/mnt")
+    deadline = time.monotonic() + 5
+    while not (logdir / "poststart").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen = {stage: (logdir / stage).read_text().strip() for stage in
+            ("createRuntime", "createContainer", "startContainer", "poststart")}
+    assert seen["createRuntime"] == host_mnt
+    assert seen["poststart"] == host_mnt
+    assert seen["createContainer"] == container_mnt
+    assert seen["startContainer"] == container_mnt
+
+
+def test_failing_poststop_does_not_block_delete(runtime, bundle):
+    bundle.hook("poststop", "/bin/sh", ["sh", "-c", "exit 9"])
+    bundle.sh("true")
+    runtime.create(bundle)
+    runtime.start(bundle.id)
+    runtime.wait_status(bundle.id, "stopped")
+    runtime.delete(bundle.id, check=False)
+    assert runtime.state_or_none(bundle.id) is None
+    assert find_test_cgroups(bundle.id) == []
