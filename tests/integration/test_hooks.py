@@ -192,8 +192,7 @@ def test_hooks_run_in_the_right_namespaces(runtime, bundle):
     os.chmod(logdir, 0o777)
     bundle.add_mount("/nslog", "bind", str(logdir), ["rbind", "rw"])
     for stage in ("createRuntime", "createContainer", "poststart"):
-        bundle.hook(stage, "/bin/sh", ["sh", "-c", f"readlink /proc/self/ns/mnt > "
-                                                   f"{logdir}/{stage}"])
+        bundle.hook(stage, "/bin/sh", ["sh", "-c", f"readlink /proc/self/ns/mnt > {logdir}/{stage}"])
     bundle.hook("startContainer", "/bin/sh",
                 ["sh", "-c", "readlink /proc/self/ns/mnt > /nslog/startContainer"])
     pid = runtime.start_sleeping(bundle)

@@ -120,3 +120,28 @@ def test_host_root_is_not_reachable(runtime, bundle):
     finally:
         os.unlink(marker)
     assert out.splitlines()[0] == "absent"
+
+
+def test_seccomp_is_enforced_or_refused(runtime, bundle, request):
+    """A runtime that cannot apply linux.seccomp must refuse the config, never run the
+    container unconfined (config-linux.md#seccomp)."""
+    if runtime.is_corral:
+        request.applymarker(pytest.mark.xfail(
+            reason="corral-runtime does not implement linux.seccomp (features: seccomp "
+                   "disabled) and silently runs the container without the filter",
+            strict=True))
+    bundle.config["root"]["readonly"] = False
+    bundle.linux["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 1}],
+    }
+    bundle.sh("mkdir /tmp/corral-seccomp 2>/dev/null && echo made || echo blocked")
+    result = runtime.run(bundle)
+    if result.returncode != 0:
+        assert runtime.is_corral, result  # runc applies seccomp
+        assert "seccomp" in result.stderr
+        assert runtime.state_or_none(bundle.id) is None
+        return
+    assert result.stdout == "blocked\n"
