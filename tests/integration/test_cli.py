@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,37 @@ def test_exec_in_paused_container_fails(runtime, bundle):
 def test_version(runtime):
     result = runtime.call("--version", check=True)
     assert "spec" in result.stdout
+
+
+def test_log_file_json(runtime, bundle, tmp_path):
+    """conmon and podman read errors from --log in --log-format json."""
+    log = tmp_path / "runtime.log"
+    bundle.write('{"ociVersion": ')
+    argv = ["--log", str(log), "--log-format", "json", "create", "--bundle", str(bundle.path),
+            bundle.id]
+    result = runtime.call(*argv)
+    assert result.returncode != 0
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    errors = [e for e in entries if e.get("level") == "error"]
+    assert errors, entries
+    assert all("msg" in e and "time" in e for e in errors)
+
+
+def test_delete_force_of_a_paused_container(runtime, bundle):
+    pid = runtime.start_sleeping(bundle)
+    runtime.call("pause", bundle.id, check=True)
+    assert runtime.status(bundle.id) == "paused"
+    runtime.delete(bundle.id, force=True)
+    assert runtime.state_or_none(bundle.id) is None
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}"), "the frozen init survived delete --force"
+
+
+def test_kill_a_paused_container(runtime, bundle):
+    runtime.start_sleeping(bundle)
+    runtime.call("pause", bundle.id, check=True)
+    runtime.kill(bundle.id, "KILL")
+    runtime.call("resume", bundle.id, check=False)
+    runtime.wait_status(bundle.id, "stopped")
