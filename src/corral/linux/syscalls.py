@@ -71,9 +71,9 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 # The syscall numbers we call directly (glibc has no wrapper for these).
 _SYSCALLS = {
     "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "close_range": 436,
-               "pidfd_send_signal": 424},
+               "pidfd_send_signal": 424, "keyctl": 250},
     "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "close_range": 436,
-                "pidfd_send_signal": 424},
+                "pidfd_send_signal": 424, "keyctl": 219},
 }[os.uname().machine]
 
 
@@ -153,6 +153,15 @@ def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
     """close_range(2); CLOSE_RANGE_CLOEXEC is flag 4."""
     _check(_libc.syscall(_SYSCALLS["close_range"], ctypes.c_uint(first), ctypes.c_uint(last),
                          ctypes.c_uint(flags)), "close_range")
+
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring(name: str) -> int:
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new session keyring called `name`."""
+    return _check(_libc.syscall(_SYSCALLS["keyctl"], KEYCTL_JOIN_SESSION_KEYRING,
+                                name.encode()), f"keyctl(join {name!r})")
 
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:

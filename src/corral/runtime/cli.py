@@ -140,7 +140,7 @@ class Logger:
 
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             if self.fmt == "json":
-                from corral.oci.runtime_config import dumps
+                from corral.oci.fastjson import dumps
 
                 line = dumps({"level": level, "msg": message, "time": stamp}) + "\n"
             else:
@@ -226,7 +226,7 @@ def _dispatch(command: str, root: str, flags: dict, positional: list[str], log: 
         start(root, _one_id(positional, command))
         return 0
     if command == "state":
-        from corral.oci.runtime_config import dumps
+        from corral.oci.fastjson import dumps
         from corral.runtime.state import Container
 
         container = Container.load(root, _one_id(positional, command))
@@ -280,7 +280,7 @@ def _dispatch(command: str, root: str, flags: dict, positional: list[str], log: 
         write_spec(flags.get("bundle") or ".", bool(flags.get("rootless")))
         return 0
     if command == "features":
-        from corral.oci.runtime_config import dumps
+        from corral.oci.fastjson import dumps
         from corral.runtime.features import features
 
         print(dumps(features()))
@@ -297,6 +297,7 @@ def _create_or_run(command: str, root: str, flags: dict, positional: list[str]) 
                             flags.get("console_socket"), bool(flags.get("no_pivot")),
                             _int_flag(flags, "preserve_fds", "preserve-fds"),
                             subreaper=foreground)
+    options.no_new_keyring = bool(flags.get("no_new_keyring"))
     proxy = None
     if foreground and not options.console_socket:
         from corral.oci.runtime_config import load_bundle

@@ -24,8 +24,8 @@ class CreateFailed(SystemFailure):
 
 
 class CreateOptions:
-    __slots__ = ("bundle", "console_fd", "console_socket", "no_pivot", "pid_file",
-                 "preserve_fds", "subreaper")
+    __slots__ = ("bundle", "console_fd", "console_socket", "no_new_keyring", "no_pivot",
+                 "pid_file", "preserve_fds", "subreaper")
 
     def __init__(self, bundle: str, pid_file: str | None = None,
                  console_socket: str | None = None, no_pivot: bool = False,
@@ -34,6 +34,7 @@ class CreateOptions:
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.no_pivot = no_pivot
+        self.no_new_keyring = False
         self.preserve_fds = preserve_fds
         self.subreaper = subreaper
         self.console_fd: int | None = None  # an already connected console (run -t)
@@ -136,6 +137,8 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
         setup = init.InitSetup(config, rootfs, Channel(child_read, child_write),
                                container.fifo_path, console_fd, options.no_pivot,
                                options.preserve_fds, cgroup.paths)
+        if not options.no_new_keyring:
+            setup.session_keyring = f"_ses.{container.id}"
         init.bootstrap(setup)
         os._exit(1)  # bootstrap never returns
     os.close(child_read)

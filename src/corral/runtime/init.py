@@ -62,6 +62,7 @@ class InitSetup:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.cgroup_paths = cgroup_paths
+        self.session_keyring: str | None = None  # `--no-new-keyring` leaves it None
 
 
 def _fail(channel: Channel, exc: BaseException) -> None:
@@ -151,6 +152,8 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
         if "cgroup" in namespaces and namespaces["cgroup"] is None:
             sc.unshare(sc.CLONE_NEWCGROUP)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)  # hide /proc/self/{exe,fd,mem} from the container
+        if setup.session_keyring:
+            _join_session_keyring(setup.session_keyring)
         new_mount_ns = "mount" in namespaces and namespaces["mount"] is None
         if new_mount_ns:
             rootfs.prepare(config, setup.rootfs,
@@ -229,6 +232,16 @@ def _setup_terminal(console_fd: int | None, size: dict | None, bind_console: boo
         except OSError:
             pass  # a read-only /dev: the console bind is a convenience, not required
     console.become_controlling(slave_path, size)
+
+
+def _join_session_keyring(name: str) -> None:
+    """Like runc: the container gets its own session keyring (keyrings(7)) named
+    `_ses.<id>`, so it never shares the host session's keys."""
+    try:
+        sc.join_session_keyring(name)
+    except OSError as exc:
+        if exc.errno not in (38, 1):  # ENOSYS: no keyrings; EPERM: not permitted here
+            raise
 
 
 def _apply_sysctl(sysctl: dict[str, str]) -> None:

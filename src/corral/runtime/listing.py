@@ -9,7 +9,7 @@ from corral.runtime.state import Container, list_ids
 
 
 def list_containers(root: str, fmt: str, quiet: bool) -> None:
-    from corral.oci.runtime_config import dumps
+    from corral.oci.fastjson import dumps
 
     containers = []
     for container_id in list_ids(root):
@@ -47,7 +47,7 @@ def ps(root: str, container_id: str, fmt: str, ps_args: list[str]) -> int:
     container = Container.load(root, container_id)
     pids = Cgroup(container.data.get("cgroup_paths") or {}).pids()
     if fmt == "json":
-        from corral.oci.runtime_config import dumps
+        from corral.oci.fastjson import dumps
 
         print(dumps(pids))
         return 0
