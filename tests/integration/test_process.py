@@ -289,3 +289,17 @@ def test_large_environment(runtime, bundle):
     bundle.process["env"] = ["PATH=/bin"] + [f"CORRAL_V{i}={'x' * 100}" for i in range(500)]
     out = runtime.probe(bundle, "env | grep -c ^CORRAL_V; echo ${#CORRAL_V499}")
     assert out.split() == ["500", "100"]
+
+
+def test_missing_cwd_is_created(runtime, bundle):
+    """runc creates a missing cwd (before making the root read-only)."""
+    bundle.process["cwd"] = "/corral/new/dir"
+    out = runtime.probe(bundle, "pwd")
+    assert out == "/corral/new/dir\n"
+
+
+def test_exec_env_override(runtime, bundle):
+    bundle.process["env"] = ["PATH=/bin", "A=config", "B=config"]
+    runtime.start_sleeping(bundle)
+    result = runtime.exec(bundle.id, "sh", "-c", "echo $A $B", flags=["--env", "A=flag"])
+    assert result.stdout == "flag config\n"

@@ -58,6 +58,17 @@ def prepare(config: dict, rootfs: str, *, in_user_namespace: bool, new_cgroup_ns
     if not dev_is_bound:
         create_devices(rootfs, linux.get("devices") or [], bind=in_user_namespace)
         _create_symlinks(rootfs)
+    _create_cwd(rootfs, (config.get("process") or {}).get("cwd") or "/")
+
+
+def _create_cwd(rootfs: str, cwd: str) -> None:
+    """A missing process.cwd is made (0755) before the root can turn read-only, as runc."""
+    target = mnt.secure_join(rootfs, cwd)
+    if not os.path.isdir(target):
+        try:
+            os.makedirs(target, 0o755, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument(f"process.cwd: cannot create {cwd!r}: {exc.strerror}") from None
 
 
 def _make_parent_private(rootfs: str) -> None:
