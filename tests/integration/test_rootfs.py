@@ -246,3 +246,18 @@ def test_proc_mounted_for_the_pid_namespace(runtime, bundle):
     lines = out.splitlines()
     assert lines[0].startswith("sh -c")
     assert int(lines[1]) < 10
+
+
+def test_bind_source_relative_to_the_bundle(runtime, bundle):
+    (bundle.path / "data").mkdir()
+    (bundle.path / "data" / "f").write_text("relative-source\n")
+    bundle.add_mount("/mnt/data", "bind", "data", ["rbind", "ro"])
+    assert runtime.probe(bundle, "cat /mnt/data/f") == "relative-source\n"
+
+
+def test_mount_destination_with_dotdot_stays_inside(runtime, bundle):
+    bundle.add_mount("/mnt/../../../corral-dotdot", "tmpfs", "tmpfs", ["size=1m"])
+    bundle.config["root"]["readonly"] = False
+    out = runtime.probe(bundle, "grep -c ' /corral-dotdot ' /proc/mounts")
+    assert out.strip() == "1"
+    assert not os.path.exists("/corral-dotdot")

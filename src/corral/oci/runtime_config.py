@@ -32,7 +32,15 @@ def load_bundle(bundle: str) -> dict:
         raise NotFound(f"bundle {bundle!r}: no config.json") from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    return parse(raw, path)
+    config = parse(raw, path)
+    # config.md#mounts: a bind mount's relative source is relative to the bundle
+    for mount in config.get("mounts") or []:
+        source = mount.get("source")
+        if source and not os.path.isabs(source) and (
+                mount.get("type") == "bind"
+                or {"bind", "rbind"} & set(mount.get("options") or ())):
+            mount["source"] = os.path.join(os.path.abspath(bundle), source)
+    return config
 
 
 def parse(raw: bytes | str, origin: str = "config.json") -> dict:
