@@ -6,7 +6,7 @@ import os
 import subprocess
 
 import pytest
-from tests.support.bundles import ns_link, unique_id
+from tests.support.bundles import find_test_cgroups, ns_link, processes_rooted_in, unique_id
 
 KINDS = {"ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "network": "net", "mount": "mnt",
          "pid": "pid"}
@@ -169,3 +169,43 @@ def test_hostname_without_uts_namespace_fails(runtime, bundle):
         assert "hostname" in result.stderr and "uts" in result.stderr.lower()
     assert os.uname().nodename != "corral-test-nouts"
     assert runtime.state_or_none(bundle.id) is None
+
+
+def test_user_namespace_with_default_mounts_and_readonly_root(runtime, bundle):
+    _user_namespace(bundle)
+    bundle.config["root"]["readonly"] = True
+    out = runtime.probe(bundle, "echo x > /dev/null && echo null-ok; "
+                                "head -c1 /dev/zero >/dev/null && echo dev-ok; "
+                                "touch /x 2>/dev/null && echo wrote || echo ro-root; "
+                                "ls /sys/class/net; ls /sys/fs/cgroup | head -1 | wc -l; "
+                                "id -u")
+    assert out.split() == ["null-ok", "dev-ok", "ro-root", "lo", "1", "0"]
+
+
+def test_user_namespace_with_several_ranges(runtime, bundle):
+    _user_namespace(bundle)
+    bundle.linux["uidMappings"] = [{"containerID": 0, "hostID": HOST_ID, "size": 1000},
+                                   {"containerID": 1000, "hostID": HOST_ID + 5000,
+                                    "size": 1000}]
+    bundle.process["user"] = {"uid": 1000, "gid": 0}
+    out = runtime.probe(bundle, "cat /proc/self/uid_map; id -u; touch /tmp/ranges")
+    lines = [line.split() for line in out.strip().splitlines()]
+    assert lines[0] == ["0", str(HOST_ID), "1000"]
+    assert lines[1] == ["1000", str(HOST_ID + 5000), "1000"]
+    assert lines[2] == ["1000"]
+    assert os.stat(bundle.rootfs / "tmp" / "ranges").st_uid == HOST_ID + 5000
+
+
+def test_bad_uid_mapping_fails_cleanly(runtime, bundle):
+    _user_namespace(bundle)
+    # overlapping ranges: the kernel refuses the map
+    bundle.linux["uidMappings"] = [{"containerID": 0, "hostID": HOST_ID, "size": 10},
+                                   {"containerID": 5, "hostID": HOST_ID + 100, "size": 10}]
+    bundle.sh("echo should-not-run")
+    result = runtime.create(bundle, check=False)
+    assert result.returncode != 0
+    if runtime.is_corral:
+        assert "uidMappings" in result.stderr
+    assert runtime.state_or_none(bundle.id) is None
+    assert find_test_cgroups(bundle.id) == []
+    assert processes_rooted_in(bundle.rootfs) == []
