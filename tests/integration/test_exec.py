@@ -200,3 +200,4 @@ def test_exec_cap_flag_adds_a_capability(runtime, running):
                           flags=["--cap", "CAP_SYS_ADMIN"])
     assert result.returncode == 0, result
     assert int(result.stdout.split()[1], 16) & (1 << 21)
+

@@ -310,3 +310,42 @@ def test_run_no_pivot(runtime, bundle):
     out = runtime.probe(bundle, "ls /bin/busybox; cat /proc/self/mountinfo | wc -l", "--no-pivot")
     assert out.split()[0] == "/bin/busybox"
 
+
+
+def _popen_run(runtime, bundle):
+    import subprocess
+
+    runtime.created.append(bundle.id)
+    return subprocess.Popen(runtime.argv("run", "--bundle", str(bundle.path), bundle.id),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_run_forwards_signals(runtime, bundle):
+    bundle.sh("trap 'echo got-term; exit 3' TERM; echo ready; "
+              "while true; do sleep 0.1; done")
+    proc = _popen_run(runtime, bundle)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "got-term" in out
+    assert proc.returncode == 3
+
+
+def test_run_reports_a_kill_from_outside(runtime, bundle):
+    bundle.sh("echo ready; sleep 30")
+    proc = _popen_run(runtime, bundle)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        runtime.kill(bundle.id, "KILL")
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + 9
