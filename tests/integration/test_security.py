@@ -122,14 +122,9 @@ def test_host_root_is_not_reachable(runtime, bundle):
     assert out.splitlines()[0] == "absent"
 
 
-def test_seccomp_is_enforced_or_refused(runtime, bundle, request):
+def test_seccomp_is_enforced_or_refused(runtime, bundle):
     """A runtime that cannot apply linux.seccomp must refuse the config, never run the
     container unconfined (config-linux.md#seccomp)."""
-    if runtime.is_corral:
-        request.applymarker(pytest.mark.xfail(
-            reason="corral-runtime does not implement linux.seccomp (features: seccomp "
-                   "disabled) and silently runs the container without the filter",
-            strict=True))
     bundle.config["root"]["readonly"] = False
     bundle.linux["seccomp"] = {
         "defaultAction": "SCMP_ACT_ALLOW",

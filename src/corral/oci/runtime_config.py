@@ -107,6 +107,10 @@ def check_semantics(config: dict) -> None:
     for index, entry in enumerate(linux.get("sysctl") or {}):
         if "/" in entry or ".." in entry:
             raise InvalidArgument(f"linux.sysctl: invalid key {entry!r}")
+    if linux.get("seccomp") is not None:
+        from corral.linux import seccomp
+
+        seccomp.validate(linux["seccomp"])
 
 
 def namespaces(config: dict) -> dict[str, str | None]:

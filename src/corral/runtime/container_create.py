@@ -58,7 +58,13 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
     rootfs = runtime_config.rootfs_path(config, options.bundle)
     if not os.path.isdir(rootfs):
         raise InvalidArgument(f"root.path: {rootfs} is not a directory")
-    container.make_dir()
+    seccomp_filter = _compile_seccomp(config)  # before anything exists: bad input leaves nothing
+    try:
+        container.make_dir()
+    except BaseException:
+        if seccomp_filter is not None:
+            seccomp_filter.release()
+        raise
     cgroup: Cgroup | None = None
     init_pid = 0
     try:
@@ -72,7 +78,8 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
             from corral.runtime import resources
 
             resources.apply(cgroup, linux["resources"], linux.get("devices"))
-        init_pid = _spawn(container, config, rootfs, cgroup, options, joined_cgroup_ns)
+        init_pid = _spawn(container, config, rootfs, cgroup, options, joined_cgroup_ns,
+                          seccomp_filter)
         container.data = {
             "ociVersion": config.get("ociVersion", runtime_config.OCI_VERSION),
             "id": container_id,
@@ -105,11 +112,31 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
             cgroup.destroy()
         container.remove_dir()
         raise
+    finally:
+        if seccomp_filter is not None:
+            seccomp_filter.release()
     return container
 
 
+def _compile_seccomp(config: dict):
+    """linux.seccomp as a libseccomp filter context, built in the runtime process: the
+    container's processes inherit it across fork and only load it (corral.linux.seccomp)."""
+    section = (config.get("linux") or {}).get("seccomp")
+    if section is None:
+        return None
+    from corral.linux import seccomp
+
+    compiled = seccomp.compile(section)
+    try:
+        compiled.connect_listener()
+    except BaseException:
+        compiled.release()
+        raise
+    return compiled
+
+
 def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
-           options: CreateOptions, joined_cgroup_ns: str | None) -> int:
+           options: CreateOptions, joined_cgroup_ns: str | None, seccomp_filter=None) -> int:
     """Fork the bootstrap stage and serve its requests until the init is ready."""
     from corral.runtime import init
 
@@ -137,6 +164,7 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
         setup = init.InitSetup(config, rootfs, Channel(child_read, child_write),
                                container.fifo_path, console_fd, options.no_pivot,
                                options.preserve_fds, cgroup.paths)
+        setup.seccomp = seccomp_filter
         if not options.no_new_keyring:
             setup.session_keyring = f"_ses.{container.id}"
         init.bootstrap(setup)

@@ -111,6 +111,14 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
     for ns in (config.get("linux") or {}).get("namespaces") or []:
         namespaces[ns["type"]] = f"/proc/{container.pid}/ns/{NS_FILES[ns['type']]}"
     cgroup = Cgroup(container.data.get("cgroup_paths") or {})
+    seccomp_filter = None
+    if (config.get("linux") or {}).get("seccomp") is not None:
+        # the container's filter applies to exec'd processes too (as runc); built here,
+        # on the host, where libseccomp.so is reachable
+        from corral.linux import seccomp
+
+        seccomp_filter = seccomp.compile(config["linux"]["seccomp"])
+        seccomp_filter.connect_listener()
     (parent_read, parent_write), (child_read, child_write) = pair()
     if not options.detach:
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
@@ -119,7 +127,9 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
         os.close(parent_read)
         os.close(parent_write)
         _child(Channel(child_read, child_write), namespaces, process, console_fd,
-               options.preserve_fds, init, cgroup.paths)
+               options.preserve_fds, init, cgroup.paths, seccomp_filter, container)
+    if seccomp_filter is not None:
+        seccomp_filter.release()
     os.close(child_read)
     os.close(child_write)
     if console_fd is not None:
@@ -166,7 +176,8 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
 
 def _child(channel: Channel, namespaces: dict[str, str], process: dict,
            console_fd: int | None, preserve_fds: int, init_module,
-           cgroup_paths: dict[str, str]) -> None:
+           cgroup_paths: dict[str, str], seccomp_filter=None,
+           container: Container | None = None) -> None:
     try:
         from corral.linux.cgroups import Cgroup
 
@@ -194,6 +205,19 @@ def _child(channel: Channel, namespaces: dict[str, str], process: dict,
         if "oomScoreAdj" in process:
             proc_module.set_oom_score_adj("self", process["oomScoreAdj"])
         os.close(channel.read_fd)
-        init_module.finish_and_exec(program, process, preserve_fds)
+        state = None
+        if seccomp_filter is not None and seccomp_filter.listener is not None:
+            state = _listener_state(container)
+        init_module.finish_and_exec(program, process, preserve_fds, seccomp_filter, state)
     except BaseException as exc:  # noqa: BLE001
         init_module._fail(channel, exc)
+
+
+def _listener_state(container: Container) -> dict:
+    """The state sent with a SCMP_ACT_NOTIFY listener fd. The exec'd process cannot see
+    its own pid outside the container's pid namespace, so `pid` is the init's."""
+    config = container.data.get("config") or {}
+    return {"ociVersion": container.data.get("ociVersion", "1.2.0"), "id": container.id,
+            "status": "running", "pid": container.pid,
+            "bundle": container.data.get("bundle", ""),
+            "annotations": config.get("annotations") or {}}

@@ -19,7 +19,7 @@ def features() -> dict:
             "capabilities": list(capabilities.NAMES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                        "rdma": False},
-            "seccomp": {"enabled": False},
+            "seccomp": _seccomp(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},
@@ -27,3 +27,9 @@ def features() -> dict:
         },
         "annotations": {"org.opencontainers.runtime-spec.features.corral": "true"},
     }
+
+
+def _seccomp() -> dict:
+    from corral.linux import seccomp  # ctypes and libseccomp only for this verb
+
+    return seccomp.features()

@@ -62,6 +62,7 @@ class InitSetup:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.cgroup_paths = cgroup_paths
+        self.seccomp = None  # a compiled corral.linux.seccomp.Filter, loaded before execve
         self.session_keyring: str | None = None  # `--no-new-keyring` leaves it None
 
 
@@ -193,21 +194,36 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
         os.write(fifo, b"0")
         os.close(fifo_fd)
         hooks.run_all(config, "startContainer", state)
-        finish_and_exec(program, proc, setup.preserve_fds)
+        finish_and_exec(program, proc, setup.preserve_fds, setup.seccomp, state)
     except BaseException as exc:  # noqa: BLE001
         os.write(2, f"corral-runtime init: {exc}\n".encode())
         os._exit(127)
 
 
-def finish_and_exec(program: str, proc: dict, preserve_fds: int) -> None:
-    """The steps shared with `exec`: ids and capabilities, cwd, fds, signals, execve."""
+def finish_and_exec(program: str, proc: dict, preserve_fds: int, seccomp=None,
+                    state: dict | None = None) -> None:
+    """The steps shared with `exec`: ids and capabilities, cwd, fds, signals, seccomp,
+    execve. Without no_new_privs, installing the seccomp filter needs CAP_SYS_ADMIN: it
+    is then loaded before the capabilities are dropped (as runc), else last."""
+    if seccomp is not None and not proc.get("noNewPrivileges"):
+        _load_seccomp(seccomp, state)
+        seccomp = None
     process.apply_user_and_capabilities(proc)
     process.change_dir(proc.get("cwd") or "/")
     process.close_inherited_fds(2 + preserve_fds)
     # CPython ignores SIGPIPE and SIGXFSZ; an exec'd program must start with defaults.
     for number in (13, 25):
         _signal.signal(number, _signal.SIG_DFL)
+    if seccomp is not None:
+        _load_seccomp(seccomp, state)
     process.execute(program, proc)
+
+
+def _load_seccomp(seccomp, state: dict | None) -> None:
+    notify_fd = seccomp.load()
+    if notify_fd is not None:
+        state = state or {}
+        seccomp.send_listener_fd(notify_fd, state.get("pid") or os.getpid(), state)
 
 
 def _setup_terminal_for_exec(console_fd: int | None, size: dict | None) -> None:
