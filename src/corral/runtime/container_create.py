@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from corral.errors import CorralError, InvalidArgument, SystemFailure
-from corral.linux.cgroups import Cgroup
+from corral.linux.cgroups import Cgroup, check_resources
 from corral.oci import fastjson, runtime_config
 from corral.runtime import hooks
 from corral.runtime.channel import Channel, ChannelClosed, ChildError, pair
@@ -58,6 +58,9 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
     rootfs = runtime_config.rootfs_path(config, options.bundle)
     if not os.path.isdir(rootfs):
         raise InvalidArgument(f"root.path: {rootfs} is not a directory")
+    # linux.resources are checked before anything exists too: a bad value leaves nothing
+    planned = Cgroup.for_config((config.get("linux") or {}).get("cgroupsPath"), container_id)
+    check_resources(planned, (config.get("linux") or {}).get("resources"))
     seccomp_filter = _compile_seccomp(config)  # before anything exists: bad input leaves nothing
     try:
         container.make_dir()
@@ -72,8 +75,8 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
         _chown_to_container_root(container.fifo_path, config.get("linux") or {})
         linux = config.get("linux") or {}
         joined_cgroup_ns = runtime_config.namespaces(config).get("cgroup")
-        cgroup = Cgroup.for_config(linux.get("cgroupsPath"), container_id)
-        cgroup.create()
+        cgroup = planned
+        cgroup.create(linux.get("resources"))
         if linux.get("resources"):
             from corral.runtime import resources
 

@@ -1,12 +1,13 @@
 """`kill`: send a signal to the container's init, or with --all to every process
-in its cgroup (runtime.md#kill)."""
+in its cgroup (runtime.md#kill): the cgroup manager freezes, signals and thaws
+(v1), or writes cgroup.kill for SIGKILL (v2)."""
 
 from __future__ import annotations
 
 import os
 
 from corral.errors import FailedPrecondition
-from corral.linux.cgroups import Cgroup
+from corral.linux.cgroups import Cgroup, manager_for
 from corral.runtime.state import Container
 
 
@@ -14,12 +15,13 @@ def kill(root: str, container_id: str, signal_number: int, all_processes: bool =
     container = Container.load(root, container_id)
     status = container.status()
     if all_processes:
-        pids = Cgroup(container.data.get("cgroup_paths") or {}).pids()
-        if container.init_alive() and container.pid not in pids:
-            pids.append(container.pid)
-        for pid in pids:
+        manager = manager_for(Cgroup(container.data.get("cgroup_paths") or {}))
+        alive = container.init_alive()
+        if manager.pids() or alive:
+            manager.kill_all(signal_number)
+        if alive and container.pid not in manager.pids():  # init outside its cgroup
             try:
-                os.kill(pid, signal_number)
+                os.kill(container.pid, signal_number)
             except ProcessLookupError:
                 pass
         return

@@ -8,6 +8,17 @@ the controllers' files and are written by `corral.runtime.resources`.
 
 `linux.cgroupsPath` (config-linux.md#cgroups-path): absolute paths are from the
 hierarchy root; relative ones from the runtime's own cgroup, as runc does.
+
+Limits, statistics, freezing and killing go through a manager (`manager_for`):
+`v1.V1Manager` when the container has v1 directories (v1 and hybrid hosts),
+`v2.V2Manager` when it lives in the unified hierarchy alone. Both have the shape
+of `manager.Manager`; each resource has its own module (memory, cpu, cpuset, pids,
+blkio, hugetlb, devices + ebpf, net, rdma, unified, freezer). `validate` checks a
+configuration before anything is created.
+
+This package is imported on the runtime's start-up path (the init joins its
+cgroups): it and its submodules import only cheap standard-library modules, and
+the managers are imported when first used.
 """
 
 from __future__ import annotations
@@ -93,7 +104,12 @@ class Cgroup:
             paths[hierarchy.name] = hierarchy.mount_point + inner.rstrip("/")
         return cls(paths)
 
-    def create(self) -> None:
+    def create(self, resources: dict | None = None) -> None:
+        if set(self.paths) == {"unified"}:
+            from corral.linux.cgroups.v2 import V2Manager
+
+            V2Manager(self).create(resources)
+            return
         for name, path in self.paths.items():
             os.makedirs(path, exist_ok=True)
             if "cpuset" in name.split(","):
@@ -166,11 +182,32 @@ class Cgroup:
                         time.sleep(0.005)
 
     def freezer_state_file(self) -> str | None:
-        if "freezer" in self.paths:
-            return os.path.join(self.paths["freezer"], "freezer.state")
-        if "unified" in self.paths:
-            return os.path.join(self.paths["unified"], "cgroup.freeze")
-        return None
+        from corral.linux.cgroups.freezer import state_file
+
+        return state_file(self.paths)
+
+
+def manager_for(cgroup: Cgroup):
+    """The manager for a container's cgroup: v2 when it lives in the unified
+    hierarchy only, v1 otherwise (v1 and hybrid hosts)."""
+    if set(cgroup.paths) == {"unified"}:
+        from corral.linux.cgroups.v2 import V2Manager
+
+        return V2Manager(cgroup)
+    from corral.linux.cgroups.v1 import V1Manager
+
+    return V1Manager(cgroup)
+
+
+def check_resources(cgroup: Cgroup, resources: dict | None) -> None:
+    """Validate `linux.resources` and check the host has what they need, before the
+    cgroup (or anything else) is created. Errors name the field."""
+    if not resources:
+        return
+    from corral.linux.cgroups.validate import validate
+
+    validate(resources)
+    manager_for(cgroup).check(resources)
 
 
 def inherit_cpuset(path: str) -> None:
