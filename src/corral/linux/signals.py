@@ -20,9 +20,9 @@ def parse(text: str) -> int:
     value = text.strip().upper()
     if value.isdigit():
         number = int(value)
-        if 0 < number <= SIGRTMAX:
+        if 0 <= number <= SIGRTMAX:  # 0: only check the process exists, as runc allows
             return number
-        raise InvalidArgument(f"signal {text!r}: out of range 1-{SIGRTMAX}")
+        raise InvalidArgument(f"signal {text!r}: out of range 0-{SIGRTMAX}")
     value = value.removeprefix("SIG")
     if value in NUMBERS:
         return NUMBERS[value]
