@@ -27,6 +27,8 @@ Commands:
   list      list the containers
   pause     freeze every process of a container
   resume    thaw a paused container
+  update    change a container's resource limits (flags or -r resources.json)
+  events    print a container's stats and OOM events as JSON (--stats: once)
   spec      write a template config.json
   features  print what this runtime supports (JSON)
 
@@ -79,6 +81,16 @@ _COMMANDS: dict[str, dict] = {
     "spec": {"bundle": (True, False, "bundle"), "b": (True, False, "bundle"),
              "rootless": (False, False, "rootless")},
 }
+_UPDATE = {name: (True, False, name.replace("-", "_")) for name in (
+    "memory", "memory-swap", "memory-reservation", "kernel-memory", "kernel-memory-tcp",
+    "cpu-shares", "cpu-quota", "cpu-period", "cpu-burst", "cpu-rt-runtime", "cpu-rt-period",
+    "cpuset-cpus", "cpuset-mems", "pids-limit", "blkio-weight", "l3-cache-schema",
+    "mem-bw-schema", "resources")}
+_UPDATE.update({"cpu-share": (True, False, "cpu_shares"), "r": (True, False, "resources"),
+                "help": (False, False, "help"), "h": (False, False, "help")})
+_COMMANDS["update"] = _UPDATE
+_COMMANDS["events"] = {"stats": (False, False, "stats"), "interval": (True, False, "interval"),
+                       "help": (False, False, "help"), "h": (False, False, "help")}
 _ALIASES = {"ls": "list", "rm": "delete"}
 
 
@@ -274,6 +286,21 @@ def _dispatch(command: str, root: str, flags: dict, positional: list[str], log: 
 
         set_frozen(root, _one_id(positional, command), command == "pause")
         return 0
+    if command == "update":
+        from corral.runtime import container_update
+
+        container_id = _one_id(positional, command)
+        if flags.get("resources"):
+            new = container_update.load_resources_file(flags["resources"])
+        else:
+            new = container_update.resources_from_flags(flags)
+        container_update.update(root, container_id, new)
+        return 0
+    if command == "events":
+        from corral.runtime.events import events, parse_duration
+
+        interval = parse_duration(flags.get("interval") or "5s")
+        return events(root, _one_id(positional, command), interval, bool(flags.get("stats")))
     if command == "spec":
         from corral.runtime.spec_template import write_spec
 

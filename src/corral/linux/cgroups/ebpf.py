@@ -37,7 +37,6 @@ _ALU32_AND_K = 0x54
 _ALU32_RSH_K = 0x74
 _ALU32_MOV_K = 0xB4
 _ALU32_MOV_X = 0xBC
-_ALU32_AND_K_R = 0x54
 _JMP_JNE_K = 0x55
 _JMP_JNE_X = 0x5D
 _JMP_EXIT = 0x95
@@ -52,39 +51,31 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
 
-def _rule_block(rule: dict) -> list[bytes]:
-    """Instructions for one rule; each failed test jumps past the block's end."""
-    tests: list[tuple[int, int, int, int]] = []  # (code, dst, src, imm) jumps to "next"
-    prefix: list[bytes] = []
+def _rule_block(rule: dict) -> tuple[list[bytes], bool]:
+    """Instructions for one rule, and whether it matches everything. Each failed test
+    jumps past the block's end, to the next (earlier) rule."""
+    steps: list[tuple[str, tuple[int, int, int, int]]] = []  # ("op" | "jump", insn)
     kind = rule.get("type") or "a"
     if kind != "a":
-        tests.append((_JMP_JNE_K, 2, 0, _TYPES[kind]))
-    access = rule.get("access") or "rwm"
-    mask = sum(_ACCESS[c] for c in set(access))
-    body: list[bytes] = []
+        steps.append(("jump", (_JMP_JNE_K, 2, 0, _TYPES[kind])))
+    mask = sum(_ACCESS[c] for c in set(rule.get("access") or "rwm"))
     if mask != 7:
         # R1 = R3 & mask; if R1 != R3 the request asks for more than the rule covers
-        body.append(("pre", _insn(_ALU32_MOV_X, dst=1, src=3)))
-        body.append(("pre", _insn(_ALU32_AND_K, dst=1, imm=mask)))
-        body.append(("jmp", (_JMP_JNE_X, 1, 3, 0)))
-    major, minor = rule.get("major", -1), rule.get("minor", -1)
-    if kind != "a" and major not in (None, -1):
-        body.append(("jmp", (_JMP_JNE_K, 4, 0, major)))
-    if kind != "a" and minor not in (None, -1):
-        body.append(("jmp", (_JMP_JNE_K, 5, 0, minor)))
-    items = [("jmp", t) for t in tests] + body
-    tail = [_insn(_ALU32_MOV_K, dst=0, imm=1 if rule.get("allow") else 0), _insn(_JMP_EXIT)]
-    total = len(items) + len(tail)
-    out: list[bytes] = []
-    for index, (what, value) in enumerate(items):
-        if what == "pre":
-            out.append(value)
-        else:
-            code, dst, src, imm = value
-            out.append(_insn(code, dst=dst, src=src, off=total - index - 1, imm=imm))
-    out.extend(tail)
-    del prefix
-    return out
+        steps.append(("op", (_ALU32_MOV_X, 1, 3, 0)))
+        steps.append(("op", (_ALU32_AND_K, 1, 0, mask)))
+        steps.append(("jump", (_JMP_JNE_X, 1, 3, 0)))
+    if kind != "a":
+        for register, key in ((4, "major"), (5, "minor")):
+            if rule.get(key) not in (None, -1):
+                steps.append(("jump", (_JMP_JNE_K, register, 0, rule[key])))
+    total = len(steps) + 2
+    out = []
+    for index, (what, (code, dst, src, imm)) in enumerate(steps):
+        off = total - index - 1 if what == "jump" else 0
+        out.append(_insn(code, dst=dst, src=src, off=off, imm=imm))
+    out.append(_insn(_ALU32_MOV_K, dst=0, imm=1 if rule.get("allow") else 0))
+    out.append(_insn(_JMP_EXIT))
+    return out, not steps
 
 
 def compile_rules(rules: list[dict]) -> bytes:
@@ -101,7 +92,10 @@ def compile_rules(rules: list[dict]) -> bytes:
         _insn(_LDX_MEM_W, dst=5, src=1, off=8),   # R5 = minor
     ]
     for rule in reversed(rules):
-        program.extend(_rule_block(rule))
+        block, matches_all = _rule_block(rule)
+        program.extend(block)
+        if matches_all:  # earlier rules can never be reached (the verifier refuses dead code)
+            return b"".join(program)
     program.extend([_insn(_ALU32_MOV_K, dst=0, imm=0), _insn(_JMP_EXIT)])
     return b"".join(program)
 

@@ -173,8 +173,10 @@ def _cpu(cpu: dict, host: Host) -> None:
             _fail(f"cpu.{key}", f"{text!r} is not a list like '0-3,7'")
         have = available()
         if have and not wanted <= have:
-            _fail(f"cpu.{key}", f"{text!r} names {sorted(wanted - have)}, which the host does "
-                                f"not have (online: {sorted(have)})")
+            missing = sorted(wanted - have)
+            _fail(f"cpu.{key}", f"{text!r} names {missing[0]}"
+                                f"{' and more' if len(missing) > 1 else ''}, which the host "
+                                f"does not have (online: {min(have)}-{max(have)})")
 
 
 def _block_io(block_io: dict, host: Host) -> None:
