@@ -21,7 +21,7 @@ from corral.runtime.spec_template import template
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (the [test] extra) missing")
 referencing = pytest.importorskip("referencing", reason="referencing (jsonschema's) missing")
-from referencing.jsonschema import DRAFT4  # noqa: E402
+from referencing.jsonschema import DRAFT4
 
 DATA = Path(__file__).parent / "data" / "oci-config"
 GOOD = sorted((DATA / "good").glob("*.json"))
