@@ -10,6 +10,10 @@ separators=(",", ":"))`. If `_json` is missing, it falls back to `json`.
 
 from __future__ import annotations
 
+MYPY = False
+if MYPY:  # mypy's own spelling of TYPE_CHECKING: `typing` stays out of the start-up path
+    from typing import Any
+
 try:
     import _json
 except ImportError:  # pragma: no cover - CPython always has it
@@ -34,10 +38,10 @@ class _Context:
     memo: dict = {}  # noqa: RUF012 - unused by the C scanner, which keeps its own
 
 
-_scanner = _json.make_scanner(_Context()) if _json else None
+_scanner = _json.make_scanner(_Context()) if _json else None  # type: ignore[arg-type]
 
 
-def loads(text: str | bytes) -> object:
+def loads(text: str | bytes) -> Any:
     """Parse a JSON document; ValueError (with the offset) if it is not JSON."""
     if _scanner is None:
         import json

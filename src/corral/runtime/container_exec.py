@@ -206,7 +206,8 @@ def _child(channel: Channel, namespaces: dict[str, str], process: dict,
             proc_module.set_oom_score_adj("self", process["oomScoreAdj"])
         os.close(channel.read_fd)
         state = None
-        if seccomp_filter is not None and seccomp_filter.listener is not None:
+        if (seccomp_filter is not None and seccomp_filter.listener is not None
+                and container is not None):
             state = _listener_state(container)
         init_module.finish_and_exec(program, process, preserve_fds, seccomp_filter, state)
     except BaseException as exc:  # noqa: BLE001
