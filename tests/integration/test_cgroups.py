@@ -352,3 +352,51 @@ def test_ebpf_device_filter_denies_a_device(tmp_path):
         assert _open_in_cgroup(directory, paths) == dict.fromkeys(paths, 0)
     finally:
         os.rmdir(directory)
+
+
+# -- the v2 manager on whatever v2 hierarchy the host has ---------------------------------------
+def test_v2_manager_freeze_stats_and_cgroup_kill():
+    """The pure-v2 code paths (cgroup.freeze with cgroup.events, cgroup.kill, pids, stats,
+    controller checks) against a test cgroup in the v2 hierarchy; on a hybrid host that is
+    the controller-less unified mount."""
+    from corral.linux.cgroups import freezer
+    from corral.linux.cgroups.common import ControllerMissing
+
+    v2 = next((h for h in cgroups.detect() if h.version == 2), None)
+    if v2 is None:
+        pytest.skip("no cgroup v2 hierarchy")
+    name = f"{ID_PREFIX}v2mgr-{uuid.uuid4().hex[:8]}"
+    directory = os.path.join(v2.mount_point, v2.own_path.lstrip("/"), name)
+    if not os.access(os.path.dirname(directory), os.W_OK):
+        directory = os.path.join(v2.mount_point, name)
+    cgroup = cgroups.Cgroup({"unified": directory})
+    manager = cgroups.manager_for(cgroup)
+    assert manager.version == 2
+    available = set(_read(os.path.dirname(directory), "cgroup.controllers").split())
+    if "pids" not in available:
+        with pytest.raises(ControllerMissing, match=r"linux\.resources\.pids"):
+            manager.check({"pids": {"limit": 5}})
+    cgroup.create({})
+    child = None
+    try:
+        child = subprocess.Popen(["sh", "-c", (f"echo $$ > {directory}/cgroup.procs; "
+                                  "exec sleep 60")])
+        _wait_for(lambda: manager.pids() == [child.pid], what="the child in the cgroup")
+        state = manager.freezer_state_file()
+        assert state.endswith("cgroup.freeze")
+        freezer.set_state(state, True)
+        assert "frozen 1" in _read(directory, "cgroup.events")
+        assert freezer.is_frozen(state)
+        freezer.set_state(state, False)
+        assert "frozen 0" in _read(directory, "cgroup.events")
+        stats = manager.stats()
+        assert "cpu" in stats and stats["cpu"]["usage"]["total"] >= 0
+        manager.kill_all(9)  # cgroup.kill where the kernel has it
+        assert child.wait(timeout=5) == -9
+        _wait_for(lambda: manager.pids() == [], what="an empty cgroup")
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        cgroup.destroy()
+    assert not os.path.exists(directory)

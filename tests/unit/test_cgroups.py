@@ -254,3 +254,21 @@ def test_event_intervals(text, seconds):
 def test_bad_event_intervals(text):
     with pytest.raises(InvalidArgument, match="--interval"):
         parse_duration(text)
+
+
+def test_relative_cgroups_path_placement():
+    """v1/hybrid: under the runtime's own cgroup per hierarchy; v2-only: under its parent
+    (runc's fs2 default path); absolute: from the hierarchy root."""
+    from corral.linux.cgroups import Hierarchy
+
+    hybrid = [Hierarchy("/sys/fs/cgroup/memory", 1, ("memory",), "/session/abc"),
+              Hierarchy("/sys/fs/cgroup/unified", 2, (), "/user.slice/s.scope")]
+    paths = Cgroup.for_config(None, "c1", hybrid).paths
+    assert paths == {"memory": "/sys/fs/cgroup/memory/session/abc/c1",
+                     "unified": "/sys/fs/cgroup/unified/user.slice/s.scope/c1"}
+    pure = [Hierarchy("/sys/fs/cgroup", 2, (), "/user.slice/s.scope")]
+    assert Cgroup.for_config("pod/c1", "c1", pure).paths == {
+        "unified": "/sys/fs/cgroup/user.slice/pod/c1"}
+    assert Cgroup.for_config("/abs/c1", "c1", pure).paths == {"unified": "/sys/fs/cgroup/abs/c1"}
+    with pytest.raises(InvalidArgument, match="cgroupsPath"):
+        Cgroup.for_config("../escape", "c1", pure)

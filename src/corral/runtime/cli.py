@@ -230,6 +230,10 @@ def _dispatch(command: str, root: str, flags: dict, positional: list[str], log: 
         message = warning()
         if message:
             log.write("warning", message)
+    if command in ("create", "run", "update"):
+        from corral.linux.cgroups.common import set_warning_sink
+
+        set_warning_sink(lambda message: log.write("warning", message))
     if command in ("create", "run"):
         return _create_or_run(command, root, flags, positional)
     if command == "start":

@@ -42,16 +42,26 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
 
 
 def _kill_everything(container: Container, cgroup: Cgroup) -> None:
-    frozen = container.status() == "paused"
-    for pid in set(cgroup.pids()) | {container.pid}:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-    if frozen and container.data.get("freezer_state_file"):
-        path = container.data["freezer_state_file"]
-        with open(path, "w") as f:
-            f.write("THAWED" if path.endswith("freezer.state") else "0")
+    """SIGKILL through the cgroup manager (v2: cgroup.kill; v1: freeze, kill, thaw)."""
+    from corral.linux.cgroups import manager_for
+
+    try:
+        manager_for(cgroup).kill_all(9)
+    except Exception:  # noqa: BLE001 - fall back to signalling what we can see
+        frozen = container.status() == "paused"
+        for pid in set(cgroup.pids()) | {container.pid}:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        if frozen and container.data.get("freezer_state_file"):
+            path = container.data["freezer_state_file"]
+            with open(path, "w") as f:
+                f.write("THAWED" if path.endswith("freezer.state") else "0")
+    try:
+        os.kill(container.pid, 9)  # an init outside its cgroup
+    except ProcessLookupError:
+        pass
     deadline = time.monotonic() + 10
     while container.init_alive() and time.monotonic() < deadline:
         time.sleep(0.002)

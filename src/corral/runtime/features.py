@@ -18,7 +18,7 @@ def features() -> dict:
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": list(capabilities.NAMES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
-                       "rdma": False},
+                       "rdma": True},
             "seccomp": _seccomp(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},

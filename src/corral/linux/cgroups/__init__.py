@@ -4,10 +4,11 @@ Hosts come in three shapes (cgroups(7)): v1 only, v2 only (unified), and hybrid
 (v1 controllers plus a controller-less v2 mount at /sys/fs/cgroup/unified, as on
 this project's CI). `Hierarchies.detect` reads /proc/self/mountinfo rather than
 assuming. A container gets one directory per hierarchy; resource limits live in
-the controllers' files and are written by `corral.runtime.resources`.
+the controllers' files and are written by the managers below.
 
 `linux.cgroupsPath` (config-linux.md#cgroups-path): absolute paths are from the
-hierarchy root; relative ones from the runtime's own cgroup, as runc does.
+hierarchy root; relative ones from the runtime's own cgroup (on a v2-only host from
+its parent, whose controllers can be enabled for children), as runc does.
 
 Limits, statistics, freezing and killing go through a manager (`manager_for`):
 `v1.V1Manager` when the container has v1 directories (v1 and hybrid hosts),
@@ -98,8 +99,14 @@ class Cgroup:
         if ".." in relative.split("/"):
             raise InvalidArgument(f"linux.cgroupsPath: {cgroups_path!r} must not contain '..'")
         paths = {}
-        for hierarchy in hierarchies if hierarchies is not None else detect():
+        hierarchies = hierarchies if hierarchies is not None else detect()
+        unified_only = is_unified_only(hierarchies)
+        for hierarchy in hierarchies:
             base = "/" if relative.startswith("/") else hierarchy.own_path
+            if unified_only and base != "/":
+                # runc's fs2 default path: the runtime's own cgroup holds processes, so
+                # no controller could be enabled for a child of it; use its parent
+                base = os.path.dirname(base)
             inner = os.path.normpath(os.path.join(base, relative.lstrip("/")))
             paths[hierarchy.name] = hierarchy.mount_point + inner.rstrip("/")
         return cls(paths)
