@@ -349,3 +349,22 @@ def test_run_reports_a_kill_from_outside(runtime, bundle):
             proc.kill()
             proc.wait()
     assert proc.returncode == 128 + 9
+
+
+def test_run_keep_leaves_a_stopped_container(runtime, bundle):
+    bundle.sh("exit 2")
+    result = runtime.run(bundle, "--keep")
+    assert result.returncode == 2, result
+    assert runtime.status(bundle.id) == "stopped"
+    runtime.delete(bundle.id)
+
+
+@pytest.mark.parametrize("sig", ["TERM", "KILL"])
+def test_kill_a_created_container(runtime, bundle, sig):
+    bundle.sh("echo should-not-run")
+    runtime.create(bundle)
+    runtime.kill(bundle.id, sig)
+    runtime.wait_status(bundle.id, "stopped")
+    assert "should-not-run" not in (bundle.path / "stdout.log").read_text()
+    runtime.delete(bundle.id)
+    assert find_test_cgroups(bundle.id) == []

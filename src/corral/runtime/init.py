@@ -189,6 +189,11 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
         channel.close()
     except BaseException as exc:  # noqa: BLE001
         _fail(channel, exc)
+    # As PID 1 of its namespace the init ignores every signal it has no handler for,
+    # even from the host: let TERM and HUP end a created container, as they end runc's
+    # init (the Go runtime catches them). execve resets the handlers.
+    for number in (1, 15):
+        _signal.signal(number, lambda signum, frame: os._exit(128 + signum))
     try:
         fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fifo, b"0")
