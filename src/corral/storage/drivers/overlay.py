@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from corral.storage.drivers._util import empty_dir, remove_tree
-from corral.storage.errors import LayerNotFound
+from corral.storage.errors import InvalidArgument, LayerNotFound
 from corral.storage.mount import Mount
 
 if TYPE_CHECKING:
@@ -159,6 +159,9 @@ class OverlayDriver:
         if fits(lower):
             return [Mount("overlay", "overlay", (f"lowerdir={lower}",) + tail)]
         lower = ":".join(chain)
+        if not fits(lower):
+            raise InvalidArgument(f"layer {layer_id} has {len(chain)} layers under it: too many "
+                                  f"for one overlay mount (its options exceed {PAGE_SIZE} bytes)")
         return [Mount("overlay", "overlay", (f"lowerdir={lower}",) + tail, cwd=str(self.home))]
 
     def diff(self, layer_id: str | None, rw_dir: Path | None, out: BinaryIO) -> AppliedLayer:
