@@ -106,3 +106,23 @@ def test_noexec_mount_refuses_execution(runtime, bundle):
     out = runtime.probe(bundle, "cp /bin/busybox /scratch/bb; /scratch/bb true 2>/dev/null "
                                 "&& echo ran || echo refused")
     assert out == "refused\n"
+
+
+def test_delete_force_kills_everything_without_a_pid_namespace(runtime, bundle):
+    bundle.remove_namespace("pid")
+    bundle.sh("sleep 60 & sleep 60 & wait")
+    runtime.create(bundle)
+    runtime.start(bundle.id)
+    deadline = time.monotonic() + 5
+    while True:
+        pids = json.loads(runtime.call("ps", "--format", "json", bundle.id, check=True).stdout)
+        if len(pids) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(pids) >= 3
+    runtime.delete(bundle.id, force=True)
+    deadline = time.monotonic() + 5
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, pids))
+    assert find_test_cgroups(bundle.id) == []
