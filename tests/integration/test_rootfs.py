@@ -261,3 +261,32 @@ def test_mount_destination_with_dotdot_stays_inside(runtime, bundle):
     out = runtime.probe(bundle, "grep -c ' /corral-dotdot ' /proc/mounts")
     assert out.strip() == "1"
     assert not os.path.exists("/corral-dotdot")
+
+
+def test_device_in_a_new_subdirectory(runtime, bundle):
+    bundle.linux["devices"] = [{"path": "/dev/corral/sub/null", "type": "c", "major": 1,
+                                "minor": 3, "fileMode": 0o666}]
+    out = runtime.probe(bundle, "echo x > /dev/corral/sub/null && echo ok")
+    assert out == "ok\n"
+
+
+def test_missing_readonly_and_masked_paths_are_ignored(runtime, bundle):
+    bundle.linux["readonlyPaths"] = ["/proc/corral-missing", "/corral/missing"]
+    bundle.linux["maskedPaths"] = ["/corral/missing-too"]
+    assert runtime.probe(bundle, "echo ok") == "ok\n"
+
+
+def test_bind_file_into_missing_directories(runtime, bundle, tmp_path):
+    source = tmp_path / "conf"
+    source.write_text("deep\n")
+    bundle.add_mount("/etc/corral/deep/conf", "bind", str(source), ["bind", "ro"])
+    assert runtime.probe(bundle, "cat /etc/corral/deep/conf") == "deep\n"
+    assert (bundle.rootfs / "etc" / "corral" / "deep" / "conf").is_file()
+
+
+def test_mount_over_a_read_only_rootfs_path(runtime, bundle, tmp_path):
+    """Mounts happen before the root turns read-only: their mountpoints can be made."""
+    bundle.config["root"]["readonly"] = True
+    bundle.add_mount("/new-mountpoint", "tmpfs", "tmpfs", ["size=1m"])
+    out = runtime.probe(bundle, "echo x > /new-mountpoint/f && cat /new-mountpoint/f")
+    assert out == "x\n"
