@@ -201,3 +201,41 @@ def test_exec_cap_flag_adds_a_capability(runtime, running):
     assert result.returncode == 0, result
     assert int(result.stdout.split()[1], 16) & (1 << 21)
 
+
+
+def test_exec_process_json_rlimits_and_caps(runtime, running, tmp_path):
+    bundle, _ = running
+    process = {
+        "terminal": False, "user": {"uid": 0, "gid": 0, "additionalGids": [2000]},
+        "args": ["sh", "-c", "ulimit -n; grep CapEff /proc/self/status; id -G"],
+        "env": ["PATH=/bin"], "cwd": "/",
+        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}],
+        "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"],
+                         "permitted": ["CAP_KILL"]},
+    }
+    path = tmp_path / "process.json"
+    path.write_text(json.dumps(process))
+    result = runtime.exec(bundle.id, flags=["--process", str(path)])
+    assert result.returncode == 0, result
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "123"
+    assert int(lines[1].split()[1], 16) == 1 << 5
+    assert "2000" in lines[2].split()
+
+
+def test_exec_process_json_console_size(runtime, running, tmp_path):
+    bundle, _ = running
+    process = {"terminal": True, "consoleSize": {"height": 21, "width": 77},
+               "user": {"uid": 0, "gid": 0}, "args": ["sh", "-c", "stty size; sleep 0.3"],
+               "env": ["PATH=/bin"], "cwd": "/"}
+    path = tmp_path / "process.json"
+    path.write_text(json.dumps(process))
+    console = ConsoleSocket(tmp_path / "size.sock")
+    try:
+        result = runtime.call_detached("exec", "--detach", "--console-socket", console.path,
+                                       "--process", str(path), bundle.id,
+                                       log_dir=bundle.path)
+        assert result.returncode == 0, result
+        console.wait_for("21 77")
+    finally:
+        console.close()
