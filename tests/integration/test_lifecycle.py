@@ -164,6 +164,9 @@ def test_state_matches_the_spec_schema(runtime, bundle):
     validator.validate(created)
     assert created["status"] == "created"
     assert created["annotations"]["org.corral.test"] == "yes"
+    # runc's additions, which engines read (podman: "created" for the start time)
+    assert {"rootfs", "created", "owner"} <= set(created)
+    assert os.path.realpath(created["rootfs"]) == os.path.realpath(bundle.rootfs)
     runtime.start(bundle.id)
     running = runtime.state(bundle.id)
     validator.validate(running)
