@@ -44,8 +44,9 @@ import hashlib
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Literal
+from typing import BinaryIO, Literal
 
 from corral.errors import InvalidArgument, SystemFailure, Unavailable
 
@@ -117,7 +118,7 @@ def _show(name: bytes) -> str:
 class _Source:
     """The uncompressed tar bytes: buffered in large chunks, hashed as read."""
 
-    __slots__ = ("_raw", "_buf", "_mv", "_pos", "_base", "_hash", "size")
+    __slots__ = ("_base", "_buf", "_hash", "_mv", "_pos", "_raw", "size")
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
@@ -176,7 +177,7 @@ class _Source:
                 if not self._fill():
                     raise LayerError(f"layer tar truncated at byte {self.offset}")
                 avail = len(self._buf)
-            m = n if n < avail else avail
+            m = min(avail, n)
             view = self._mv[self._pos : self._pos + m]
             while view:
                 view = view[os.write(fd, view) :]
@@ -190,7 +191,7 @@ class _Source:
                 if not self._fill():
                     raise LayerError(f"layer tar truncated at byte {self.offset}")
                 avail = len(self._buf)
-            m = n if n < avail else avail
+            m = min(avail, n)
             self._pos += m
             n -= m
 
@@ -205,8 +206,19 @@ class _Source:
 
 class _Entry:
     __slots__ = (
-        "name", "kind", "mode", "uid", "gid", "size", "mtime_ns", "linkname",
-        "devmajor", "devminor", "xattrs", "sparse", "realsize",
+        "devmajor",
+        "devminor",
+        "gid",
+        "kind",
+        "linkname",
+        "mode",
+        "mtime_ns",
+        "name",
+        "realsize",
+        "size",
+        "sparse",
+        "uid",
+        "xattrs",
     )
 
     def __init__(self) -> None:
