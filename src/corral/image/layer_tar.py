@@ -205,21 +205,20 @@ class _Source:
 
 
 class _Entry:
-    __slots__ = (
-        "devmajor",
-        "devminor",
-        "gid",
-        "kind",
-        "linkname",
-        "mode",
-        "mtime_ns",
-        "name",
-        "realsize",
-        "size",
-        "sparse",
-        "uid",
-        "xattrs",
-    )
+    """One tar member after its extended headers were folded in."""
+
+    __slots__ = ("name", "kind", "mode", "uid", "gid", "size", "mtime_ns", "linkname",
+                 "devmajor", "devminor", "xattrs", "sparse", "realsize")
+    name: bytes
+    kind: int
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    linkname: bytes
+    devmajor: int
+    devminor: int
 
     def __init__(self) -> None:
         self.xattrs: dict[str, bytes] | None = None
