@@ -207,8 +207,21 @@ class _Source:
 class _Entry:
     """One tar member after its extended headers were folded in."""
 
-    __slots__ = ("name", "kind", "mode", "uid", "gid", "size", "mtime_ns", "linkname",
-                 "devmajor", "devminor", "xattrs", "sparse", "realsize")
+    __slots__ = (
+        "devmajor",
+        "devminor",
+        "gid",
+        "kind",
+        "linkname",
+        "mode",
+        "mtime_ns",
+        "name",
+        "realsize",
+        "size",
+        "sparse",
+        "uid",
+        "xattrs",
+    )
     name: bytes
     kind: int
     mode: int
