@@ -345,6 +345,10 @@ def _create_or_run(command: str, root: str, flags: dict, positional: list[str]) 
 
     if proxy is not None:
         proxy.receive_master()
+    elif foreground:  # forward from before start, or a signal there kills us, not the container
+        from corral.runtime.foreground import forward_signals
+
+        forward_signals(container.pid)
     start(root, container_id)
     if not foreground:
         return 0

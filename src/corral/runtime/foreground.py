@@ -12,7 +12,8 @@ import os
 FORWARDED = (1, 2, 3, 10, 12, 14, 15, 18, 20, 21, 22, 23, 26, 27, 28, 29, 30)
 
 
-def wait_forwarding_signals(pid: int) -> int:
+def forward_signals(pid: int) -> None:
+    """From now on, send the FORWARDED signals we get to `pid` instead of dying of them."""
     import _signal as signal  # the C module; `signal` would import enum
 
     def forward(number: int, _frame: object) -> None:
@@ -23,6 +24,10 @@ def wait_forwarding_signals(pid: int) -> int:
 
     for number in FORWARDED:
         signal.signal(number, forward)
+
+
+def wait_forwarding_signals(pid: int) -> int:
+    forward_signals(pid)
     while True:
         try:
             done, status = os.waitpid(-1, 0)
