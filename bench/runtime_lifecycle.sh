@@ -34,10 +34,10 @@ ID=corral-bench-$$
 cleanup() {
     "$CORRAL" --root "$WORK/root-corral" delete --force "$ID-corral" >/dev/null 2>&1 || true
     "$RUNC" --root "$WORK/root-runc" delete --force "$ID-runc" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    # BENCH_DEBUG=1 keeps the temp dir (bundle, cycle.sh, hyperfine's JSON).
+    if [[ -n ${BENCH_DEBUG:-} ]]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-[[ -n ${BENCH_DEBUG:-} ]] && trap - EXIT
 
 # --- the bundle: static busybox, config from `corral-runtime spec`, args `true`.
 BUNDLE=$WORK/bundle
