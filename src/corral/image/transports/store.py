@@ -1,0 +1,180 @@
+"""The `containers-storage:[NAME]` transport: Corral's own store (corral.storage.Store).
+
+An image in the store is: its config and manifest blobs and every layer blob as
+received (compressed or not) in the content store, the layers applied in the
+layer store (by chain id), and an image record (id = config digest, names,
+manifest digest). Keeping the original layer blobs means a save copies them
+byte for byte, so layer digests and the manifest digest survive load -> save.
+
+Destination: blobs are ingested (verified) first; `put_image` then applies the
+layers from the content store in order (a chain id already stored is shared
+without reading), stores the manifest (the source's OCI bytes when it has them)
+and writes the image record. Until commit the layers are held by this process;
+`close()` without commit drops the hold (unused layers go) and deletes the blobs
+this copy added that no image references, so a failed load leaves the store as
+it was.
+"""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+from corral.image.transports.types import Opener, SourceImage, TransportError
+from corral.oci import digest as digests
+from corral.oci.image import (
+    OCI_CONFIG,
+    Descriptor,
+    Manifest,
+    parse_manifest,
+)
+
+
+class StoreSource:
+    def __init__(self, store: Any, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    def images(self) -> list[SourceImage]:
+        record = self.store.image(self.name)
+        content = self.store.content
+        if not record.manifest_digest or not content.exists(record.manifest_digest):
+            raise TransportError(f"image {record.short_id} has no manifest in the store "
+                                 "(it was not made by a load, import or pull)")
+        data = content.read_bytes(record.manifest_digest, max_size=16 << 20)
+        manifest = parse_manifest(data)
+        if not isinstance(manifest, Manifest):
+            raise TransportError(f"image {record.short_id}: its manifest is an index")
+        config = content.read_bytes(record.id, max_size=16 << 20)
+        names = record.names
+        try:
+            from corral.oci.reference import Reference
+
+            wanted = str(Reference.parse(self.name))
+            if wanted in record.names:
+                names = (wanted,)
+        except Exception:  # noqa: BLE001 - an id, not a name: keep every name
+            pass
+        return [SourceImage(manifest, config, data, tuple(names))]
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        return self.store.content.open(desc.digest)
+
+    def close(self) -> None:
+        pass
+
+
+class StoreDestination:
+    def __init__(self, store: Any, name: str | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.added_blobs: list[str] = []
+        self.held_tops: list[str] = []
+        self.committed = False
+        self.images: list[str] = []
+
+    def _ingest(self, desc: Descriptor, stream: BinaryIO | None, data: bytes | None) -> None:
+        content = self.store.content
+        if content.exists(desc.digest):
+            return
+        if data is not None:
+            content.write_bytes(data, desc.digest)
+        else:
+            content.ingest(stream, desc.digest, desc.size)
+        self.added_blobs.append(desc.digest)
+
+    def put_config(self, desc: Descriptor, data: bytes) -> Descriptor:
+        self._ingest(desc, None, data)
+        return Descriptor(OCI_CONFIG, desc.digest, len(data))
+
+    def put_layer(self, desc: Descriptor, diff_id: str, opener: Opener) -> Descriptor:
+        if not self.store.content.exists(desc.digest):
+            with opener() as stream:
+                self._ingest(desc, stream, None)
+        return desc
+
+    def put_image(self, image: SourceImage, config: Descriptor, layers: list[Descriptor],
+                  names: tuple[str, ...]) -> str:
+        parent = None
+        for desc, diff_id in zip(layers, image.config.diff_ids):
+            with self.store.content.open(desc.digest) as blob:
+                record = self.store.put_layer(blob, parent, diff_id=diff_id,
+                                              compressed_digest=desc.digest,
+                                              compressed_size=desc.size)
+            if parent is None or record.id not in self.held_tops:
+                self.held_tops.append(record.id)
+            parent = record.id
+        if image.manifest_bytes is not None and list(image.manifest.layers) == layers:
+            data = image.manifest_bytes
+        else:
+            data = Manifest(config, layers, annotations=image.manifest.annotations).to_bytes()
+        manifest_digest = digests.of_bytes(data)
+        self._ingest(Descriptor("application/octet-stream", manifest_digest, len(data)),
+                     None, data)
+        if self.name is not None:
+            from corral.oci.reference import Reference
+
+            names = (str(Reference.parse(self.name)),)
+        from corral.errors import NotFound
+
+        try:
+            self.store.images.get(config.digest)
+            existed = True
+        except NotFound:
+            existed = False
+        self.store.create_image(config.digest, parent, names=list(names),
+                                manifest_digest=manifest_digest,
+                                created=image.config.created or None)
+        if not existed:
+            self.images.append(config.digest)
+        return config.digest
+
+    def commit(self) -> None:
+        self.committed = True
+
+    def close(self) -> None:
+        if self.committed:
+            return
+        from corral.storage import holds
+
+        with self.store.locked():
+            for image_id in self.images:
+                try:
+                    self.store.remove_image(image_id, force=False)
+                except Exception:  # noqa: BLE001 - best effort roll-back
+                    pass
+            for top in reversed(self.held_tops):
+                try:
+                    self.store.layers.drop_user(top, holds.current())
+                except Exception:  # noqa: BLE001
+                    pass
+            referenced = self.store.referenced_blobs()
+            for digest in self.added_blobs:
+                if digest not in referenced:
+                    try:
+                        self.store.content.delete(digest)
+                    except Exception:  # noqa: BLE001
+                        pass
+
+
+class StoreReference:
+    transport = "containers-storage"
+
+    def __init__(self, store: Any, name: str | None = None) -> None:
+        self.store = store
+        self.name = name or None
+
+    def open_source(self) -> StoreSource:
+        if self.name is None:
+            raise TransportError("containers-storage: name an image to read")
+        self.store.image(self.name)  # ImageNotFound now
+        return StoreSource(self.store, self.name)
+
+    def open_destination(self) -> StoreDestination:
+        if self.name is not None:
+            from corral.oci.reference import Reference
+
+            Reference.parse(self.name)
+        return StoreDestination(self.store, self.name)
+
+    def __str__(self) -> str:
+        return "containers-storage:" + (self.name or "")
