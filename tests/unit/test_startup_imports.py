@@ -124,3 +124,25 @@ def test_runtime_modules_pull_no_banned_module(module):
     """What `create`, `start`, `run`... import when they run (the verbs import lazily)."""
     modules = _imported(f"import {module}")
     assert _banned(modules) == [], f"{module} imports {_banned(modules)}"
+
+
+# `re` (and the `enum` it drags in) costs several ms; json imports it. The modules
+# on the create/start/delete path must not import any of these at module level.
+HOT_PATH_MODULES = (
+    "corral.runtime.cli", "corral.runtime.container_create", "corral.runtime.init",
+    "corral.runtime.container_start", "corral.runtime.container_delete",
+    "corral.runtime.container_kill", "corral.runtime.foreground", "corral.runtime.exe_guard",
+    "corral.runtime.state", "corral.linux.cgroups", "corral.linux.cgroups.validate",
+    "corral.linux.cgroups.v1", "corral.linux.cgroups.v2", "corral.oci.runtime_config",
+)
+
+
+def test_hot_path_modules_do_not_import_re_json_or_enum():
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    code = (f"import sys; sys.path.insert(0, {src!r}); "
+            + "; ".join(f"import {name}" for name in HOT_PATH_MODULES)
+            + "; print(' '.join(m for m in ('re', 'json', 'enum', 'typing') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [], f"hot-path modules import {result.stdout.split()}"

@@ -320,7 +320,7 @@ def _dispatch(command: str, root: str, flags: dict, positional: list[str], log: 
 
 
 def _create_or_run(command: str, root: str, flags: dict, positional: list[str]) -> int:
-    from corral.runtime.container_create import CreateOptions, create
+    from corral.runtime.container_create import CreateOptions, create, load_config
 
     container_id = _one_id(positional, command)
     foreground = command == "run" and not flags.get("detach")
@@ -331,9 +331,8 @@ def _create_or_run(command: str, root: str, flags: dict, positional: list[str]) 
     options.no_new_keyring = bool(flags.get("no_new_keyring"))
     proxy = None
     if foreground and not options.console_socket:
-        from corral.oci.runtime_config import load_bundle
-
-        if (load_bundle(options.bundle).get("process") or {}).get("terminal"):
+        options.config = load_config(options.bundle)
+        if options.config["process"].get("terminal"):
             from corral.runtime.foreground import TerminalProxy
 
             proxy = TerminalProxy()

@@ -24,8 +24,8 @@ class CreateFailed(SystemFailure):
 
 
 class CreateOptions:
-    __slots__ = ("bundle", "console_fd", "console_socket", "no_new_keyring", "no_pivot",
-                 "pid_file", "preserve_fds", "subreaper")
+    __slots__ = ("bundle", "config", "console_fd", "console_socket", "no_new_keyring",
+                 "no_pivot", "pid_file", "preserve_fds", "subreaper")
 
     def __init__(self, bundle: str, pid_file: str | None = None,
                  console_socket: str | None = None, no_pivot: bool = False,
@@ -35,6 +35,7 @@ class CreateOptions:
         self.console_socket = console_socket
         self.no_pivot = no_pivot
         self.no_new_keyring = False
+        self.config: dict | None = None  # already loaded by the caller (`run` peeks at it)
         self.preserve_fds = preserve_fds
         self.subreaper = subreaper
         self.console_fd: int | None = None  # an already connected console (run -t)
@@ -54,7 +55,7 @@ def load_config(bundle: str) -> dict:
 
 def create(root: str, container_id: str, options: CreateOptions) -> Container:
     container = Container(root, container_id)
-    config = load_config(options.bundle)
+    config = options.config or load_config(options.bundle)
     rootfs = runtime_config.rootfs_path(config, options.bundle)
     if not os.path.isdir(rootfs):
         raise InvalidArgument(f"root.path: {rootfs} is not a directory")
