@@ -30,7 +30,7 @@ def list_containers(root: str, fmt: str, quiet: bool) -> None:
                             "bundle": state["bundle"], "rootfs": state["rootfs"],
                             "created": state["created"], "annotations": state["annotations"],
                             "owner": state["owner"]})
-        print(dumps(entries))
+        print(dumps(entries or None))  # runc prints null for no containers
         return
     rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
     for container in containers:
@@ -53,12 +53,17 @@ def ps(root: str, container_id: str, fmt: str, ps_args: list[str]) -> int:
         return 0
     import subprocess
 
-    output = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True,
-                            check=True).stdout.splitlines()
-    header = output[0]
+    from corral.errors import InvalidArgument
+
+    argv = ["ps", *(ps_args or ["-ef"])]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise InvalidArgument(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+    output = result.stdout.splitlines()
+    header = output[0] if output else ""
     columns = header.split()
     if "PID" not in columns:
-        raise ValueError(f"ps: the output of ps {' '.join(ps_args)} has no PID column")
+        raise InvalidArgument(f"{' '.join(argv)}: its output has no PID column")
     index = columns.index("PID")
     print(header)
     wanted = set(pids)
