@@ -227,6 +227,11 @@ def spec_for(config: ImageConfig, rootfs: Path | str, *,
     process_user = resolve_user(rootfs, user if user is not None else config.user)
 
     caps = list(DEFAULT_CAPABILITIES)
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    # podman's default (1048576), capped by what this process may grant without privilege
+    nofile = 1048576 if hard == resource.RLIM_INFINITY else min(1048576, hard)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
     if network != "host":
         namespaces.insert(1, {"type": "network"})
@@ -251,7 +256,7 @@ def spec_for(config: ImageConfig, rootfs: Path | str, *,
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": list(caps),
                              "permitted": list(caps)},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
             "noNewPrivileges": False,
         },
         "root": {"path": root_path or str(rootfs), "readonly": readonly},

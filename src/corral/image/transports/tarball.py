@@ -208,14 +208,16 @@ class TarballReference:
     transport = "tarball"
 
     def __init__(self, path: str, changes: list[str] | None = None, message: str | None = None,
-                 tmpdir: str | None = None) -> None:
+                 tmpdir: str | None = None, created_by: str | None = None) -> None:
         self.path = path
         self.changes = list(changes or [])
         self.message = message
         self.tmpdir = tmpdir
+        self.created_by = created_by
 
     def open_source(self) -> TarballSource:
-        return TarballSource(self.path, self.changes, self.message, self.tmpdir)
+        return TarballSource(self.path, self.changes, self.message, self.tmpdir,
+                             self.created_by)
 
     def open_destination(self) -> Any:
         raise TransportError("tarball: is a source only (use export for a container's files)")

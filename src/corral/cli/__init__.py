@@ -1,0 +1,1 @@
+"""The `corral` command line: parsing only; see corral.cli.main."""

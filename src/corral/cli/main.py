@@ -1,0 +1,107 @@
+"""`corral`: the user command (podman/docker names and flags). It only parses; the
+library does the work. One module per noun: `cli.image` (load, save, import,
+images, rmi, tag, inspect, history, image prune|busybox|debian), `cli.container`
+(create, run, rm, ps, export — a minimal foreground runner until the engine of
+issue 6 exists). Errors become one line and an exit code in `cli.errors`.
+
+Global options: `--root DIR` (the store; default $CORRAL_ROOT or /var/lib/corral),
+`--storage-driver overlay|vfs`, `--runtime PATH` (an OCI runtime with runc's CLI;
+default corral-runtime next to this interpreter), `--debug` (tracebacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from corral.cli import errors
+
+
+class Context:
+    """What every command gets: parsed global options and a lazily opened store."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from corral.storage.store import default_root
+
+        self.root = Path(args.root) if args.root else default_root()
+        self.driver = args.storage_driver
+        self.runtime = args.runtime or os.environ.get("CORRAL_OCI_RUNTIME") or _default_runtime()
+        self.debug = args.debug
+        self._store: Any = None
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from corral.storage import Store
+
+            self._store = Store.open(self.root, self.driver)
+        return self._store
+
+    @property
+    def tmpdir(self) -> str:
+        path = self.root / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    @property
+    def runtime_root(self) -> str:
+        return str(self.root / "runtime")
+
+
+def _default_runtime() -> str:
+    beside = Path(sys.executable).parent / "corral-runtime"
+    if beside.exists():
+        return str(beside)
+    import shutil
+
+    return shutil.which("corral-runtime") or "corral-runtime"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"Error: {message}", file=sys.stderr)
+        print(f"See '{self.prog} --help'.", file=sys.stderr)
+        raise SystemExit(errors.EXIT_ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from corral.cli import container, image
+
+    parser = _Parser(prog="corral", description="Corral: images and containers.")
+    parser.add_argument("--root", help="store directory (default $CORRAL_ROOT or /var/lib/corral)")
+    parser.add_argument("--storage-driver", choices=("overlay", "vfs"),
+                        help="storage driver (default: the store's, else overlay if it works)")
+    parser.add_argument("--runtime", help="OCI runtime binary (default corral-runtime)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    image.register(commands)
+    container.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ctx = Context(args)
+    try:
+        code = args.func(args, ctx)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the edge: one line, never a traceback
+        if ctx.debug:
+            import traceback
+
+            traceback.print_exc()
+        errors.report(exc)
+        return errors.exit_code(exc, getattr(args, "codes", None))
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
