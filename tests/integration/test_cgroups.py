@@ -216,6 +216,17 @@ def test_update_refuses_bad_values(runtime, bundle):
     assert _read(_cgroup_dir(pid, "pids"), "pids.max") == "20"
 
 
+def test_update_bad_resources_file_names_the_field(runtime, bundle):
+    bundle.linux["resources"]["pids"] = {"limit": 20}
+    runtime.start_sleeping(bundle)
+    result = runtime.call("update", "-r", "-", bundle.id,
+                          input=json.dumps({"cpu": {"period": 10}}))
+    assert result.returncode != 0
+    if runtime.is_corral:
+        assert "cpu.period" in result.stderr, result.stderr
+    assert _stats(runtime, bundle.id)["pids"]["limit"] == 20
+
+
 def test_events_stats_shape(runtime, bundle):
     runtime.start_sleeping(bundle)
     stats = _stats(runtime, bundle.id)
@@ -249,6 +260,9 @@ BAD_RESOURCES = [
         {"major": 4095, "minor": 4095, "rate": 1024}]}}),
     ("unified", {"unified": {"../../cgroup.procs": "1"}}),
 ]
+if not any("net_cls" in h.controllers for h in cgroups.detect()):
+    # a controller the host lacks: config-linux.md "MUST generate an error"
+    BAD_RESOURCES.append(("network.classID", {"network": {"classID": 0x100001}}))
 
 
 @pytest.mark.parametrize("field,resources", BAD_RESOURCES, ids=[b[0] for b in BAD_RESOURCES])

@@ -28,6 +28,9 @@ from corral.linux.cgroups import pids as pids_controller
 from corral.linux.cgroups.common import ControllerMissing, exists, read, write
 
 
+_STATS_CONTROLLERS = frozenset({"cpu", "memory", "pids", "io"})
+
+
 class V2Manager:
     version = 2
 
@@ -76,8 +79,11 @@ class V2Manager:
             unified.check(self._parent(), resources)
 
     def create(self, resources: dict | None = None) -> None:
-        """Enable the controllers the container needs down to its parent, then mkdir."""
-        wanted = {c for c, _, _ in self._plan(resources or {})}
+        """Enable the controllers the container needs (and the ones statistics come
+        from) in every ancestor's subtree_control, top-down, then mkdir. A refusal
+        (an ancestor with processes of its own) is left for check()/apply() to name."""
+        # what the resources need, plus what `events --stats` reports on
+        wanted = {c for c, _, _ in self._plan(resources or {})} | _STATS_CONTROLLERS
         wanted |= {k.split(".", 1)[0] for k in (resources or {}).get("unified") or {}}
         mount = _mount_point(self.dir)
         chain = []
