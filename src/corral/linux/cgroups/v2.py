@@ -27,7 +27,6 @@ from corral.linux.cgroups import (
 from corral.linux.cgroups import pids as pids_controller
 from corral.linux.cgroups.common import ControllerMissing, exists, read, write
 
-
 _STATS_CONTROLLERS = frozenset({"cpu", "memory", "pids", "io"})
 
 
