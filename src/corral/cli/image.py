@@ -214,13 +214,12 @@ def cmd_save(args: argparse.Namespace, ctx: Any) -> int:
 def cmd_import(args: argparse.Namespace, ctx: Any) -> int:
     from corral.image import transports
     from corral.image.transports.store import StoreReference
+    from corral.image.transports.store import normalize_name
     from corral.image.transports.tarball import TarballReference
 
     name = args.reference
     if name is not None:
-        from corral.oci.reference import Reference
-
-        Reference.parse(name)
+        normalize_name(name)
     source = TarballReference(args.file, args.change, args.message, tmpdir=ctx.tmpdir)
     copied = transports.copy(source, StoreReference(ctx.store, name))
     print(copied[0].id.split(":", 1)[1] if not args.quiet else copied[0].id)
@@ -363,11 +362,12 @@ def cmd_rmi(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_tag(args: argparse.Namespace, ctx: Any) -> int:
-    from corral.oci.reference import Reference
+    from corral.image.transports.store import normalize_name
 
+    targets = [normalize_name(target) for target in args.targets]
     record = ctx.store.image(args.source)
-    for target in args.targets:
-        ctx.store.tag(record.id, str(Reference.parse(target)))
+    for target in targets:
+        ctx.store.tag(record.id, target)
     return 0
 
 
@@ -463,9 +463,9 @@ def cmd_prune(args: argparse.Namespace, ctx: Any) -> int:
 
 def cmd_busybox(args: argparse.Namespace, ctx: Any) -> int:
     from corral.image.base import make_busybox
-    from corral.oci.reference import Reference
+    from corral.image.transports.store import normalize_name
 
-    Reference.parse(args.name)
+    normalize_name(args.name)
     copied = make_busybox(ctx.store, args.name, args.busybox)
     print(copied.id.split(":", 1)[1])
     return 0
@@ -473,9 +473,9 @@ def cmd_busybox(args: argparse.Namespace, ctx: Any) -> int:
 
 def cmd_debian(args: argparse.Namespace, ctx: Any) -> int:
     from corral.image.base import make_debian
-    from corral.oci.reference import Reference
+    from corral.image.transports.store import normalize_name
 
-    Reference.parse(args.name)
+    normalize_name(args.name)
     copied = make_debian(ctx.store, args.name, suite=args.suite, mirror=args.mirror)
     print(copied.id.split(":", 1)[1])
     return 0

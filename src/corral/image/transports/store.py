@@ -29,6 +29,21 @@ from corral.oci.image import (
 )
 
 
+def normalize_name(text: str) -> str:
+    """The normalized name an image gets in the store (`busybox` -> docker.io/library/busybox:latest).
+
+    Stricter than `Reference.parse` like podman: a first component with uppercase
+    letters that is not a host (no `.` or `:`) is a repository path, so
+    `UPPER/case` is refused ("repository name must be lowercase").
+    """
+    from corral.oci.reference import InvalidReference, Reference
+
+    first, sep, _rest = text.partition("/")
+    if sep and first != first.lower() and "." not in first and ":" not in first:
+        raise InvalidReference(f"invalid reference {text!r}: repository name must be lowercase")
+    return str(Reference.parse(text))
+
+
 class StoreSource:
     def __init__(self, store: Any, name: str) -> None:
         self.store = store
@@ -111,9 +126,7 @@ class StoreDestination:
         self._ingest(Descriptor("application/octet-stream", manifest_digest, len(data)),
                      None, data)
         if self.name is not None:
-            from corral.oci.reference import Reference
-
-            names = (str(Reference.parse(self.name)),)
+            names = (normalize_name(self.name),)
         from corral.errors import NotFound
 
         try:
@@ -171,9 +184,7 @@ class StoreReference:
 
     def open_destination(self) -> StoreDestination:
         if self.name is not None:
-            from corral.oci.reference import Reference
-
-            Reference.parse(self.name)
+            normalize_name(self.name)
         return StoreDestination(self.store, self.name)
 
     def __str__(self) -> str:

@@ -60,7 +60,7 @@ def apply_changes(config: dict[str, Any], changes: list[str]) -> None:
         change = change.strip()
         head, sep, rest = change.partition("=")
         key = head.strip().upper()
-        if not sep or " " in head.strip():
+        if not sep or any(ch.isspace() for ch in head):
             first, _, rest = change.partition(" ")
             key = first.strip().upper()
         what = f"--change {change!r}"
