@@ -7,7 +7,7 @@ with capset(2), then raises the ambient set, the order runc uses.
 
 from __future__ import annotations
 
-from corral.errors import InvalidArgument
+from corral.errors import InvalidArgument, Unavailable
 
 NAMES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
@@ -59,16 +59,40 @@ def host_bounding_set() -> int:
     return (1 << (last_cap() + 1)) - 1
 
 
+def check_available(capabilities: dict | None) -> None:
+    """Fail, naming the field, if effective, permitted or inheritable asks for a
+    capability this process does not hold (one outside the host's bounding set, such
+    as CAP_SYS_RESOURCE on a restricted host). capset(2) cannot raise those, and runc
+    1.1 fails the same way ("unable to apply caps: operation not permitted"). Such a
+    name in `bounding` is just nothing to drop, and in `ambient` it is skipped, as
+    runc does. Call it in the container's init (after entering a user namespace,
+    which grants a full set) before reporting it ready, so that `create` fails."""
+    from corral.linux import syscalls
+
+    if not capabilities:
+        return
+    # capget, not /proc: the container may have no /proc mounted
+    missing_all = ~syscalls.capget()[1] & ((1 << (last_cap() + 1)) - 1)
+    for set_name in ("effective", "permitted", "inheritable"):
+        field = f"process.capabilities.{set_name}"
+        missing = mask(capabilities.get(set_name) or [], field) & missing_all
+        if missing:
+            names = ", ".join(NAMES[n] for n in range(len(NAMES)) if missing & (1 << n))
+            raise Unavailable(f"{field}: {names} cannot be granted: the runtime does not "
+                              "hold it (not in this host's capability bounding set)")
+
+
 def _sets(capabilities: dict) -> dict[str, int]:
-    available = host_bounding_set() & ((1 << (last_cap() + 1)) - 1)
-    return {name: mask(capabilities.get(name) or [], f"process.capabilities.{name}") & available
+    # Names this kernel does not know (above cap_last_cap) are skipped, as runc does.
+    known = (1 << (last_cap() + 1)) - 1
+    return {name: mask(capabilities.get(name) or [], f"process.capabilities.{name}") & known
             for name in SETS}
 
 
 def drop_bounding(capabilities: dict) -> None:
     """Drop from the bounding set all that `bounding` omits (needs CAP_SETPCAP, so
-    call it before changing uid). Capabilities the host itself lacks are skipped,
-    as runc does: a container cannot receive what the runtime does not have."""
+    call it before changing uid). A name the host's bounding set already lacks is
+    nothing to drop, as in runc."""
     from corral.linux import syscalls
 
     keep = _sets(capabilities)["bounding"]
@@ -86,6 +110,7 @@ def apply_sets(capabilities: dict) -> None:
     call it after setuid with PR_SET_KEEPCAPS on."""
     from corral.linux import syscalls
 
+    check_available(capabilities)
     sets = _sets(capabilities)
     syscalls.capset(sets["effective"], sets["permitted"], sets["inheritable"])
     syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)

@@ -386,7 +386,8 @@ def _exec(root: str, flags: dict, positional: list[str]) -> int:
             Container.load(root, container_id), args, env=flags.get("env", []),
             cwd=flags.get("cwd"), user=flags.get("user"), tty=bool(flags.get("tty")),
             capabilities=flags.get("cap", []), no_new_privs=bool(flags.get("no_new_privs")),
-            additional_gids=gids)
+            additional_gids=gids, apparmor=flags.get("apparmor"),
+            process_label=flags.get("process_label"))
     options = ex.ExecOptions(process, flags.get("console_socket"), flags.get("pid_file"),
                              bool(flags.get("detach")),
                              _int_flag(flags, "preserve_fds", "preserve-fds"))

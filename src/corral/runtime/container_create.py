@@ -41,6 +41,15 @@ class CreateOptions:
         self.console_fd: int | None = None  # an already connected console (run -t)
 
 
+def _check_lsm(config: dict) -> None:
+    process, linux = config.get("process") or {}, config.get("linux") or {}
+    if (process.get("apparmorProfile") or process.get("selinuxLabel")
+            or linux.get("mountLabel")):
+        from corral.linux import lsm  # only for configs that name an LSM
+
+        lsm.check(process, linux)
+
+
 def load_config(bundle: str) -> dict:
     config = runtime_config.load_bundle(bundle)
     if "process" not in config:
@@ -62,6 +71,7 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
     # linux.resources are checked before anything exists too: a bad value leaves nothing
     planned = Cgroup.for_config((config.get("linux") or {}).get("cgroupsPath"), container_id)
     check_resources(planned, (config.get("linux") or {}).get("resources"))
+    _check_lsm(config)  # an AppArmor/SELinux field the host cannot honour: refuse now
     seccomp_filter = _compile_seccomp(config)  # before anything exists: bad input leaves nothing
     try:
         container.make_dir()

@@ -55,7 +55,8 @@ def load_process_file(path: str) -> dict:
 def process_from_flags(container: Container, args: list[str], *, env: list[str],
                        cwd: str | None, user: str | None, tty: bool,
                        capabilities: list[str], no_new_privs: bool,
-                       additional_gids: list[int]) -> dict:
+                       additional_gids: list[int], apparmor: str | None = None,
+                       process_label: str | None = None) -> dict:
     """runc's rule: start from the container's `process`, then apply the flags."""
     base = fastjson.loads(fastjson.dumps((container.data.get("config") or {}).get("process") or {}))
     if not args:
@@ -86,6 +87,10 @@ def process_from_flags(container: Container, args: list[str], *, env: list[str],
             sets[name] = list(dict.fromkeys((sets.get(name) or []) + capabilities))
     if no_new_privs:
         base["noNewPrivileges"] = True
+    if apparmor:
+        base["apparmorProfile"] = apparmor
+    if process_label:
+        base["selinuxLabel"] = process_label
     return base
 
 
@@ -102,6 +107,10 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
     from corral.linux import capabilities as caps
 
     caps.validate(process.get("capabilities"))
+    if process.get("apparmorProfile") or process.get("selinuxLabel"):
+        from corral.linux import lsm
+
+        lsm.check(process, None)
     console_fd = None
     if process.get("terminal"):
         from corral.runtime import console

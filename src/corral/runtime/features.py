@@ -20,8 +20,10 @@ def features() -> dict:
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                        "rdma": True},
             "seccomp": _seccomp(),
-            "apparmor": {"enabled": False},
-            "selinux": {"enabled": False},
+            # implemented (corral.linux.lsm); whether the host has the LSM is irrelevant
+            # here (features-linux.md): create refuses the fields where it does not
+            "apparmor": {"enabled": True},
+            "selinux": {"enabled": True},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
         },

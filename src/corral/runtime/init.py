@@ -31,7 +31,7 @@ import os
 import resource  # noqa: F401
 import struct  # noqa: F401
 
-from corral.linux import rlimits
+from corral.linux import capabilities, rlimits
 from corral.linux import syscalls as sc
 from corral.oci import fastjson
 from corral.runtime import console, hooks, process, rootfs
@@ -163,6 +163,8 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
                            cgroup_paths=setup.cgroup_paths)
         if proc.get("terminal"):
             import socket  # noqa: F401 - needed after pivot_root to send the pty master
+        if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
+            from corral.linux import lsm  # noqa: F401 - finish_and_exec uses it
         fifo_fd = setup.fifo_fd
         channel.send("hooks")
         state = fastjson.loads(channel.expect("ok"))
@@ -185,6 +187,8 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
         program = process.look_path(proc["args"][0], proc.get("env") or [])
         if proc.get("rlimits"):  # before "ready", so a refused limit fails `create` (as runc)
             rlimits.apply(proc["rlimits"])
+        # so is a capability the host lacks (runc: "unable to apply caps")
+        capabilities.check_available(proc.get("capabilities"))
         channel.send("ready")
         channel.close()
     except BaseException as exc:  # noqa: BLE001
@@ -210,6 +214,10 @@ def finish_and_exec(program: str, proc: dict, preserve_fds: int, seccomp=None,
     """The steps shared with `exec`: ids and capabilities, cwd, fds, signals, seccomp,
     execve. Without no_new_privs, installing the seccomp filter needs CAP_SYS_ADMIN: it
     is then loaded before the capabilities are dropped (as runc), else last."""
+    if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
+        from corral.linux import lsm  # already imported (container_init, exec_process)
+
+        lsm.apply_exec_labels(proc)  # before any seccomp filter: it may refuse the write
     if seccomp is not None and not proc.get("noNewPrivileges"):
         _load_seccomp(seccomp, state)
         seccomp = None

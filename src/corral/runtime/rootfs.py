@@ -52,7 +52,8 @@ def prepare(config: dict, rootfs: str, *, in_user_namespace: bool, new_cgroup_ns
     dev_is_bound = False
     for index, entry in enumerate(config.get("mounts") or []):
         _mount_entry(rootfs, entry, index, in_user_namespace=in_user_namespace,
-                     new_cgroup_ns=new_cgroup_ns, cgroup_paths=cgroup_paths)
+                     new_cgroup_ns=new_cgroup_ns, cgroup_paths=cgroup_paths,
+                     mount_label=linux.get("mountLabel"))
         if entry["destination"].rstrip("/") == "/dev" and entry.get("type") == "bind":
             dev_is_bound = True
     if not dev_is_bound:
@@ -97,7 +98,8 @@ def _mountinfo() -> list[tuple[str, str]]:
 
 
 def _mount_entry(rootfs: str, entry: dict, index: int, *, in_user_namespace: bool,
-                 new_cgroup_ns: bool, cgroup_paths: dict[str, str]) -> None:
+                 new_cgroup_ns: bool, cgroup_paths: dict[str, str],
+                 mount_label: str | None = None) -> None:
     field = f"mounts[{index}]"
     kind = entry.get("type") or ""
     source = entry.get("source") or kind or "none"
@@ -125,6 +127,10 @@ def _mount_entry(rootfs: str, entry: dict, index: int, *, in_user_namespace: boo
         if kind == "proc" and os.path.islink(target):
             raise InvalidArgument(f"{field}.destination: proc cannot be mounted on a symlink")
         data = ",".join(options.data) or None
+        if mount_label and kind not in ("proc", "sysfs", "mqueue"):
+            # linux.mountLabel as a context= option, on the mounts runc labels
+            # (checked at create: only reached where SELinux is enabled)
+            data = (f"{data}," if data else "") + f'context="{mount_label}"'
         try:
             _mount(source, target, kind, options.flags & ~sc.MS_REMOUNT, data, field)
         except MountFailure:
@@ -312,7 +318,7 @@ def finalize(config: dict) -> None:
     for path in linux.get("readonlyPaths") or []:
         _readonly_path(path)
     for path in linux.get("maskedPaths") or []:
-        _mask_path(path)
+        _mask_path(path, linux.get("mountLabel"))
     if (config.get("root") or {}).get("readonly"):
         sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | mnt.locked_flags("/"))
 
@@ -330,13 +336,14 @@ def _readonly_path(path: str) -> None:
              | mnt.locked_flags(path))
 
 
-def _mask_path(path: str) -> None:
+def _mask_path(path: str, mount_label: str | None = None) -> None:
     try:
         is_dir = os.path.isdir(path) and not os.path.islink(path)
         if not os.path.lexists(path):
             return
         if is_dir:
-            sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY, None)
+            sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY,
+                     f'context="{mount_label}"' if mount_label else None)
         else:
             sc.mount("/dev/null", path, None, sc.MS_BIND)
     except OSError as exc:
