@@ -155,7 +155,8 @@ def test_overlay_lowerdirs_are_top_first(tmp_path):
     lower = spec.options[0].removeprefix("lowerdir=").split(":")
     assert lower == [str(driver.layers / f"{i:064x}" / "diff") for i in (2, 1, 0)]
     assert spec.options[1:] == (f"upperdir={tmp_path / 'rw' / 'upper'}",
-                                f"workdir={tmp_path / 'rw' / 'work'}")
+                                f"workdir={tmp_path / 'rw' / 'work'}",
+                                "redirect_dir=off", "metacopy=off")
     assert spec.cwd is None
     (ro,) = driver.mounts(f"{0:064x}", None)
     assert ro.type == "bind" and "ro" in ro.options  # one lower: overlay cannot do it

@@ -146,7 +146,10 @@ class OverlayDriver:
                 return [Mount("bind", lowers_full[0], ("bind", "ro"))]
             tail: tuple[str, ...] = ("ro",)
         else:
-            tail = (f"upperdir={rw_dir / 'upper'}", f"workdir={rw_dir / 'work'}")
+            # redirect_dir and metacopy off: a container's upper dir must hold plain
+            # copies and whiteouts only, the forms layer_diff can turn into a layer tar.
+            tail = (f"upperdir={rw_dir / 'upper'}", f"workdir={rw_dir / 'work'}",
+                    "redirect_dir=off", "metacopy=off")
 
         def fits(lower: str) -> bool:
             data = ",".join((f"lowerdir={lower}",) + tuple(t for t in tail if t != "ro"))
