@@ -393,6 +393,17 @@ def test_v2_manager_freeze_stats_and_cgroup_kill():
     cgroup.create({})
     child = None
     try:
+        # apply() of the v2 backend: `unified` files verbatim, device rules as eBPF
+        from corral.linux.cgroups import ebpf
+
+        manager.apply({"unified": {"cgroup.max.depth": "2"},
+                       "devices": [{"allow": False, "access": "rwm"}]}, [])
+        assert _read(directory, "cgroup.max.depth") == "2"
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert len(ebpf.query(fd)) == 1
+        finally:
+            os.close(fd)
         child = subprocess.Popen(["sh", "-c", (f"echo $$ > {directory}/cgroup.procs; "
                                   "exec sleep 60")])
         _wait_for(lambda: manager.pids() == [child.pid], what="the child in the cgroup")
