@@ -30,7 +30,7 @@ class Corral:
                  timeout: float = 120) -> subprocess.CompletedProcess:
         result = subprocess.run([CORRAL, "--root", str(self.root), *args], input=input,
                                 capture_output=True, timeout=timeout,
-                                stdin=None if input is not None else subprocess.DEVNULL)
+                                stdin=None if input is not None else subprocess.DEVNULL, check=False)
         result.out = result.stdout.decode(errors="replace")  # type: ignore[attr-defined]
         result.err = result.stderr.decode(errors="replace")  # type: ignore[attr-defined]
         if check and result.returncode != 0:
@@ -54,9 +54,9 @@ def _cleanup(root: Path) -> None:
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]
     for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     subprocess.run([str(REPO / ".venv" / "bin" / "corral-runtime"), "--root",
-                    str(root / "runtime"), "list"], capture_output=True)
+                    str(root / "runtime"), "list"], capture_output=True, check=False)
     shutil.rmtree(root, ignore_errors=True)
 
 

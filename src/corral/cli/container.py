@@ -84,7 +84,7 @@ def runtime_state(store: Any, container_id: str, runtime: str | None = None) -> 
     """The runtime's status for the container, or None if the runtime does not know it."""
     binary, root = _runtime(store)
     result = subprocess.run([runtime or binary, "--root", root, "state", container_id],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=30, check=False)
     if result.returncode != 0:
         return None
     try:
@@ -98,7 +98,7 @@ def runtime_delete(store: Any, container_id: str, *, force: bool,
     binary, root = _runtime(store)
     argv = [runtime or binary, "--root", root, "delete"] + (["--force"] if force else []) \
         + [container_id]
-    subprocess.run(argv, capture_output=True, timeout=60)
+    subprocess.run(argv, capture_output=True, timeout=60, check=False)
 
 
 # -- create / run ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from corral.cli import errors
@@ -116,7 +117,7 @@ def _history_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _spool_stdin(ctx: Any) -> str:
-    tmp = tempfile.NamedTemporaryFile(dir=ctx.tmpdir, prefix="stdin-", delete=False)
+    tmp = tempfile.NamedTemporaryFile(dir=ctx.tmpdir, prefix="stdin-", delete=False)  # noqa: SIM115
     with tmp:
         shutil.copyfileobj(sys.stdin.buffer, tmp, 1 << 20)
     return tmp.name
@@ -213,8 +214,7 @@ def cmd_save(args: argparse.Namespace, ctx: Any) -> int:
 
 def cmd_import(args: argparse.Namespace, ctx: Any) -> int:
     from corral.image import transports
-    from corral.image.transports.store import StoreReference
-    from corral.image.transports.store import normalize_name
+    from corral.image.transports.store import StoreReference, normalize_name
     from corral.image.transports.tarball import TarballReference
 
     name = args.reference
@@ -237,7 +237,7 @@ def cmd_images(args: argparse.Namespace, ctx: Any) -> int:
 
                 try:
                     wanted = Reference.parse(args.filter, default_tag=False)
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: S112, BLE001
                     continue
                 if name is None or not name.startswith(wanted.name):
                     continue
@@ -272,7 +272,7 @@ def cmd_images(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -285,7 +285,7 @@ def _image_blobs(store: Any, record: Any) -> set[str]:
         try:
             manifest = json.loads(store.content.read_bytes(record.manifest_digest, 16 << 20))
             blobs.update(d["digest"] for d in manifest.get("layers") or [])
-        except Exception:  # noqa: BLE001 - nothing more to clean
+        except Exception:  # noqa: S110, BLE001 - nothing more to clean
             pass
     return blobs
 
@@ -328,7 +328,7 @@ def remove_image(store: Any, ref: str, force: bool) -> list[str]:
         for digest in blobs - referenced:
             try:
                 store.content.delete(digest)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: S110, BLE001
                 pass
         lines += [f"Untagged: {n}" for n in record.names]
         lines.append(f"Deleted: {record.id.split(':', 1)[1]}")

@@ -26,6 +26,7 @@ from typing import Any
 from corral.errors import SystemFailure, Unavailable
 
 BUSYBOX = "/bin/busybox"
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false
@@ -85,7 +86,7 @@ def make_busybox(store: Any, name: str = "busybox", busybox: str = BUSYBOX) -> A
     if not os.path.isfile(busybox):
         raise Unavailable(f"{busybox} not found: install busybox-static (apt-get install "
                           "busybox-static)")
-    listing = subprocess.run([busybox, "--list-full"], capture_output=True, text=True)
+    listing = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=False)
     if listing.returncode != 0:
         raise BaseImageFailed(f"{busybox} --list-full failed: {listing.stderr.strip()}")
     tmpdir = _scratch(store)
@@ -110,8 +111,7 @@ def make_busybox(store: Any, name: str = "busybox", busybox: str = BUSYBOX) -> A
         (root / "etc" / "group").write_text(GROUP)
         (root / "etc" / "hostname").write_text("corral\n")
         return _pack_and_import(store, root, name,
-                                ['CMD ["sh"]', "ENV PATH=/usr/local/sbin:/usr/local/bin:"
-                                 "/usr/sbin:/usr/bin:/sbin:/bin"],
+                                ['CMD ["sh"]', f"ENV {DEFAULT_PATH}"],
                                 f"corral image busybox ({busybox})", tmpdir)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -163,7 +163,7 @@ def make_debian(store: Any, name: str = "debian", *, suite: str | None = None,
     try:
         root = Path(tmpdir) / "rootfs"
         result = subprocess.run([debootstrap, "--variant=minbase", suite, str(root), mirror],
-                                capture_output=True, text=True, timeout=timeout)
+                                capture_output=True, text=True, timeout=timeout, check=False)
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
             raise BaseImageFailed(f"debootstrap {suite} from {mirror} failed: "
@@ -176,13 +176,12 @@ def make_debian(store: Any, name: str = "debian", *, suite: str | None = None,
             if entry.is_char_device() or entry.is_block_device():
                 entry.unlink()  # the runtime makes /dev
         return _pack_and_import(store, root, name,
-                                ['CMD ["bash"]', "ENV PATH=/usr/local/sbin:/usr/local/bin:"
-                                 "/usr/sbin:/usr/bin:/sbin:/bin"],
+                                ['CMD ["bash"]', f"ENV {DEFAULT_PATH}"],
                                 f"corral image debian (debootstrap --variant=minbase "
                                 f"{suite} {mirror})", tmpdir)
     finally:
         subprocess.run(["umount", "-R", "-l", str(Path(tmpdir) / "rootfs" / "proc")],
-                       capture_output=True)
+                       capture_output=True, check=False)
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ without a commit, which removes what the copy wrote.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,8 +113,7 @@ def copy_image(source: ImageSource, image: SourceImage, dest: ImageDestination) 
     config = dest.put_config(image.manifest.config, image.config_bytes)
     layers = []
     for desc, diff_id in zip(image.manifest.layers, image.config.diff_ids):
-        layers.append(dest.put_layer(desc, diff_id,
-                                     lambda desc=desc: source.open_blob(desc)))
+        layers.append(dest.put_layer(desc, diff_id, functools.partial(source.open_blob, desc)))
     image_id = dest.put_image(image, config, layers, image.names)
     return CopiedImage(image_id, image.names)
 

@@ -29,7 +29,7 @@ def clean(path: str, where: str) -> str:
     if not isinstance(path, str) or not path:
         raise TransportError(f"{where}: expected a relative path, got {path!r}")
     norm = posixpath.normpath(path.lstrip("/") if path.startswith("./") else path)
-    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+    if norm == ".." or norm.startswith(("/", "../")):
         raise TransportError(f"{where}: path {path!r} leaves the archive")
     return norm
 
@@ -85,7 +85,7 @@ def open_plain(path: Path, tmpdir: str | None = None) -> BinaryIO:
     from corral.image.compression import open_layer, sniff
 
     try:
-        f: BinaryIO = open(path, "rb")
+        f: BinaryIO = open(path, "rb")  # noqa: SIM115
     except FileNotFoundError:
         raise ArchiveNotFound(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -95,7 +95,7 @@ def open_plain(path: Path, tmpdir: str | None = None) -> BinaryIO:
     if sniff(head) == "tar":
         return f
     with f:
-        plain = tempfile.TemporaryFile(dir=tmpdir)
+        plain = tempfile.TemporaryFile(dir=tmpdir)  # noqa: SIM115
         with open_layer(f) as decompressed:
             shutil.copyfileobj(decompressed, plain, 1 << 20)
         plain.seek(0)
@@ -109,7 +109,7 @@ class TarFiles(Files):
         self.name = str(path)
         self._file = open_plain(path, tmpdir)
         try:
-            self._tar = tarfile.open(fileobj=self._file, mode="r:")
+            self._tar = tarfile.open(fileobj=self._file, mode="r:")  # noqa: SIM115
             self._members: dict[str, tarfile.TarInfo] = {}
             for member in self._tar.getmembers():
                 try:

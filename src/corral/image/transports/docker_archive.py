@@ -168,7 +168,7 @@ class DockerArchiveDestination:
             raise TransportError(f"{self.path}: is a directory")
         self.names_override = (str(Reference.parse(name)),) if name else None
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self.tar = tarfile.open(self.tmp, "w", format=tarfile.PAX_FORMAT)
+        self.tar = tarfile.open(self.tmp, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
         self.entries: list[dict] = []
         self.repositories: dict[str, dict[str, str]] = {}
         self.written: set[str] = set()

@@ -67,7 +67,7 @@ class StoreSource:
             wanted = str(Reference.parse(self.name))
             if wanted in record.names:
                 names = (wanted,)
-        except Exception:  # noqa: BLE001 - an id, not a name: keep every name
+        except Exception:  # noqa: S110, BLE001 - an id, not a name: keep every name
             pass
         return [SourceImage(manifest, config, data, tuple(names))]
 
@@ -153,19 +153,19 @@ class StoreDestination:
             for image_id in self.images:
                 try:
                     self.store.remove_image(image_id, force=False)
-                except Exception:  # noqa: BLE001 - best effort roll-back
+                except Exception:  # noqa: S110, BLE001 - best effort roll-back
                     pass
             for top in reversed(self.held_tops):
                 try:
                     self.store.layers.drop_user(top, holds.current())
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: S110, BLE001
                     pass
             referenced = self.store.referenced_blobs()
             for digest in self.added_blobs:
                 if digest not in referenced:
                     try:
                         self.store.content.delete(digest)
-                    except Exception:  # noqa: BLE001
+                    except Exception:  # noqa: S110, BLE001
                         pass
 
 

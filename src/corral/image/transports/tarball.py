@@ -116,14 +116,14 @@ class TarballSource:
                  tmpdir: str | None = None, created_by: str | None = None) -> None:
         from corral.image.compression import open_layer
 
-        self.tmp = tempfile.TemporaryFile(dir=tmpdir)
+        self.tmp = tempfile.TemporaryFile(dir=tmpdir)  # noqa: SIM115
         try:
             if path == "-":
                 stream: BinaryIO = sys.stdin.buffer
                 opened = None
             else:
                 try:
-                    opened = open(path, "rb")
+                    opened = open(path, "rb")  # noqa: SIM115
                 except FileNotFoundError:
                     raise ArchiveNotFound(f"{path}: no such file") from None
                 except IsADirectoryError:
@@ -194,7 +194,7 @@ class _NoClose:
     def read(self, n: int = -1) -> bytes:
         return self._f.read(n)
 
-    def __enter__(self) -> _NoClose:
+    def __enter__(self) -> _NoClose:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
