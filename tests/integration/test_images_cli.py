@@ -173,3 +173,14 @@ def test_bad_input_one_line_and_nothing_stored(corral, busybox, tmp_path, case):
                 "bad-name": "UPPER/case", "bad-import": str(text)}[case]
     assert expected in lines[0]
     assert corral.store_state() == before
+
+
+@pytest.mark.skipif(not os.environ.get("CORRAL_TEST_DEBIAN"),
+                    reason="debootstrap downloads ~40 MB and takes minutes: set CORRAL_TEST_DEBIAN=1")
+def test_debian_image(corral):
+    if not shutil.which("debootstrap") and not os.path.exists("/usr/sbin/debootstrap"):
+        pytest.skip("debootstrap is not installed")
+    name = f"corral-test-debian-{uuid.uuid4().hex[:6]}"
+    corral("image", "debian", name, timeout=1800)
+    out = corral("run", "--rm", name, "sh", "-c", "cat /etc/debian_version; id -un").out
+    assert out.splitlines()[1] == "root" and out.splitlines()[0][0].isdigit()
