@@ -207,6 +207,26 @@ def test_update_changes_limits_in_files_and_stats(runtime, bundle):
         assert stored["memory"]["limit"] == 40 * MiB and stored["pids"]["limit"] == 15
 
 
+def test_update_memory_and_swap_up_and_down(runtime, bundle):
+    """v1 wants limit <= memsw at every moment: the writes are ordered (runc's
+    setMemoryAndSwap); v2 stores swap alone (memory.swap.max = swap - limit)."""
+    bundle.linux["resources"]["memory"] = {"limit": 50 * MiB, "swap": 50 * MiB}
+    pid = runtime.start_sleeping(bundle)
+    memory_dir = _cgroup_dir(pid, "memory")
+    v1 = os.path.exists(os.path.join(memory_dir, "memory.limit_in_bytes"))
+    if v1 and not os.path.exists(os.path.join(memory_dir, "memory.memsw.limit_in_bytes")):
+        pytest.skip("no swap accounting (memory.memsw.limit_in_bytes)")
+    for limit, swap in ((100, 200), (20, 40)):
+        runtime.call("update", "--memory", f"{limit}M", "--memory-swap", f"{swap}M", bundle.id,
+                     check=True)
+        if v1:
+            assert int(_read(memory_dir, "memory.limit_in_bytes")) == limit * MiB
+            assert int(_read(memory_dir, "memory.memsw.limit_in_bytes")) == swap * MiB
+        else:
+            assert int(_read(memory_dir, "memory.max")) == limit * MiB
+            assert int(_read(memory_dir, "memory.swap.max")) == (swap - limit) * MiB
+
+
 def test_update_refuses_bad_values(runtime, bundle):
     bundle.linux["resources"]["pids"] = {"limit": 20}
     pid = runtime.start_sleeping(bundle)
