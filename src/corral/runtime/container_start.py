@@ -34,11 +34,19 @@ def start(root: str, container_id: str) -> Container:
             if not container.init_alive():
                 raise FailedPrecondition(f"container {container_id!r}: its init exited "
                                          "before it could start")
+        config = container.data.get("config") or {}
+        poststart = (config.get("hooks") or {}).get("poststart")
+        if poststart:
+            # poststart hooks run once the user process has started (runtime.md): the
+            # init holds the fifo open close-on-exec, so EOF means execve happened
+            # (after its startContainer hooks) or the init died.
+            while container.init_alive():
+                if poller.poll(100) and not os.read(fd, 512):
+                    break
     finally:
         os.close(fd)
     os.unlink(container.fifo_path)
-    config = container.data.get("config") or {}
-    if (config.get("hooks") or {}).get("poststart"):
+    if poststart:
         try:
             hooks.run_all(config, "poststart", container.oci_state())
         except hooks.HookFailed as exc:
