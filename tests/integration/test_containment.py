@@ -361,3 +361,27 @@ def test_selinux_label_without_selinux_fails_create(runtime, bundle, field):
     if runtime.is_corral:
         assert field in result.stderr and "SELinux is not enabled" in result.stderr, result
     assert runtime.state_or_none(bundle.id) is None
+
+
+@pytest.mark.parametrize("flags, runc_says", [
+    (["--cap", MISSING_ON_HOST], "unable to apply caps"),
+    (["--apparmor", "corral-test-profile"], "apparmor"),
+    (["--process-label", "system_u:system_r:container_t:s0"], "selinux"),
+])
+def test_exec_refuses_what_the_host_cannot_grant(runtime, bundle, flags, runc_says):
+    if flags[0] == "--cap" and not _host_lacks(MISSING_ON_HOST):
+        pytest.skip(f"this host's bounding set has {MISSING_ON_HOST}")
+    if flags[0] == "--apparmor" and _apparmor_enabled():
+        pytest.skip("AppArmor is enabled on this host")
+    if flags[0] == "--process-label" and _selinux_enabled():
+        pytest.skip("SELinux is enabled on this host")
+    runtime.start_sleeping(bundle)
+    result = runtime.exec(bundle.id, "echo", "RAN", flags=flags)
+    assert result.returncode != 0 and "RAN" not in result.stdout, result
+    if runtime.is_corral:
+        field = {"--cap": "process.capabilities.effective", "--apparmor":
+                 "process.apparmorProfile", "--process-label": "process.selinuxLabel"}
+        assert field[flags[0]] in result.stderr, result
+    else:
+        assert runc_says in result.stderr, result
+    assert runtime.status(bundle.id) == "running"
