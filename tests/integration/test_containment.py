@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -167,6 +168,20 @@ def test_capability_the_host_lacks_in_bounding_and_ambient_is_skipped(runtime, b
     bit = 1 << CAP_BITS[MISSING_ON_HOST]
     assert not found["CapBnd"] & bit and not found["CapAmb"] & bit, out
     assert found["CapBnd"] == _mask(DEFAULT_CAPS), out
+
+
+@pytest.mark.skipif(not _host_lacks(MISSING_ON_HOST),
+                    reason=f"this host's bounding set has {MISSING_ON_HOST}")
+def test_capability_the_host_lacks_is_granted_in_a_user_namespace(runtime, bundle):
+    """A new user namespace starts with every capability (over its own resources): the
+    check is against what the container's init holds there, not the host's set."""
+    bundle.set_namespace("user")
+    for kind in ("uidMappings", "gidMappings"):
+        bundle.linux[kind] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    subprocess.run(["chown", "-R", "100000:100000", str(bundle.rootfs)], check=True)
+    _grant(bundle, MISSING_ON_HOST)
+    found = _caps(runtime.probe(bundle, "grep ^Cap /proc/self/status"))
+    assert found["CapEff"] == found["CapBnd"] == _mask(DEFAULT_CAPS + [MISSING_ON_HOST])
 
 
 def test_unknown_capability_name(runtime, bundle):
