@@ -24,11 +24,17 @@ class Context:
     """What every command gets: parsed global options and a lazily opened store."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from corral.storage.store import default_root
+        from corral.engine import config_file
+        from corral.storage.store import ROOT_ENV, default_root
 
-        self.root = Path(args.root) if args.root else default_root()
-        self.driver = args.storage_driver
-        self.runtime = args.runtime or os.environ.get("CORRAL_OCI_RUNTIME") or _default_runtime()
+        # flags > environment > config files (/etc/corral/corral.conf, $CORRAL_CONFIG) > built-in
+        self.config = config_file.load()
+        self.root = Path(args.root) if args.root else (
+            default_root() if os.environ.get(ROOT_ENV) or not self.config.root
+            else Path(self.config.root))
+        self.driver = args.storage_driver or self.config.driver
+        self.runtime = args.runtime or os.environ.get("CORRAL_OCI_RUNTIME") or \
+            _resolve_runtime(self.config.runtime) or _default_runtime()
         self.debug = args.debug
         self._store: Any = None
 
@@ -51,6 +57,15 @@ class Context:
         return str(self.root / "runtime")
 
 
+def _resolve_runtime(name: str | None) -> str | None:
+    """A configured runtime: a path, or a name looked up on $PATH (kept if not found)."""
+    if not name or "/" in name:
+        return name
+    import shutil
+
+    return shutil.which(name) or name
+
+
 def _default_runtime() -> str:
     beside = Path(sys.executable).parent / "corral-runtime"
     if beside.exists():
@@ -68,7 +83,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import container, image
+    from corral.cli import container, image, system, volume
 
     parser = _Parser(prog="corral", description="Corral: images and containers.")
     parser.add_argument("--root", help="store directory (default $CORRAL_ROOT or /var/lib/corral)")
@@ -80,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     image.register(commands)
     container.register(commands)
+    volume.register(commands)
+    system.register(commands)
     return parser
 
 

@@ -14,7 +14,6 @@ Files, later ones overriding earlier ones key by key:
 
     [engine]
     runtime = "corral-runtime"      # any runc-CLI runtime: a path or a name on $PATH
-    runtime_root = ""               # default <root>/runtime
     init_path = "/usr/bin/catatonit"
 
     [containers]
@@ -63,7 +62,6 @@ class EngineConfig:
     root: str | None = None
     driver: str | None = None
     runtime: str | None = None
-    runtime_root: str | None = None
     init_path: str | None = None
     netns: str = "private"
     default_capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
@@ -84,8 +82,7 @@ class EngineConfig:
 # table -> {toml key: (field, kind)}
 _KEYS: dict[str, dict[str, tuple[str, str]]] = {
     "storage": {"root": ("root", "str"), "driver": ("driver", "str")},
-    "engine": {"runtime": ("runtime", "str"), "runtime_root": ("runtime_root", "str"),
-               "init_path": ("init_path", "str")},
+    "engine": {"runtime": ("runtime", "str"), "init_path": ("init_path", "str")},
     "containers": {
         "netns": ("netns", "str"),
         "default_capabilities": ("default_capabilities", "caps"),

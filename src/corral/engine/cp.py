@@ -1,0 +1,197 @@
+"""`cp` between a container and the host (docker cp's rules).
+
+Where a container path lives on the host:
+- a running container: under `/proc/<pid>/root` (its mount namespace: volumes,
+  binds and tmpfs mounts included);
+- otherwise: the container's RW layer mounted from the store (it works for created
+  and exited containers), with paths under the spec's bind mounts (volumes, `-v`)
+  mapped to their host sources.
+Paths are resolved with `secure_join`, so a symlink in the container never leads out
+of it; the last component is not followed unless `follow_link` (docker's -L).
+
+Copy rules (docker): SRC a file → DEST a file, or DEST/basename(SRC) if DEST is an
+existing directory; SRC a directory → DEST created as its copy, or DEST/basename(SRC)
+if DEST exists; `SRC/.` copies the directory's content into DEST. Files copied into a
+container belong to root (0:0) unless `archive` (-a) keeps their owners.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from corral.errors import InvalidArgument, NotFound, SystemFailure
+
+
+class ContainerPathNotFound(NotFound):
+    """The path does not exist in the container."""
+
+
+def _bind_mounts(bundle: Path) -> list[tuple[str, str]]:
+    try:
+        spec = json.loads((bundle / "config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for m in spec.get("mounts") or []:
+        opts = m.get("options") or []
+        if (m.get("type") == "bind" or "bind" in opts or "rbind" in opts) and \
+                m.get("source", "").startswith("/") and os.path.isdir(m["source"]):
+            out.append((os.path.normpath(m["destination"]), m["source"]))
+    return sorted(out, key=lambda item: len(item[0]), reverse=True)
+
+
+class ContainerFS:
+    """A container's filesystem as host paths (use `open_container_fs`)."""
+
+    def __init__(self, root: str, binds: list[tuple[str, str]]):
+        self.root = root
+        self.binds = binds
+
+    def resolve(self, path: str, *, follow_link: bool = False) -> str:
+        """The host path of container path `path` (last component kept unless followed)."""
+        if not path.startswith("/"):
+            path = "/" + path
+        norm = os.path.normpath(path)
+        parent, name = os.path.split(norm)
+        if follow_link or name in ("", ".", ".."):
+            return self._join(norm)
+        return os.path.join(self._join(parent), name)
+
+    def _join(self, path: str) -> str:
+        from corral.linux.mounts import secure_join
+
+        for dest, source in self.binds:
+            if path == dest or path.startswith(dest.rstrip("/") + "/"):
+                return secure_join(source, path[len(dest):])
+        return secure_join(self.root, path)
+
+
+@contextmanager
+def open_container_fs(store: Any, container_id: str, pid: int | None) -> Iterator[ContainerFS]:
+    """The container's filesystem: through its process when it runs, else mounted."""
+    if pid:
+        root = f"/proc/{pid}/root"
+        if os.path.isdir(root):
+            yield ContainerFS(root, [])
+            return
+    record = store.container(container_id)
+    rootfs = store.mount(record.id)
+    try:
+        yield ContainerFS(str(rootfs), _bind_mounts(store.container_dir(record.id)))
+    finally:
+        store.unmount(record.id)
+
+
+def _cp(args: list[str]) -> None:
+    result = subprocess.run(["cp", *args], capture_output=True, text=True, timeout=3600,
+                            check=False)
+    if result.returncode != 0:
+        raise SystemFailure(f"copy failed: {result.stderr.strip()}")
+
+
+def _copy(src: str, dest: str, *, contents: bool, follow_link: bool) -> str:
+    """Copy host path `src` to host path `dest` with docker's rules; returns the target."""
+    src_is_dir = os.path.isdir(src) and (follow_link or not os.path.islink(src))
+    if contents and not src_is_dir:
+        raise InvalidArgument(f"{src}: '/.' needs a directory")
+    flags = ["-a"] + (["-L"] if follow_link else ["-P"])
+    if src_is_dir:
+        if contents:
+            os.makedirs(dest, exist_ok=True)
+            for name in sorted(os.listdir(src)):
+                _cp(flags + ["--", os.path.join(src, name), dest])
+            return dest
+        target = os.path.join(dest, os.path.basename(src.rstrip("/"))) \
+            if os.path.isdir(dest) else dest
+        if os.path.exists(target) and not os.path.isdir(target):
+            raise InvalidArgument(f"cannot copy a directory onto the file {target}")
+        _cp(flags + ["-T", "--", src, target])
+        return target
+    if dest.endswith("/") and not os.path.isdir(dest):
+        raise NotFound(f"destination directory {dest} does not exist")
+    target = os.path.join(dest, os.path.basename(src)) if os.path.isdir(dest) else dest
+    if not os.path.isdir(os.path.dirname(target) or "."):
+        raise NotFound(f"destination directory {os.path.dirname(target)} does not exist")
+    _cp(flags + ["-T", "--", src, target])
+    return target
+
+
+def _chown_tree(path: str, uid: int, gid: int) -> None:
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.lchown(path, uid, gid)
+        return
+    os.lchown(path, uid, gid)
+    for dirpath, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+def copy_from_container(store: Any, container_id: str, src: str, dest: str, *,
+                        pid: int | None = None, follow_link: bool = False) -> str:
+    """Container path `src` → host path `dest`."""
+    contents = src.endswith("/.")
+    with open_container_fs(store, container_id, pid) as fs:
+        host_src = fs.resolve(src.rstrip(".").rstrip("/") if contents else src,
+                              follow_link=follow_link or contents)
+        if not os.path.lexists(host_src):
+            raise ContainerPathNotFound(f"could not find the file {src} in container "
+                                        f"{container_id[:12]}")
+        if src.endswith("/") and not contents and not os.path.isdir(host_src):
+            raise InvalidArgument(f"{src}: not a directory")
+        return _copy(host_src, dest, contents=contents, follow_link=follow_link)
+
+
+def copy_to_container(store: Any, container_id: str, src: str, dest: str, *,
+                      pid: int | None = None, archive: bool = False,
+                      follow_link: bool = False) -> str:
+    """Host path `src` → container path `dest`."""
+    contents = src.endswith("/.")
+    if not os.path.lexists(src.rstrip(".") if contents else src):
+        raise NotFound(f"{src}: no such file or directory")
+    with open_container_fs(store, container_id, pid) as fs:
+        host_dest = fs.resolve(dest, follow_link=True)
+        if dest.endswith("/") and not os.path.isdir(host_dest):
+            raise NotFound(f"{dest}: no such directory in container {container_id[:12]}")
+        if not os.path.isdir(os.path.dirname(host_dest.rstrip("/")) or "/"):
+            raise NotFound(f"{os.path.dirname(dest)}: no such directory in container "
+                           f"{container_id[:12]}")
+        source = src[:-2] if contents else src
+        if contents:
+            os.makedirs(host_dest, exist_ok=True)
+            targets = [_copy(os.path.join(source, n), host_dest, contents=False,
+                             follow_link=follow_link) for n in sorted(os.listdir(source))]
+        else:
+            targets = [_copy(source, host_dest, contents=False, follow_link=follow_link)]
+        if not archive:
+            for target in targets:
+                _chown_tree(target, 0, 0)
+        return host_dest
+
+
+def tar_from_container(store: Any, container_id: str, src: str, out: BinaryIO, *,
+                       pid: int | None = None) -> None:
+    """`cp CONTAINER:SRC -`: a tar of SRC on `out` (docker's format: one top entry)."""
+    with open_container_fs(store, container_id, pid) as fs:
+        host_src = fs.resolve(src)
+        if not os.path.lexists(host_src):
+            raise ContainerPathNotFound(f"could not find the file {src} in container "
+                                        f"{container_id[:12]}")
+        parent, name = os.path.split(host_src.rstrip("/"))
+        proc = subprocess.Popen(["tar", "-C", parent, "-cf", "-", "--", name],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(1 << 16):
+            out.write(chunk)
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemFailure(f"tar failed: {err.decode(errors='replace').strip()}")
+
+
+__all__ = ["ContainerFS", "ContainerPathNotFound", "copy_from_container", "copy_to_container",
+           "open_container_fs", "tar_from_container"]
