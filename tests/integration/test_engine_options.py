@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 
 import pytest
-
-from corral.linux.capabilities import NUMBERS
 from tests.integration.engine_options_support import (
     CORRAL_RUNTIME,
     RUNC,
@@ -23,6 +21,8 @@ from tests.integration.engine_options_support import (
     cleanup_root,
     make_store_with_busybox,
 )
+
+from corral.linux.capabilities import NUMBERS
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def ok(runner, config, **kw):
 
 
 def status_field(text: str, name: str) -> str:
-    match = re.search(rf"^{name}:\s*(\S+)", text, re.M)
+    match = re.search(rf"^{name}:\s*(\S+)", text, re.MULTILINE)
     assert match, text
     return match.group(1)
 

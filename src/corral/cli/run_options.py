@@ -70,7 +70,7 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for text in getattr(args, "volumes", []) or []:
         spec = opt.parse_volume(text)
         if spec.type == "bind" and spec.source is not None:
-            head, sep, rest = text.partition(":")
+            _head, sep, rest = text.partition(":")
             text = spec.source + sep + rest
         volumes.append(text)
     values["volumes"] = volumes

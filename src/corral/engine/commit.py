@@ -38,11 +38,11 @@ class _CommitSource:
             hasher = digests.Hasher()
 
             class _Tee:
-                def write(inner, data: bytes) -> int:  # noqa: N805
+                def write(inner, data: bytes) -> int:
                     hasher.update(data)
                     return self.tmp.write(data)
 
-                def flush(inner) -> None:  # noqa: N805
+                def flush(inner) -> None:
                     pass
 
             store.diff(record.id, _Tee())
@@ -92,7 +92,7 @@ class _NoClose:
     def read(self, n: int = -1) -> bytes:
         return self.f.read(n)
 
-    def __enter__(self) -> _NoClose:
+    def __enter__(self) -> _NoClose:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:

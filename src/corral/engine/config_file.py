@@ -129,7 +129,10 @@ def _convert(source: str, key: str, kind: str, value: Any) -> Any:
         if kind == "caps":
             from corral.engine.options import normalize_capability
 
-            return tuple(normalize_capability(v, where) for v in value)
+            try:
+                return tuple(normalize_capability(v, where) for v in value)
+            except InvalidArgument as exc:
+                raise ConfigError(str(exc)) from None
         return tuple(value)
     raise AssertionError(kind)  # pragma: no cover
 
@@ -196,5 +199,15 @@ def as_dict(config: EngineConfig) -> dict[str, Any]:
     return out
 
 
-__all__ = ["CONFIG_ENV", "ConfigError", "DEFAULT_CAPABILITIES", "DEFAULT_PIDS_LIMIT",
-           "EngineConfig", "SYSTEM_CONFIG", "as_dict", "config_paths", "load", "parse"]
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CAPABILITIES",
+    "DEFAULT_PIDS_LIMIT",
+    "SYSTEM_CONFIG",
+    "ConfigError",
+    "EngineConfig",
+    "as_dict",
+    "config_paths",
+    "load",
+    "parse",
+]

@@ -148,9 +148,7 @@ def parse_volume(text: str, cwd: str | None = None) -> MountSpec:
             readonly = opt == "ro"
         elif opt in ("z", "Z"):
             continue  # SELinux relabel: nothing to do without SELinux
-        elif opt in _PROPAGATION or opt in _FLAGS:
-            extra.append(opt)
-        elif opt in ("bind", "rbind"):
+        elif opt in _PROPAGATION or opt in _FLAGS or opt in ("bind", "rbind"):
             extra.append(opt)
         elif opt == "nocopy":
             nocopy = True
@@ -258,9 +256,8 @@ def parse_mount(text: str, cwd: str | None = None) -> MountSpec:
             if prop not in _PROPAGATION:
                 raise InvalidArgument(f"{flag}: bind-propagation {prop!r} is not valid")
             options.append(prop)
-        if "bind-nonrecursive" in fields:
-            if _bool(fields.pop("bind-nonrecursive"), flag):
-                options.append("bind")
+        if "bind-nonrecursive" in fields and _bool(fields.pop("bind-nonrecursive"), flag):
+            options.append("bind")
         fields.pop("consistency", None)
         for key in ("z", "relabel"):
             fields.pop(key, None)
@@ -478,7 +475,23 @@ def parse_signal(text: str | int) -> int:
         raise InvalidArgument(f"--stop-signal: unknown signal {text!r}") from None
 
 
-__all__ = ["DeviceSpec", "MountSpec", "SecurityOptions", "UNLIMITED", "merge_capabilities",
-           "normalize_capability", "parse_cpus", "parse_device", "parse_key_values",
-           "parse_mount", "parse_security_opts", "parse_signal", "parse_size",
-           "parse_sysctls", "parse_tmpfs", "parse_ulimit", "parse_volume", "read_env_file"]
+__all__ = [
+    "UNLIMITED",
+    "DeviceSpec",
+    "MountSpec",
+    "SecurityOptions",
+    "merge_capabilities",
+    "normalize_capability",
+    "parse_cpus",
+    "parse_device",
+    "parse_key_values",
+    "parse_mount",
+    "parse_security_opts",
+    "parse_signal",
+    "parse_size",
+    "parse_sysctls",
+    "parse_tmpfs",
+    "parse_ulimit",
+    "parse_volume",
+    "read_env_file",
+]

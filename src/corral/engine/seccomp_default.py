@@ -85,9 +85,7 @@ def _matches(cond: dict[str, Any], caps: set[str], go_arch: str, kernel: tuple[i
         return False
     if wanted_caps and not wanted_caps <= caps:
         return False
-    if min_kernel and kernel < _kernel_tuple(str(min_kernel)):
-        return False
-    return True
+    return not (min_kernel and kernel < _kernel_tuple(str(min_kernel)))
 
 
 def to_oci(profile: dict[str, Any], capabilities: Iterable[str], *,

@@ -25,6 +25,7 @@ mode. Later mounts never copy again.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import secrets
@@ -203,7 +204,7 @@ class VolumeStore:
             if changed:
                 self._save(volumes)
 
-    def users(self, name: str) -> list[str]:
+    def users(self, name: str) -> builtins.list[str]:
         return list(self.get(name).users)
 
     def remove(self, name: str, *, force: bool = False,
@@ -235,7 +236,7 @@ class VolumeStore:
             shutil.rmtree(self.dir / name, ignore_errors=True)
             return volume
 
-    def prune(self, *, labels: Iterable[str] = ()) -> list[str]:
+    def prune(self, *, labels: Iterable[str] = ()) -> builtins.list[str]:
         """Remove every volume no container uses (podman's `volume prune`), optionally
         only those with all the `labels` (`key` or `key=value`)."""
         wanted = list(labels)
@@ -258,7 +259,7 @@ class VolumeStore:
                 shutil.rmtree(self.dir / name, ignore_errors=True)
         return removed
 
-    def remove_anonymous_of(self, container_id: str) -> list[str]:
+    def remove_anonymous_of(self, container_id: str) -> builtins.list[str]:
         """For `rm -v`/`--rm`: the anonymous volumes only `container_id` used."""
         removed = []
         with self.lock.held():
