@@ -13,10 +13,23 @@ and writes the image record. Until commit the layers are held by this process;
 `close()` without commit drops the hold (unused layers go) and deletes the blobs
 this copy added that no image references, so a failed load leaves the store as
 it was.
+
+Remote sources (`set_parallel_blobs(n)`, called by the copy routine for the
+registry): `put_layer` only starts the fetch — up to n at once in threads —
+and `put_image` applies each layer as its bytes arrive: the fetch tees the
+stream into a spool file (unlinked, O_TMPFILE) while the content store
+ingests it, and the layer apply follows the spool. The follower ends only
+after the ingest verified and committed the blob, and a failed fetch fails
+the apply (its staging directory goes), so nothing unverified is ever
+recorded. Blobs fetched from a registry stay in the content store after a
+failed copy (unreferenced: the next pull skips them, `image prune` removes
+them); the layers and the image record are rolled back as usual.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, BinaryIO
 
 from corral.image.transports.types import Opener, SourceImage, TransportError
@@ -86,6 +99,14 @@ class StoreDestination:
         self.held_tops: list[str] = []
         self.committed = False
         self.images: list[str] = []
+        self.parallel = 1
+        self.fetches: dict[str, _Fetch] = {}
+        self.pool: Any = None
+        self.cancelled = threading.Event()
+
+    def set_parallel_blobs(self, n: int) -> None:
+        """Fetch up to `n` layer blobs at once and apply while fetching (see the docstring)."""
+        self.parallel = max(1, n)
 
     def _ingest(self, desc: Descriptor, stream: BinaryIO | None, data: bytes | None) -> None:
         content = self.store.content
@@ -102,22 +123,44 @@ class StoreDestination:
         return Descriptor(OCI_CONFIG, desc.digest, len(data))
 
     def put_layer(self, desc: Descriptor, diff_id: str, opener: Opener) -> Descriptor:
-        if not self.store.content.exists(desc.digest):
-            with opener() as stream:
-                self._ingest(desc, stream, None)
+        if self.store.content.exists(desc.digest) or desc.digest in self.fetches:
+            return desc
+        if self.parallel > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="corral-fetch")
+            fetch = _Fetch(self, desc, opener)
+            self.fetches[desc.digest] = fetch
+            fetch.future = self.pool.submit(fetch.run)
+            return desc
+        with opener() as stream:
+            self._ingest(desc, stream, None)
         return desc
+
+    def _layer_stream(self, desc: Descriptor) -> BinaryIO:
+        fetch = self.fetches.get(desc.digest)
+        if fetch is not None and not fetch.succeeded():
+            return fetch.follower()  # type: ignore[return-value]
+        return self.store.content.open(desc.digest)
+
+    def _wait_fetches(self) -> None:
+        for fetch in list(self.fetches.values()):
+            if fetch.future is not None:
+                fetch.future.result()
 
     def put_image(self, image: SourceImage, config: Descriptor, layers: list[Descriptor],
                   names: tuple[str, ...]) -> str:
         parent = None
         for desc, diff_id in zip(layers, image.config.diff_ids):
-            with self.store.content.open(desc.digest) as blob:
+            with self._layer_stream(desc) as blob:
                 record = self.store.put_layer(blob, parent, diff_id=diff_id,
                                               compressed_digest=desc.digest,
                                               compressed_size=desc.size)
             if parent is None or record.id not in self.held_tops:
                 self.held_tops.append(record.id)
             parent = record.id
+        self._wait_fetches()
         if image.manifest_bytes is not None and list(image.manifest.layers) == layers:
             data = image.manifest_bytes
         else:
@@ -145,6 +188,12 @@ class StoreDestination:
         self.committed = True
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.cancelled.set()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+            for fetch in self.fetches.values():
+                fetch.discard()
         if self.committed:
             return
         from corral.storage import holds
@@ -161,12 +210,112 @@ class StoreDestination:
                 except Exception:  # noqa: S110, BLE001
                     pass
             referenced = self.store.referenced_blobs()
+            referenced.update(d for d, f in self.fetches.items() if f.succeeded())
             for digest in self.added_blobs:
                 if digest not in referenced:
                     try:
                         self.store.content.delete(digest)
                     except Exception:  # noqa: S110, BLE001
                         pass
+
+
+class FetchCancelled(TransportError):
+    """The copy was abandoned while this blob was being fetched."""
+
+
+class _Fetch:
+    """One layer blob: fetched (ingested, verified) in a thread, teed into a spool."""
+
+    def __init__(self, dest: StoreDestination, desc: Descriptor, opener: Opener) -> None:
+        import tempfile
+
+        self.dest = dest
+        self.desc = desc
+        self.opener = opener
+        self.future: Any = None
+        self.cond = threading.Condition()
+        self.written = 0
+        self.finished = False
+        self.error: BaseException | None = None
+        self.spool: Any = tempfile.TemporaryFile(dir=dest.store.root)  # noqa: SIM115
+
+    def succeeded(self) -> bool:
+        with self.cond:
+            return self.finished and self.error is None
+
+    def _chunks(self, stream: BinaryIO) -> Any:
+        fd = self.spool.fileno()
+        while True:
+            if self.dest.cancelled.is_set():
+                raise FetchCancelled(f"blob {self.desc.digest}: the copy was abandoned")
+            chunk = stream.read(1 << 20)
+            if not chunk:
+                return
+            view = memoryview(chunk)
+            offset = self.written
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view = view[n:]
+                offset += n
+            with self.cond:
+                self.written += len(chunk)
+                self.cond.notify_all()
+            yield chunk
+
+    def run(self) -> None:
+        try:
+            with self.opener() as stream:
+                self.dest._ingest(self.desc, self._chunks(stream), None)  # noqa: SLF001
+        except BaseException as exc:
+            with self.cond:
+                self.error = exc
+                self.finished = True
+                self.cond.notify_all()
+            raise
+        with self.cond:
+            self.finished = True
+            self.cond.notify_all()
+
+    def follower(self) -> _Follower:
+        return _Follower(self)
+
+    def discard(self) -> None:
+        try:
+            self.spool.close()
+        except OSError:
+            pass
+
+
+class _Follower:
+    """Reads a fetch's spool as it grows; EOF only once the blob is verified."""
+
+    def __init__(self, fetch: _Fetch) -> None:
+        self.fetch = fetch
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        f = self.fetch
+        with f.cond:
+            while self.pos >= f.written and not f.finished:
+                f.cond.wait()
+            if f.error is not None:
+                raise f.error
+            available = f.written - self.pos
+        if available <= 0:
+            return b""
+        want = available if n is None or n < 0 else min(n, available)
+        data = os.pread(f.spool.fileno(), want, self.pos)
+        self.pos += len(data)
+        return data
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _Follower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class StoreReference:
