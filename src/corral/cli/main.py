@@ -83,7 +83,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import container, image, registry_client, system, volume
+    from corral.cli import container, image, registry, registry_client, system, volume
 
     parser = _Parser(prog="corral", description="Corral: images and containers.")
     parser.add_argument("--root", help="store directory (default $CORRAL_ROOT or /var/lib/corral)")
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     image.register(commands)
     container.register(commands)
     registry_client.register(commands)
+    registry.register(commands)
     volume.register(commands)
     system.register(commands)
     return parser

@@ -1,0 +1,1 @@
+"""Distribution: the OCI distribution API client (`client*`) and server (`server/`)."""
