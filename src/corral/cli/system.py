@@ -86,9 +86,9 @@ def _register_container_prune(commands: Any) -> None:
     if parent is None:
         parent = commands.add_parser("container", help="manage containers")
     sub = None
-    if parent._subparsers is not None:  # noqa: SLF001 - argparse has no public getter
-        for action in parent._subparsers._group_actions:  # noqa: SLF001
-            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+    if parent._subparsers is not None:
+        for action in parent._subparsers._group_actions:
+            if isinstance(action, argparse._SubParsersAction):
                 sub = action
     if sub is None:
         sub = parent.add_subparsers(dest="container_command", metavar="COMMAND",
@@ -352,7 +352,7 @@ def cmd_port(args: argparse.Namespace, ctx: Any) -> int:
         parts = spec.rsplit(":", 2)
         private = parts[-1]
         host_port = parts[-2] if len(parts) >= 2 else private
-        host_ip = parts[-3] if len(parts) == 3 and parts[-3] else "0.0.0.0"  # noqa: S104
+        host_ip = parts[-3] if len(parts) == 3 and parts[-3] else "0.0.0.0"
         if args.port and args.port not in (private, f"{private}/{proto}"):
             continue
         print(f"{private}/{proto} -> {host_ip}:{host_port}")

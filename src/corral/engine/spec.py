@@ -600,6 +600,13 @@ def write_etc_files(container_dir: Path, *, hostname: str, name: str | None, net
     return out
 
 
-__all__ = ["ANNOTATION_INIT", "ANNOTATION_STOP_SIGNAL", "ANNOTATION_VOLUMES",
-           "BindSourceNotFound", "HostInfo", "INIT_DESTINATION", "build_spec",
-           "write_etc_files"]
+__all__ = [
+    "ANNOTATION_INIT",
+    "ANNOTATION_STOP_SIGNAL",
+    "ANNOTATION_VOLUMES",
+    "INIT_DESTINATION",
+    "BindSourceNotFound",
+    "HostInfo",
+    "build_spec",
+    "write_etc_files",
+]
