@@ -105,3 +105,37 @@ def make_store_with_busybox() -> tuple[Path, str]:
     subprocess.run([CORRAL, "--root", str(root), "image", "busybox", name], check=True,
                    capture_output=True, timeout=300)
     return root, name
+
+
+def start_detached(runner: SpecRunner, config: dict, *, image: str | None = None) -> str:
+    """A running container (`runtime run --detach`, stdio to /dev/null); stop it with
+    `stop_detached`."""
+    from corral.engine.spec import build_spec
+
+    store = runner.store
+    record = store.create_container(image or runner.image)
+    try:
+        rootfs = store.mount(record.id)
+        spec = build_spec(runner.image_config(image), config, rootfs=rootfs,
+                          container_id=record.id, store=store)
+        bundle = store.container_dir(record.id)
+        (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+        subprocess.run([runner.runtime, "--root", str(runner.runtime_root), "run", "--detach",
+                        "--bundle", str(bundle), record.id], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                       check=True)
+    except BaseException:
+        stop_detached(runner, record.id)
+        raise
+    return record.id
+
+
+def stop_detached(runner: SpecRunner, container_id: str, *, remove: bool = True) -> None:
+    subprocess.run([runner.runtime, "--root", str(runner.runtime_root), "delete", "--force",
+                    container_id], capture_output=True, check=False, timeout=60)
+    try:
+        runner.store.unmount(container_id, force=True)
+        if remove:
+            runner.store.remove_container(container_id)
+    except Exception:  # noqa: BLE001, S110 - already gone
+        pass

@@ -367,8 +367,7 @@ def cmd_top(args: argparse.Namespace, ctx: Any) -> int:
     if ps_args and ps_args[0] == "--":
         ps_args = ps_args[1:]
     argv = [_record_runtime(ctx, record.id), "--root", _runtime_root(ctx), "ps", record.id]
-    if ps_args:
-        argv += ["--", *ps_args]
+    argv += ps_args  # after the id: runc (and corral-runtime) stop parsing flags there
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     if result.returncode != 0:
         raise InvalidArgument(f"top: {result.stderr.strip() or 'ps failed'}")
