@@ -120,6 +120,11 @@ def commit(store: Any, container_id: str, name: str | None = None, *,
 
     record = store.container(container_id)
     command = record.metadata.get("command") or []
+    try:  # the command the container ran: its runtime spec's args
+        spec = json.loads((store.container_dir(record.id) / "config.json").read_text())
+        command = spec["process"]["args"] or command
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     source = _CommitSource(store, record.id, changes=changes, message=message, author=author,
                            created_by=created_by or ("/bin/sh -c #(nop) corral commit "
                                                      + " ".join(command)).strip(),
