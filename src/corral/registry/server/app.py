@@ -301,10 +301,11 @@ class Registry:
             raise RegistryError("DIGEST_INVALID", f"unsupported digest algorithm "
                                 f"{algorithm[:40]!r} (sha256 or sha512)")
         upload_id = self.storage.start_upload(name, algorithm)
+        size = 0
         if _has_body(req):  # a first chunk with the POST (allowed by distribution)
             with self.storage.open_upload(name, upload_id) as upload:
-                upload.append(req.body)
-        return Response(202, self._upload_headers(name, upload_id, 0))
+                size = upload.append(req.body)
+        return Response(202, self._upload_headers(name, upload_id, size))
 
     def _open(self, route: routes.Route):  # type: ignore[no-untyped-def]
         try:
