@@ -307,3 +307,43 @@ def test_conformance_mount_and_wrong_digest(any_registry):
     assert c.request("HEAD", f"/v2/conf/dst/blobs/{sha256(b'not it')}").status == 404
     r = c.request("GET", f"/v2/conf/dst/blobs/{digest}", headers={"Range": "bytes=10-19"})
     assert r.status == 206 and r.body == data[10:20]
+
+
+# -- podman -> corral registry -> corral ---------------------------------------------
+
+CORRAL = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "corral")
+
+
+@pytest.fixture
+def corral_store():
+    if not os.path.exists(CORRAL):
+        pytest.skip(f"{CORRAL} is not installed (pip install -e .)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: corral run")
+    root = Path(tempfile.mkdtemp(prefix="corral-test-regstore-"))
+    try:
+        yield root
+    finally:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("authenticated", [False, True], ids=["anonymous", "basic-auth"])
+def test_podman_pushed_image_pulled_by_corral_runs(podman, registry, auth_registry,
+                                                  corral_store, authenticated):
+    target = auth_registry if authenticated else registry
+    ref = f"{target.addr}/corral-test/for-corral:v1"
+    creds = ["--creds", f"{USER}:{PASSWORD}"] if authenticated else []
+    podman("push", "--tls-verify=false", *creds, IMAGE, f"docker://{ref}", check=True)
+
+    def corral(*args: str) -> subprocess.CompletedProcess:
+        result = run_cmd([CORRAL, "--root", str(corral_store), *args], timeout=180)
+        assert result.returncode == 0, f"corral {args}: {result.stdout}\n{result.stderr}"
+        return result
+
+    corral("pull", "-q", "--tls-verify", "false", *creds, ref)
+    assert corral("run", "--rm", ref, "echo", "from-corral-registry").stdout == \
+        "from-corral-registry\n"

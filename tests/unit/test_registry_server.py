@@ -9,14 +9,13 @@ import io
 import json
 
 import pytest
+from tests.support.registry_server import OCI_CONFIG, OCI_MANIFEST, descriptor, sha256
 
-from corral.registry.server import Registry, RegistryStorage, Request, parse_addr
-from corral.registry.server import routes
+from corral.registry.server import Registry, RegistryStorage, Request, parse_addr, routes
 from corral.registry.server.app import _content_range, parse_range
 from corral.registry.server.auth import PlainAuth, parse_basic
 from corral.registry.server.errors import CODES, RegistryError
 from corral.registry.server.httpd import BodyError, ChunkedBody, LengthBody
-from tests.support.registry_server import OCI_CONFIG, OCI_MANIFEST, descriptor, sha256
 
 # -- routing -------------------------------------------------------------------
 
