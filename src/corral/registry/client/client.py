@@ -370,7 +370,7 @@ class BlobReader:
                                     f"{self.offset}, the registry sent "
                                     f"{resp.headers.get('content-range')!r}")
         self._resp = resp
-        self._iter = resp.iter_raw(CHUNK)
+        self._iter = resp.iter_raw()
 
     def _next(self) -> bytes:
         errors = _transport_errors()
