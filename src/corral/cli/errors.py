@@ -23,6 +23,9 @@ class UsageError(CorralError):
 
 
 def exit_code(exc: BaseException, codes: dict[type, int] | None = None) -> int:
+    status = getattr(exc, "exit_status", None)  # 126/127: the container's command
+    if isinstance(status, int):
+        return status
     for kind, code in (codes or {}).items():
         if isinstance(exc, kind):
             return code

@@ -150,6 +150,20 @@ class ContainerStore:
             self._save(containers)
             return containers[record.id]
 
+    def rename(self, ref: str, name: str) -> ContainerRecord:
+        """Give the container `name` as its only name (unique: ContainerExists otherwise)."""
+        if not name or "/" in name:
+            raise InvalidArgument(f"invalid container name {name!r}")
+        with self.lock.held():
+            containers = self._load()
+            record = self._find(containers, ref)
+            for other in containers.values():
+                if other.id != record.id and name in other.names:
+                    raise ContainerExists(f"container name {name!r} is in use by {other.id}")
+            containers[record.id] = replace(record, names=(name,))
+            self._save(containers)
+            return containers[record.id]
+
     def _mounts(self, record: ContainerRecord) -> list:
         layer_hex = self.layers.get(record.layer).hex if record.layer is not None else None
         return self.driver.mounts(layer_hex, self.rw_dir(record.id))

@@ -1,0 +1,25 @@
+"""The engine: containers' lifecycle, monitor (conmon), logs, exec/attach, records.
+
+`Engine` is the facade (docs/design/engine.md); heavy modules load on first use so
+`import corral.engine` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "Engine": "corral.engine.engine", "Container": "corral.engine.engine",
+    "State": "corral.engine.engine", "ContainerConfig": "corral.engine.config",
+    "RestartPolicy": "corral.engine.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'corral.engine' has no attribute {name!r}")

@@ -1,0 +1,127 @@
+"""What a container was created with: `ContainerConfig` (docs/design/engine.md).
+
+The engine core reads the core fields; `corral.engine.spec.build_spec` (the run-options
+builder) reads the rest. JSON round trip keeps unknown keys under `extra`, so records
+written by a newer corral still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.errors import InvalidArgument
+
+
+@dataclass
+class ContainerConfig:
+    image: str = ""
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    tty: bool = False
+    interactive: bool = False
+    hostname: str | None = None
+    network: str = "private"
+    read_only: bool = False
+    name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    restart: str = "no"
+    stop_signal: str | None = None
+    stop_timeout: int = 10
+    runtime: str | None = None
+    auto_remove: bool = False
+    annotations: dict[str, str] = field(default_factory=dict)
+    # the run-options builder's
+    volumes: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    privileged: bool = False
+    init: bool = False
+    memory: str | None = None
+    cpus: str | None = None
+    pids_limit: int | None = None
+    ulimits: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
+    env_file: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContainerConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = dict(known.pop("extra", None) or {})
+        extra.update({k: v for k, v in data.items() if k not in names})
+        return cls(**known, extra=extra)
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Merge a dict of options (unknown keys go to `extra`)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            if key == "extra":
+                self.extra.update(value or {})
+            elif key in names:
+                setattr(self, key, value)
+            else:
+                self.extra[key] = value
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """`no`, `on-failure[:N]` (N=0: unlimited), `always`, `unless-stopped`."""
+
+    name: str = "no"
+    max_retries: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> RestartPolicy:
+        text = (text or "no").strip()
+        m = re.fullmatch(r"(no|always|unless-stopped|on-failure)(?::(\d+))?", text)
+        if not m or (m.group(2) is not None and m.group(1) != "on-failure"):
+            raise InvalidArgument(f"--restart: invalid restart policy {text!r} (no, "
+                                  "on-failure[:max-retries], always, unless-stopped)")
+        return cls(m.group(1), int(m.group(2) or 0))
+
+    def should_restart(self, exit_code: int | None, restart_count: int,
+                       stopped_by_user: bool) -> bool:
+        if stopped_by_user or self.name == "no":
+            return False
+        if self.name == "on-failure":
+            if exit_code == 0:
+                return False
+            return self.max_retries == 0 or restart_count < self.max_retries
+        return True
+
+
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+
+def check_name(name: str | None) -> None:
+    if name is not None and not _NAME.fullmatch(name):
+        raise InvalidArgument(f"container name {name!r} is not valid "
+                              "([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
+
+
+_LEFT = ("admiring", "bold", "brave", "calm", "eager", "gentle", "happy", "jolly", "keen",
+         "lucid", "merry", "nifty", "quirky", "serene", "sharp", "trusting", "vibrant", "zen")
+_RIGHT = ("albattani", "babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper",
+          "knuth", "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak")
+
+
+def random_name() -> str:
+    import secrets
+
+    return f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}_{secrets.token_hex(2)}"
+
+
+__all__ = ["ContainerConfig", "RestartPolicy", "check_name", "random_name"]

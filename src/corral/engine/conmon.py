@@ -1,0 +1,153 @@
+"""The per-container monitor: conmon (what podman and CRI-O use), driven like podman's
+libpod/oci_conmon_linux.go.
+
+`launch()` runs `conmon --api-version 1 ...`, which double-forks (its first process
+exits at once), runs `<runtime> create`, reports the container pid — or the create
+error — on the sync pipe (`_OCI_SYNCPIPE`: `{"data": pid}` / `{"data": -1, "message":
+...}`), then keeps the container's stdio: the k8s-file log, the attach socket
+(`<socket-dir>/<id>/attach`, a link to the bundle) and the `ctl`/`winsz` fifos in the
+bundle. When the container exits it writes `<exit-dir>/<id>` (the exit code) and runs
+the exit command (`corral container cleanup ID`).
+
+The attach socket is SOCK_SEQPACKET: each read is one byte naming the stream (2 stdout,
+3 stderr) and the data; writes go to the container's stdin; shutdown(SHUT_WR) closes it.
+`resize()` writes `1 HEIGHT WIDTH` to `ctl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from corral.errors import NotFound, SystemFailure
+
+STDIN, STDOUT, STDERR = 1, 2, 3
+
+
+class ConmonError(SystemFailure):
+    pass
+
+
+class CreateFailed(SystemFailure):
+    """The runtime's create failed (message from the runtime)."""
+
+
+def conmon_path() -> str:
+    found = shutil.which("conmon") or next(
+        (p for p in ("/usr/bin/conmon", "/usr/libexec/podman/conmon", "/usr/local/bin/conmon")
+         if os.access(p, os.X_OK)), None)
+    if not found:
+        raise NotFound("conmon not found (apt-get install conmon)")
+    return found
+
+
+def socket_dir(store_root: Path) -> Path:
+    """Short (sun_path is 108 bytes): /run/corral/s-<hash of the store root>."""
+    digest = hashlib.sha256(str(store_root.resolve()).encode()).hexdigest()[:12]
+    path = Path("/run/corral") / f"s-{digest}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def launch(*, container_id: str, name: str, runtime: str, runtime_root: str, bundle: Path,
+           log_path: Path, exit_dir: Path, sock_dir: Path, exit_command: Sequence[str],
+           tty: bool, stdin: bool, log_level: str = "error") -> int:
+    """Start conmon (and through it `runtime create`); returns the container's pid."""
+    for stale in ("attach", "ctl", "winsz", "pidfile", "conmon.pid"):
+        try:
+            os.unlink(bundle / stale)
+        except FileNotFoundError:
+            pass
+    shutil.rmtree(sock_dir / container_id, ignore_errors=True)
+    argv = [conmon_path(), "--api-version", "1", "-c", container_id, "-u", container_id,
+            "-n", name, "-r", runtime, "-b", str(bundle), "-p", str(bundle / "pidfile"),
+            "-P", str(bundle / "conmon.pid"), "-l", f"k8s-file:{log_path}",
+            "--exit-dir", str(exit_dir), "--socket-dir-path", str(sock_dir),
+            "--runtime-arg", "--root", "--runtime-arg", runtime_root,
+            "--log-level", log_level, "--exit-command", exit_command[0]]
+    for arg in exit_command[1:]:
+        argv += ["--exit-command-arg", arg]
+    if tty:
+        argv.append("-t")
+    if stdin:
+        argv.append("-i")
+    r, w = os.pipe()
+    try:
+        env = dict(os.environ, _OCI_SYNCPIPE=str(w))
+        try:
+            proc = subprocess.Popen(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    cwd=str(bundle))
+        except OSError as exc:
+            raise ConmonError(f"cannot run conmon: {exc}") from exc
+        os.close(w)
+        w = -1
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise ConmonError(f"conmon failed: {err.decode(errors='replace').strip()}")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    try:
+        message = json.loads(data.splitlines()[0]) if data.strip() else {}
+    except ValueError:
+        message = {}
+    pid = int(message.get("data", -1)) if isinstance(message, dict) else -1
+    if pid <= 0:
+        text = message.get("message") if isinstance(message, dict) else None
+        raise CreateFailed(_clean(text or data.decode(errors="replace") or
+                                  "the runtime's create failed (no message from conmon)"))
+    return pid
+
+
+def _clean(text: str) -> str:
+    """runc's `time=... level=error msg="..."` -> the message."""
+    import re
+
+    lines = []
+    for line in text.strip().splitlines():
+        m = re.search(r'msg="((?:[^"\\]|\\.)*)"', line)
+        lines.append(m.group(1).replace('\\"', '"') if m else line)
+    return "; ".join(x for x in lines if x)
+
+
+def attach_socket(sock_dir: Path, container_id: str) -> socket.socket:
+    path = sock_dir / container_id / "attach"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(str(path))
+    except OSError as exc:
+        sock.close()
+        raise ConmonError(f"cannot attach to {container_id[:12]}: {exc} (is its monitor "
+                          "running?)") from exc
+    return sock
+
+
+def resize(bundle: Path, height: int, width: int) -> None:
+    try:
+        fd = os.open(bundle / "ctl", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, f"1 {height} {width}\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ["STDERR", "STDIN", "STDOUT", "ConmonError", "CreateFailed", "attach_socket",
+           "conmon_path", "launch", "resize", "socket_dir"]

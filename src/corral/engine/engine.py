@@ -1,0 +1,731 @@
+"""The `Engine` facade: containers' lifecycle over the store, conmon and an OCI runtime.
+
+See docs/design/engine.md for the records, the derived states and the lock order
+(per-container lock → storage.lock). No daemon: every call works from the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corral.engine import conmon
+from corral.engine.config import ContainerConfig, RestartPolicy, check_name, random_name
+from corral.engine.oci import OCIRuntime, resolve_runtime, runtime_root
+from corral.errors import FailedPrecondition, NotFound
+from corral.storage.records import FileLock, now, read_json, write_json
+
+RUNNING = ("running", "paused")
+
+
+class ContainerNotRunning(FailedPrecondition):
+    """The verb needs a running container."""
+
+
+class ContainerRunning(FailedPrecondition):
+    """The container is running: stop it first (or force)."""
+
+
+class CommandNotFound(NotFound):
+    """The container's command does not exist (exit 127)."""
+
+    exit_status = 127
+
+
+class CommandNotExecutable(FailedPrecondition):
+    """The container's command cannot be run (exit 126)."""
+
+    exit_status = 126
+
+
+@dataclass
+class State:
+    status: str = "created"
+    pid: int | None = None
+    pid_start: str | None = None
+    conmon_pid: int | None = None
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    restart_count: int = 0
+    stopped_by_user: bool = False
+    rm_client: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> State:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Container:
+    """A snapshot of one container (`status` is derived, see `Engine.refresh`)."""
+
+    id: str
+    name: str
+    image: str | None
+    image_name: str
+    created: str
+    config: ContainerConfig
+    runtime: str
+    bundle: Path
+    log_path: Path
+    command: list[str] = field(default_factory=list)
+    state: State = field(default_factory=State)
+
+    @property
+    def status(self) -> str:
+        return self.state.status
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.config.labels)
+
+
+def _proc_start(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] == b"Z":
+        return None
+    return fields[19].decode()
+
+
+def _alive(pid: int | None, start: str | None) -> bool:
+    if not pid:
+        return False
+    current = _proc_start(pid)
+    return current is not None and (start is None or current == start)
+
+
+def _exit_command() -> list[str]:
+    return [sys.executable, "-m", "corral.cli.main"]
+
+
+class Engine:
+    def __init__(self, root: Path | str | None = None, storage_driver: str | None = None,
+                 runtime: str | None = None, store: Any = None) -> None:
+        from corral.storage.store import default_root
+
+        self.root = Path(root) if root is not None else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.driver = storage_driver
+        self.default_runtime = runtime
+        self._store = store
+        self.dir = self.root / "engine"
+        self.exits = self.dir / "exits"
+        self.locks = self.dir / "locks"
+        for d in (self.exits, self.locks):
+            d.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from corral.storage import Store
+
+            self._store = Store.open(self.root, self.driver)
+        return self._store
+
+    # -- records -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self, container_id: str) -> Iterator[None]:
+        with FileLock(self.locks / f"{container_id}.lock").held():
+            yield
+
+    def _load(self, record: Any) -> Container:
+        bundle = self.store.container_dir(record.id)
+        data = read_json(bundle / "corral.json", None) or {}
+        config = ContainerConfig.from_json(data.get("config") or {
+            "image": record.metadata.get("image_name") or record.image or ""})
+        state = State.from_json(read_json(bundle / "state.json", {}) or {})
+        return Container(
+            id=record.id, name=data.get("name") or (record.names[0] if record.names else ""),
+            image=record.image, image_name=data.get("image_name") or
+            record.metadata.get("image_name") or "", created=record.created, config=config,
+            runtime=data.get("runtime") or resolve_runtime(self.default_runtime),
+            bundle=bundle, log_path=Path(data.get("log_path") or bundle / "ctr.log"),
+            command=list(data.get("command") or record.metadata.get("command") or []),
+            state=state)
+
+    def _save_state(self, c: Container) -> None:
+        write_json(c.bundle / "state.json", dataclasses.asdict(c.state))
+
+    def _runtime(self, c: Container) -> OCIRuntime:
+        return OCIRuntime(c.runtime, runtime_root(self.root, c.runtime))
+
+    def _exit_file(self, container_id: str) -> Path:
+        return self.exits / container_id
+
+    def _read_exit(self, container_id: str) -> int | None:
+        try:
+            text = self._exit_file(container_id).read_text().strip()
+        except OSError:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            return None
+
+    def refresh(self, c: Container) -> Container:
+        """Derive the status from the monitor's exit file and the processes."""
+        st = c.state
+        if st.status in ("created", "exited", "stopped") and st.pid is None:
+            return c
+        code = self._read_exit(c.id)
+        if code is None and not _alive(st.pid, st.pid_start) and \
+                _alive(st.conmon_pid, None):
+            self._wait_exit_file(c, 1.0)  # conmon is writing it
+            code = self._read_exit(c.id)
+        if code is not None:
+            st.status, st.exit_code = "exited", code
+        elif _alive(st.pid, st.pid_start):
+            if st.status not in RUNNING:
+                st.status = "running"
+        else:
+            rs = self._runtime(c).state(c.id) if st.pid is None else None
+            if rs and rs.get("status") in ("running", "paused") and _alive(rs.get("pid"), None):
+                st.status, st.pid = rs["status"], rs.get("pid")
+            else:
+                st.status = "stopped"
+        return c
+
+    def get(self, ref: str) -> Container:
+        return self.refresh(self._load(self.store.container(ref)))
+
+    def list(self, all: bool = False, filters: dict[str, list[str]] | None = None
+             ) -> list[Container]:
+        out = []
+        for record in sorted(self.store.list_containers(), key=lambda r: r.created,
+                             reverse=True):
+            try:
+                c = self.refresh(self._load(record))
+            except NotFound:
+                continue
+            if not all and c.status not in RUNNING and not filters:
+                continue
+            if filters and not _matches(c, filters):
+                continue
+            out.append(c)
+        return out
+
+    # -- create ----------------------------------------------------------------------------
+    def create(self, config: ContainerConfig) -> Container:
+        from corral.oci.image import ImageConfig
+
+        check_name(config.name)
+        RestartPolicy.parse(config.restart)
+        if config.auto_remove and RestartPolicy.parse(config.restart).name != "no":
+            from corral.errors import InvalidArgument
+
+            raise InvalidArgument("--rm and --restart (other than no) conflict")
+        runtime = resolve_runtime(config.runtime or self.default_runtime)
+        store = self.store
+        image = store.image(config.image)
+        image_config = ImageConfig.from_bytes(store.content.read_bytes(image.id,
+                                                                        max_size=16 << 20))
+        name = config.name
+        for attempt in range(5):
+            try:
+                record = store.create_container(
+                    image.id, names=[name or random_name()],
+                    metadata={"image_name": config.image})
+                break
+            except Exception as exc:  # noqa: BLE001 - a random name may collide
+                from corral.errors import AlreadyExists
+
+                if name is None and isinstance(exc, AlreadyExists) and attempt < 4:
+                    continue
+                if isinstance(exc, AlreadyExists) and name is not None:
+                    raise type(exc)(f"the container name {name!r} is already in use: "
+                                    "remove that container or choose another name") from exc
+                raise
+        cid = record.id
+        name = record.names[0]
+        config = dataclasses.replace(config, name=name, hostname=config.hostname or cid[:12])
+        try:
+            bundle = store.container_dir(cid)
+            rootfs = store.mount(cid)
+            try:
+                spec = self._build_spec(image_config, config, rootfs, cid)
+            finally:
+                store.unmount(cid, force=True)
+            notes = spec.setdefault("annotations", {})
+            notes.update({"io.corral.container.name": name, "io.corral.image": image.id})
+            notes.update(config.annotations)
+            write_json(bundle / "config.json", spec)
+            command = list(spec.get("process", {}).get("args") or [])
+            write_json(bundle / "corral.json", {
+                "id": cid, "name": name, "image": image.id, "image_name": config.image,
+                "created": record.created, "config": config.to_json(), "runtime": runtime,
+                "runtime_name": os.path.basename(runtime),
+                "log_path": str(bundle / "ctr.log"), "command": command})
+            write_json(bundle / "state.json", dataclasses.asdict(State()))
+            store.containers.set_metadata(cid, command=command)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                store.remove_container(cid)
+            raise
+        return self.get(cid)
+
+    def _build_spec(self, image_config: Any, config: ContainerConfig, rootfs: Path,
+                    cid: str) -> dict:
+        try:
+            from corral.engine.spec import build_spec
+        except ImportError:
+            build_spec = None  # type: ignore[assignment]
+        if build_spec is not None:
+            return build_spec(image_config, config, rootfs=rootfs, container_id=cid,
+                              store=self.store)
+        from corral.image.runtime_spec import spec_for, validate
+
+        spec = spec_for(image_config, rootfs, command=config.command,
+                        entrypoint=config.entrypoint, env=config.env, workdir=config.workdir,
+                        user=config.user, terminal=config.tty, hostname=config.hostname,
+                        root_path="merged", readonly=config.read_only,
+                        network="host" if config.network == "host" else "private")
+        validate(spec)
+        return spec
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self, ref: str, *, before_start: Callable[[Container], None] | None = None,
+              rm_client: int | None = None) -> Container:
+        c = self._load(self.store.container(ref))
+        with self._lock(c.id):
+            c = self.refresh(self._load(self.store.container(c.id)))
+            if c.status in RUNNING:
+                raise ContainerRunning(f"container {c.name} is already {c.status}")
+            c.state.restart_count = 0
+            c.state.rm_client = rm_client
+            self._start_locked(c, before_start)
+        return c
+
+    def _start_locked(self, c: Container, before_start: Callable[[Container], None] | None
+                      = None) -> None:
+        rt = self._runtime(c)
+        rt_dir = Path(rt.root)
+        if rt_dir.is_dir() and any(p.name.startswith(c.id) for p in rt_dir.iterdir()):
+            rt.delete(c.id, force=True)
+        with contextlib.suppress(FileNotFoundError):
+            self._exit_file(c.id).unlink()
+        store = self.store
+        store.mount(c.id)
+        st = c.state
+        try:
+            pid = conmon.launch(
+                container_id=c.id, name=c.name, runtime=c.runtime, runtime_root=rt.root,
+                bundle=c.bundle, log_path=c.log_path, exit_dir=self.exits,
+                sock_dir=conmon.socket_dir(self.root),
+                exit_command=_exit_command() + ["--root", str(self.root), "container",
+                                                "cleanup", c.id],
+                tty=c.config.tty, stdin=c.config.interactive)
+        except conmon.CreateFailed as exc:
+            rt.delete(c.id, force=True)
+            store.unmount(c.id, force=True)
+            st.error = str(exc)
+            self._save_state(c)
+            raise _command_error(str(exc)) from exc
+        except BaseException:
+            rt.delete(c.id, force=True)
+            store.unmount(c.id, force=True)
+            raise
+        st.pid, st.pid_start = pid, _proc_start(pid)
+        try:
+            st.conmon_pid = int((c.bundle / "conmon.pid").read_text().strip())
+        except (OSError, ValueError):
+            st.conmon_pid = None
+        st.status, st.started_at, st.finished_at = "running", now(), None
+        st.exit_code, st.stopped_by_user, st.error = None, False, None
+        self._save_state(c)
+        try:
+            if before_start is not None:
+                before_start(c)
+            rt.start(c.id)
+        except BaseException as exc:
+            rt.delete(c.id, force=True)
+            store.unmount(c.id, force=True)
+            st.status, st.pid, st.error = "stopped", None, str(exc)
+            self._save_state(c)
+            raise _command_error(str(exc)) if not isinstance(exc, conmon.ConmonError) and \
+                isinstance(exc, Exception) else exc from None
+
+    # -- stop / kill / wait ----------------------------------------------------------------
+    def _wait_gone(self, c: Container, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            if self._exit_file(c.id).exists() or not _alive(c.state.pid, c.state.pid_start):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+
+    def stop(self, ref: str, timeout: int | None = None) -> Container:
+        c = self.get(ref)
+        if c.status not in RUNNING:
+            return c
+        from corral.engine.options import parse_signal
+
+        with self._lock(c.id):
+            c = self.refresh(self._load(self.store.container(c.id)))
+            c.state.stopped_by_user = True
+            self._save_state(c)
+        rt = self._runtime(c)
+        timeout = c.config.stop_timeout if timeout is None else timeout
+        signal = str(parse_signal(c.config.stop_signal or "SIGTERM"))
+        with contextlib.suppress(Exception):
+            if c.status == "paused":
+                rt.kill(c.id, signal)
+                rt.resume(c.id)
+            else:
+                rt.kill(c.id, signal)
+        if not self._wait_gone(c, timeout):
+            with contextlib.suppress(Exception):
+                rt.kill(c.id, "9", all_=True)
+            self._wait_gone(c, 30)
+        self._wait_exit_file(c)
+        self.cleanup(c.id, from_monitor=False)
+        return self.get(c.id)
+
+    def _wait_exit_file(self, c: Container, timeout: float = 2.0) -> None:
+        """Give a live conmon the moment it needs to write the exit file."""
+        if not _alive(c.state.conmon_pid, None):
+            return
+        deadline = time.monotonic() + timeout
+        while not self._exit_file(c.id).exists() and time.monotonic() < deadline:
+            if not _alive(c.state.conmon_pid, None):
+                return
+            time.sleep(0.005)
+
+    def kill(self, ref: str, signal: str | int = "SIGKILL") -> Container:
+        from corral.engine.options import parse_signal
+
+        number = parse_signal(signal)
+        c = self.get(ref)
+        if c.status not in RUNNING:
+            raise ContainerNotRunning(f"container {c.name} is not running")
+        self._runtime(c).kill(c.id, str(number))
+        return c
+
+    def wait(self, ref: str, timeout: float | None = None) -> int | None:
+        c = self.get(ref)
+        if c.state.pid is not None:
+            self._wait_gone(c, timeout)
+            self._wait_exit_file(c)
+        code = self._read_exit(c.id)
+        if code is None:
+            with contextlib.suppress(NotFound):
+                code = self.get(c.id).state.exit_code
+        return code
+
+    def restart(self, ref: str, timeout: int | None = None) -> Container:
+        c = self.stop(ref, timeout)
+        return self.start(c.id)
+
+    def pause(self, ref: str) -> Container:
+        return self._set_paused(ref, True)
+
+    def unpause(self, ref: str) -> Container:
+        return self._set_paused(ref, False)
+
+    def _set_paused(self, ref: str, paused: bool) -> Container:
+        c = self.get(ref)
+        with self._lock(c.id):
+            c = self.refresh(self._load(self.store.container(c.id)))
+            want_from = "running" if paused else "paused"
+            if c.status != want_from:
+                raise ContainerNotRunning(f"container {c.name} is {c.status}, not {want_from}")
+            rt = self._runtime(c)
+            (rt.pause if paused else rt.resume)(c.id)
+            c.state.status = "paused" if paused else "running"
+            self._save_state(c)
+        return c
+
+    # -- cleanup (conmon's exit command) ------------------------------------------------
+    def cleanup(self, container_id: str, from_monitor: bool = True) -> None:
+        try:
+            record = self.store.container(container_id)
+        except NotFound:
+            return
+        with self._lock(record.id):
+            try:
+                c = self._load(self.store.container(record.id))
+            except NotFound:
+                return
+            st = c.state
+            if st.pid is None and st.status in ("exited", "stopped", "created"):
+                return  # done already
+            code = self._read_exit(c.id)
+            if code is None and _alive(st.pid, st.pid_start):
+                return  # still running (a stray call)
+            self._runtime(c).delete(c.id, force=True)
+            with contextlib.suppress(Exception):
+                self.store.unmount(c.id, force=True)
+            st.status = "exited" if code is not None else "stopped"
+            st.exit_code, st.finished_at, st.pid, st.conmon_pid = code, now(), None, None
+            self._save_state(c)
+            policy = RestartPolicy.parse(c.config.restart)
+            if from_monitor and policy.should_restart(code, st.restart_count,
+                                                      st.stopped_by_user):
+                st.restart_count += 1
+                time.sleep(min(0.1 * st.restart_count, 1.0))
+                try:
+                    self._start_locked(c)
+                except Exception as exc:  # noqa: BLE001 - recorded, the container stays down
+                    st.error = f"restart failed: {exc}"
+                    self._save_state(c)
+                return
+            if c.config.auto_remove and not (st.rm_client and st.rm_client != os.getpid()
+                                             and _alive(st.rm_client, None)):
+                self._remove_locked(c)
+
+    # -- remove -----------------------------------------------------------------------------
+    def remove(self, ref: str, force: bool = False) -> str:
+        c = self.get(ref)
+        if c.status in RUNNING:
+            if not force:
+                raise ContainerRunning(f"container {c.name} is {c.status}: stop it first "
+                                       "or use -f")
+            with self._lock(c.id):
+                c.state.stopped_by_user = True
+                self._save_state(c)
+            with contextlib.suppress(Exception):
+                self._runtime(c).kill(c.id, "9", all_=True)
+            self._wait_gone(c, 30)
+        with self._lock(c.id):
+            with contextlib.suppress(NotFound):
+                self._remove_locked(self._load(self.store.container(c.id)))
+        return c.id
+
+    def _remove_locked(self, c: Container) -> None:
+        self._runtime(c).delete(c.id, force=True)
+        if _alive(c.state.conmon_pid, None):
+            with contextlib.suppress(OSError):
+                os.kill(c.state.conmon_pid, 9)  # type: ignore[arg-type]
+        self.store.remove_container(c.id)
+        for path in (self._exit_file(c.id), self.locks / f"{c.id}.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        import shutil
+
+        shutil.rmtree(conmon.socket_dir(self.root) / c.id, ignore_errors=True)
+
+    def rename(self, ref: str, new_name: str) -> Container:
+        check_name(new_name)
+        c = self.get(ref)
+        with self._lock(c.id):
+            self.store.containers.rename(c.id, new_name)
+            data = read_json(c.bundle / "corral.json", {}) or {}
+            data["name"] = new_name
+            data.setdefault("config", {})["name"] = new_name
+            write_json(c.bundle / "corral.json", data)
+        return self.get(c.id)
+
+    # -- logs / attach / exec ----------------------------------------------------------------
+    def logs(self, ref: str, *, follow: bool = False, since: float | None = None,
+             tail: int | None = None) -> Iterator[Any]:
+        from corral.engine.logs import read_logs
+
+        c = self.get(ref)
+
+        def running() -> bool:
+            try:
+                return self.get(c.id).status in RUNNING
+            except NotFound:
+                return False
+
+        return read_logs(str(c.log_path), since=since, tail=tail, follow=follow,
+                         running=running)
+
+    def attach_socket(self, c: Container) -> Any:
+        return conmon.attach_socket(conmon.socket_dir(self.root), c.id)
+
+    def resize(self, c: Container, rows: int, cols: int) -> None:
+        conmon.resize(c.bundle, rows, cols)
+
+    def exec(self, ref: str, argv: list[str], *, tty: bool = False, interactive: bool = False,
+             user: str | None = None, env: list[str] | None = None, workdir: str | None = None,
+             detach: bool = False, privileged: bool = False,
+             stdin_fd: int | None = 0, stdout_fd: int = 1,
+             detach_keys: bytes = b"") -> int:
+        import subprocess
+
+        c = self.get(ref)
+        if c.status != "running":
+            raise ContainerNotRunning(f"container {c.name} is {c.status}, not running")
+        if not argv:
+            from corral.errors import InvalidArgument
+
+            raise InvalidArgument("exec: a command is needed")
+        spec = read_json(c.bundle / "config.json", {})
+        process = dict(spec.get("process") or {})
+        process["args"] = list(argv)
+        process["terminal"] = bool(tty)
+        if env:
+            from corral.image.runtime_spec import _merge_env
+
+            process["env"] = _merge_env(process.get("env") or [], env)
+        if workdir:
+            process["cwd"] = workdir
+        if user is not None:
+            from corral.image.runtime_spec import resolve_user
+
+            process["user"] = resolve_user(c.bundle / "merged", user)
+        process.pop("consoleSize", None)
+        rt = self._runtime(c)
+        pfile = c.bundle / f"exec-{secrets.token_hex(6)}.json"
+        write_json(pfile, process)
+        try:
+            args = ["exec", "--process", str(pfile)]
+            if detach:
+                result = rt.call(*args, "--detach", c.id, check=False)
+                if result.returncode != 0:
+                    raise _command_error(result.stderr.strip())
+                return 0
+            if not tty:
+                stdin = None if interactive else subprocess.DEVNULL
+                proc = subprocess.run(rt.argv(*args, c.id), stdin=stdin, check=False,
+                                      stderr=subprocess.PIPE)
+                err = proc.stderr.decode(errors="replace")
+                if proc.returncode != 0 and _looks_like_exec_failure(err):
+                    raise _command_error(err.strip())
+                if err:
+                    sys.stderr.write(err)
+                return proc.returncode
+            return self._exec_tty(rt, args, c, stdin_fd if interactive else None, stdout_fd,
+                                  detach_keys)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                pfile.unlink()
+
+    def _exec_tty(self, rt: OCIRuntime, args: list[str], c: Container, stdin_fd: int | None,
+                  stdout_fd: int, detach_keys: bytes) -> int:
+        import shutil
+        import subprocess
+        import tempfile
+
+        from corral.engine import attach
+
+        tmp = tempfile.mkdtemp(prefix="cx-", dir=str(conmon.socket_dir(self.root)))
+        path = os.path.join(tmp, "c")
+        listener = attach.console_listener(path)
+        try:
+            proc = subprocess.Popen(rt.argv(*args, "--tty", "--console-socket", path, c.id),
+                                    stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                master = attach.receive_console(listener)
+            except OSError as exc:
+                proc.wait()
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise _command_error(err.strip() or str(exc)) from exc
+            size = attach.window_size(stdin_fd if stdin_fd is not None else stdout_fd)
+            if size:
+                attach.set_window_size(master, *size)
+
+            def winch() -> None:
+                new = attach.window_size(stdin_fd if stdin_fd is not None else stdout_fd)
+                if new:
+                    attach.set_window_size(master, *new)
+
+            try:
+                with attach.raw_terminal(stdin_fd), attach.on_winch(winch):
+                    attach.pump_pty(master, stdin_fd=stdin_fd, stdout_fd=stdout_fd,
+                                    detach_keys=detach_keys)
+            finally:
+                os.close(master)
+            proc.wait()
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            if proc.returncode != 0 and _looks_like_exec_failure(err):
+                raise _command_error(err.strip())
+            return proc.returncode
+        finally:
+            listener.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- inspect ------------------------------------------------------------------------------
+    def inspect(self, ref: str) -> dict[str, Any]:
+        c = self.get(ref)
+        st = c.state
+        policy = RestartPolicy.parse(c.config.restart)
+        return {
+            "Id": c.id, "Name": c.name, "Created": c.created, "Path": (c.command or [""])[0],
+            "Args": c.command[1:], "Image": c.image, "ImageName": c.image_name,
+            "State": {"Status": c.status, "Running": c.status == "running",
+                      "Paused": c.status == "paused", "Pid": st.pid or 0,
+                      "ConmonPid": st.conmon_pid or 0,
+                      "ExitCode": st.exit_code if st.exit_code is not None else 0,
+                      "StartedAt": st.started_at or "", "FinishedAt": st.finished_at or "",
+                      "Error": st.error or ""},
+            "RestartCount": st.restart_count, "OCIRuntime": os.path.basename(c.runtime),
+            "RuntimePath": c.runtime, "Bundle": str(c.bundle), "LogPath": str(c.log_path),
+            "Config": {"Labels": c.config.labels, "Env": c.config.env, "Cmd": c.command,
+                       "Tty": c.config.tty, "OpenStdin": c.config.interactive,
+                       "StopSignal": c.config.stop_signal or "SIGTERM",
+                       "StopTimeout": c.config.stop_timeout, "Hostname": c.config.hostname,
+                       "Image": c.image_name},
+            "HostConfig": {"RestartPolicy": {"Name": policy.name,
+                                             "MaximumRetryCount": policy.max_retries},
+                           "AutoRemove": c.config.auto_remove,
+                           "Runtime": os.path.basename(c.runtime),
+                           "NetworkMode": c.config.network},
+            "ContainerConfig": c.config.to_json(),
+        }
+
+
+def _looks_like_exec_failure(text: str) -> bool:
+    low = text.lower()
+    return any(s in low for s in ("executable file not found", "no such file or directory",
+                                  "permission denied", "not found in $path"))
+
+
+def _command_error(message: str) -> Exception:
+    low = message.lower()
+    if "permission denied" in low or "is a directory" in low or "exec format error" in low:
+        return CommandNotExecutable(message)
+    if "not found" in low or "no such file or directory" in low:
+        return CommandNotFound(message)
+    from corral.errors import SystemFailure
+
+    return SystemFailure(message)
+
+
+def _matches(c: Container, filters: dict[str, list[str]]) -> bool:
+    for key, values in filters.items():
+        ok = False
+        for value in values:
+            if key == "name":
+                ok = ok or value in c.name
+            elif key == "id":
+                ok = ok or c.id.startswith(value)
+            elif key == "status":
+                ok = ok or c.status == value
+            elif key == "label":
+                k, eq, v = value.partition("=")
+                ok = ok or (k in c.config.labels and (not eq or c.config.labels[k] == v))
+            elif key == "ancestor":
+                ok = ok or value in (c.image_name, c.image)
+            else:
+                from corral.errors import InvalidArgument
+
+                raise InvalidArgument(f"--filter: unknown filter {key!r} (name, id, status, "
+                                      "label, ancestor)")
+        if not ok:
+            return False
+    return True
+
+
+__all__ = ["CommandNotExecutable", "CommandNotFound", "Container", "ContainerNotRunning",
+           "ContainerRunning", "Engine", "State"]

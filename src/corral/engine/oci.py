@@ -1,0 +1,104 @@
+"""The engine's only way to an OCI runtime: its runc-compatible command line.
+
+`resolve_runtime(name_or_path)`: `corral-runtime` (default; beside the interpreter),
+`runc`, `runsc`, `crun` by name on $PATH or an absolute path. Each runtime keeps its
+state under its own `--root` in the store (`<root>/runtime` for corral-runtime,
+`<root>/runtime-<name>` for the others), so two runtimes never read each other's state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from corral.errors import InvalidArgument, NotFound, SystemFailure
+
+
+class RuntimeNotFound(InvalidArgument):
+    """--runtime names no executable."""
+
+
+class RuntimeError_(SystemFailure):
+    """The OCI runtime failed; the message carries its stderr."""
+
+
+def default_runtime() -> str:
+    beside = Path(sys.executable).parent / "corral-runtime"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("corral-runtime") or "corral-runtime"
+
+
+def resolve_runtime(name: str | None) -> str:
+    if not name or name == "corral-runtime":
+        return default_runtime()
+    if "/" in name:
+        if not (os.path.isfile(name) and os.access(name, os.X_OK)):
+            raise RuntimeNotFound(f"OCI runtime {name!r} is not an executable file")
+        return os.path.abspath(name)
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}") if os.access(p, os.X_OK)),
+        None)
+    if not found:
+        raise RuntimeNotFound(f"OCI runtime {name!r} not found on $PATH")
+    return found
+
+
+def runtime_root(store_root: Path, runtime: str) -> str:
+    base = os.path.basename(runtime)
+    if base == "corral-runtime":
+        return str(store_root / "runtime")
+    return str(store_root / f"runtime-{base}")
+
+
+class OCIRuntime:
+    def __init__(self, path: str, root: str) -> None:
+        self.path = path
+        self.root = root
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.path, "--root", self.root, *args]
+
+    def call(self, *args: str, timeout: float = 60, check: bool = True
+             ) -> subprocess.CompletedProcess:
+        try:
+            result = subprocess.run(self.argv(*args), capture_output=True, text=True,
+                                    timeout=timeout, check=False)
+        except FileNotFoundError as exc:
+            raise NotFound(f"OCI runtime {self.path} not found") from exc
+        if check and result.returncode != 0:
+            raise RuntimeError_(f"{os.path.basename(self.path)} {args[0]}: "
+                                f"{result.stderr.strip() or 'exit status ' + str(result.returncode)}")
+        return result
+
+    def state(self, container_id: str) -> dict | None:
+        result = self.call("state", container_id, check=False, timeout=30)
+        if result.returncode != 0:
+            return None
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            return None
+
+    def start(self, container_id: str) -> None:
+        self.call("start", container_id)
+
+    def kill(self, container_id: str, signal: str, all_: bool = False) -> None:
+        self.call("kill", *(["--all"] if all_ else []), container_id, signal)
+
+    def delete(self, container_id: str, force: bool = True) -> None:
+        self.call("delete", *(["--force"] if force else []), container_id, check=False)
+
+    def pause(self, container_id: str) -> None:
+        self.call("pause", container_id)
+
+    def resume(self, container_id: str) -> None:
+        self.call("resume", container_id)
+
+
+__all__ = ["OCIRuntime", "RuntimeNotFound", "default_runtime", "resolve_runtime",
+           "runtime_root"]
