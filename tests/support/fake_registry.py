@@ -8,7 +8,8 @@ scope; anonymous tokens carry pull scopes only when `anonymous_pull`).
 
 Faults (`FakeRegistry.faults`, consumed in order per kind):
 * `"drop"`: the next blob GET sends the headers and half the body, then closes;
-* `"corrupt"`: the next blob GET sends different bytes of the same length;
+* `"corrupt"`: the next blob GET sends different bytes of the same length
+  (`corrupt_blobs`: every GET of those digests);
 * `"500"`: the next request of any kind gets 500 (`fail_always` for every one;
   `fail_blobs`: every GET of those blob digests).
 `log` records `(method, path+query, status)`.
@@ -44,6 +45,7 @@ class FakeRegistry:
         self.faults: list[str] = []
         self.fail_always = False
         self.fail_blobs: set[str] = set()
+        self.corrupt_blobs: set[str] = set()
         self.log: list[tuple[str, str, int]] = []
         self.token_requests: list[dict[str, list[str]]] = []
         self.lock = threading.Lock()
@@ -229,7 +231,7 @@ class FakeRegistry:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         part = data[start:]
-        if self._fault("corrupt"):
+        if self._fault("corrupt") or digest in self.corrupt_blobs:
             part = bytes(b ^ 0xFF for b in part)
         if self._fault("drop"):
             self.log.append((h.command, h.path, -1))

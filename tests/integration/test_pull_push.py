@@ -1,0 +1,94 @@
+"""`corral pull` / `corral push` into and out of a real store, against the in-memory
+registry of tests/support/fake_registry.py (faults injected there).
+
+Pulls fetch layers in parallel and apply each while it downloads; these tests
+check the store afterwards: a dropped connection resumes, a wrong digest or a
+registry that keeps failing leaves no image and no layer (the store as it was,
+apart from verified blobs kept for the next pull), and the next pull finishes
+the job without fetching again what it had.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.test_images_cli import Corral, corral  # noqa: F401 - the fixture
+from tests.support.fake_registry import FakeRegistry, sha256
+from tests.unit.test_registry_client import put_image
+
+
+@pytest.fixture
+def reg():
+    with FakeRegistry() as r:
+        yield r
+
+
+def _blob_gets(reg: FakeRegistry, digest: str) -> int:
+    return sum(1 for m, p, s in reg.log if m == "GET" and p.endswith(f"/blobs/{digest}"))
+
+
+def test_pull_layers_in_parallel_and_push_back(corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    _, blobs = put_image(reg, "app", "1", layers=5, size=400_000)
+    out = corral("pull", f"{reg.host}/app:1")
+    image_id = out.out.strip()
+    assert "Writing manifest" in out.err
+    state = corral.store_state()
+    assert len(state["layers"]) == 5 and len(state["images"]) == 1
+    assert {sha256(b).split(":")[1] for b in blobs} <= set(state["blobs"])
+    info = json.loads(corral("inspect", f"{reg.host}/app:1").out)[0]
+    assert info["Id"].endswith(image_id)
+    again = corral("pull", f"{reg.host}/app:1")
+    assert again.err.count("skipped: already exists") == 5
+    reg.log.clear()
+    corral("push", f"{reg.host}/app:1", f"{reg.host}/copy:2")
+    assert reg.manifests[("copy", "2")] == reg.manifests[("app", "1")]
+    assert not [p for m, p, s in reg.log if m == "PATCH"]
+
+
+def test_dropped_connections_resume(corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    put_image(reg, "app", "1", layers=3, size=2 << 20)
+    reg.faults = ["drop"] * 4
+    corral("pull", "-q", f"{reg.host}/app:1")
+    assert 206 in [s for m, p, s in reg.log if "/blobs/" in p]
+    state = corral.store_state()
+    assert len(state["layers"]) == 3 and len(state["images"]) == 1
+
+
+def test_wrong_digest_commits_nothing(corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    _, blobs = put_image(reg, "app", "1", layers=2)
+    reg.corrupt_blobs = {sha256(blobs[1])}
+    result = corral("pull", f"{reg.host}/app:1", check=False)
+    assert result.returncode == 125
+    assert "digest mismatch" in result.err and "Traceback" not in result.err
+    state = corral.store_state()
+    assert state["images"] == [] and state["layers"] == []
+    assert sha256(blobs[1]).split(":")[1] not in state["blobs"]
+
+
+def test_server_error_then_the_next_pull_finishes(corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    _, blobs = put_image(reg, "app", "1", layers=3, size=200_000)
+    reg.fail_blobs = {sha256(blobs[2])}
+    result = corral("pull", "--retry", "1", f"{reg.host}/app:1", check=False)
+    assert result.returncode == 125
+    assert "500" in result.err and "Traceback" not in result.err
+    assert sha256(blobs[2]) in result.err
+    state = corral.store_state()
+    assert state["images"] == [] and state["layers"] == []
+    kept = set(state["blobs"])
+    reg.fail_blobs = set()
+    corral("pull", "-q", f"{reg.host}/app:1")
+    for blob in blobs[:2]:
+        if sha256(blob).split(":")[1] in kept:
+            assert _blob_gets(reg, sha256(blob)) == 1   # not fetched again
+    assert len(corral.store_state()["images"]) == 1
+
+
+def test_push_errors_are_one_line(corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    corral("image", "busybox", "bb")
+    reg.fail_always = True
+    result = corral("push", "--retry", "0", "bb", f"{reg.host}/bb:1", check=False)
+    assert result.returncode == 125 and "500" in result.err and "Traceback" not in result.err
+    missing = corral("pull", "--retry", "0", f"{reg.host}/none:1", check=False)
+    assert missing.returncode == 125 and "500" in missing.err
