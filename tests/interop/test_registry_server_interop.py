@@ -340,7 +340,7 @@ def test_podman_pushed_image_pulled_by_corral_runs(podman, registry, auth_regist
     podman("push", "--tls-verify=false", *creds, IMAGE, f"docker://{ref}", check=True)
 
     def corral(*args: str) -> subprocess.CompletedProcess:
-        result = run_cmd([CORRAL, "--root", str(corral_store), *args], timeout=180)
+        result = run_cmd([CORRAL, "--debug", "--root", str(corral_store), *args], timeout=180)
         assert result.returncode == 0, f"corral {args}: {result.stdout}\n{result.stderr}"
         return result
 

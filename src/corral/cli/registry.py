@@ -68,6 +68,6 @@ def _serve(args: argparse.Namespace, ctx: Any) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.httpd.server_close()
+        server.close()
     print("registry stopped", file=sys.stderr)
     return 0

@@ -39,7 +39,7 @@ from corral.registry.server.app import (
 )
 from corral.registry.server.auth import Authenticator
 from corral.registry.server.errors import RegistryError
-from corral.registry.server.storage import RegistryStorage
+from corral.registry.server.storage import UPLOAD_TTL_SECONDS, RegistryStorage
 
 log = logging.getLogger("corral.registry.server")
 
@@ -48,6 +48,7 @@ _LINE_MAX = 4096
 _SMALL_BODY = 64 << 10
 #: Idle keep-alive connections and stalled transfers are dropped after this.
 SOCKET_TIMEOUT = 300.0
+PURGE_INTERVAL = 3600.0
 
 
 class BodyError(Exception):
@@ -310,6 +311,18 @@ class RegistryServer:
         self.httpd = RegistryHTTPServer(address, self.registry, tls=tls, access_log=access_log)
         self.tls = tls is not None
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._janitor = threading.Thread(target=self._purge_loop, name="corral-registry-janitor",
+                                         daemon=True)
+        self._janitor.start()
+
+    def _purge_loop(self) -> None:
+        """Abandoned upload sessions go after UPLOAD_TTL_SECONDS (checked hourly)."""
+        while not self._stop.wait(PURGE_INTERVAL):
+            try:
+                self.storage.purge_uploads(UPLOAD_TTL_SECONDS)
+            except OSError:  # pragma: no cover - a vanished root
+                log.warning("could not purge old uploads under %s", self.storage.uploads_dir)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -332,6 +345,7 @@ class RegistryServer:
         self.httpd.serve_forever(poll_interval=0.5)
 
     def close(self) -> None:
+        self._stop.set()
         if self._thread is not None:
             self.httpd.shutdown()
             self._thread.join(timeout=10)
