@@ -232,33 +232,25 @@ def test_info_and_version(runner):
     assert "Version:" in corral(runner, "version").stdout
 
 
-# -- engine-backed: rename, port, container prune ------------------------------------------------
+# -- engine-backed: rename, port, container prune, top/stats of engine containers -------------
 
 
-def _engine_available() -> bool:
-    try:
-        from corral.engine import Engine  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def test_container_prune_removes_stopped_only(runner):
-    stopped = runner.run(sh("true"), keep=True).container_id
-    running = start_detached(runner, sh("sleep 1000"))
-    if _engine_available():
-        pytest.skip("with the engine, containers made outside it are not its records; "
-                    "covered by the engine's CLI tests")
-    out = corral(runner, "container", "prune").stdout.split()
-    assert out == [stopped]
-    ids = {c.id for c in runner.store.list_containers()}
-    assert running in ids and stopped not in ids
-
-
-def test_port_without_published_ports(runner):
-    r = runner.run(sh("true"), keep=True)
-    if _engine_available():
-        pytest.skip("needs a container made by the engine")
-    assert corral(runner, "port", r.container_id).stdout == ""
-
-
+def test_engine_containers_top_stats_rename_port_prune(runner):
+    run = corral(runner, "run", "-d", "--name", "corral-test-live", runner.image, "sleep", "1000")
+    live = run.stdout.strip()
+    corral(runner, "run", "--name", "corral-test-done", runner.image, "true")
+    corral(runner, "create", "--name", "corral-test-new", runner.image, "true")
+    assert "sleep 1000" in corral(runner, "top", "corral-test-live").stdout
+    [row] = json.loads(corral(runner, "stats", "--no-stream", "--format", "json").stdout)
+    assert row["id"] == live and row["pids"] >= 1
+    corral(runner, "rename", "corral-test-live", "corral-test-renamed")
+    names = corral(runner, "ps", "-a", "--format", "json").stdout
+    assert "corral-test-renamed" in names and "corral-test-live" not in names
+    taken = corral(runner, "rename", "corral-test-renamed", "corral-test-done", check=False)
+    assert taken.returncode == 125
+    assert corral(runner, "port", "corral-test-renamed").stdout == ""
+    pruned = corral(runner, "container", "prune").stdout.split()
+    assert len(pruned) == 2 and live not in pruned
+    left = json.loads(corral(runner, "ps", "-a", "--format", "json").stdout)
+    assert [c["Id"] for c in left] == [live]
+    corral(runner, "rm", "-f", live)

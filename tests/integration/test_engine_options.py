@@ -9,6 +9,7 @@ Temporary stores (corral-test-store-*) are removed after the module.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -362,3 +363,84 @@ def test_spec_validates_for_many_options(runner, tmp_path):
     assert r.spec["annotations"]["io.corral.stopSignal"] == "SIGINT"
 
 
+
+
+# -- through the CLI: `corral run` parses the flags, the engine builds the spec ---------------
+
+
+def corral_cli(runner, *args, check=True):
+    import subprocess
+
+    from tests.integration.engine_options_support import CORRAL
+
+    result = subprocess.run([CORRAL, "--root", str(runner.root), "--runtime", runner.runtime,
+                             *args], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"corral {args}: {result.returncode}\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+def test_cli_run_flags(runner, tmp_path):
+    (tmp_path / "env").write_text("FROM_FILE=1\n")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro/f").write_text("host file\n")
+    pids = _cgroup_file("pids/pids.max", "pids.max")
+    mem = _cgroup_file("memory/memory.limit_in_bytes", "memory.max")
+    script = ("echo $FROM_FILE $E; id -u; pwd; cat /h/f; touch /h/x 2>/dev/null || echo ro; "
+              "touch /root-fs 2>/dev/null || echo rootro; grep -c ' /scratch tmpfs' /proc/mounts; "
+              "grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; "
+              f"cat {pids} {mem}; ulimit -n; cat /proc/sys/net/core/somaxconn; "
+              "grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'; "
+              "stat -c %t,%T /dev/n; tr '\\0' ' ' < /proc/1/cmdline | cut -d' ' -f1; hostname")
+    r = corral_cli(runner, "run", "--rm", "--env-file", str(tmp_path / "env"), "-e", "E=2",
+                   "-u", "65534", "-w", "/tmp", "-v", f"{tmp_path}/ro:/h:ro",
+                   "--tmpfs", "/scratch:size=1m", "--read-only", "--cap-drop", "ALL",
+                   "--security-opt", "no-new-privileges", "--pids-limit", "64",
+                   "-m", "48m", "--ulimit", "nofile=512:512", "--sysctl",
+                   "net.core.somaxconn=77", "--shm-size", "4m", "--device",
+                   "/dev/null:/dev/n", "--init", "-h", "clihost", runner.image, "sh", "-c",
+                   script)
+    lines = r.stdout.splitlines()
+    assert lines[:7] == ["1 2", "65534", "/tmp", "host file", "ro", "rootro", "1"]
+    assert int(lines[7].split()[1], 16) == 0 and lines[8].split()[1] == "1"
+    assert lines[9:14] == ["64", str(48 << 20), "512", "77", "size=4096k"]
+    assert lines[14:] == ["1,3", "/run/corral-init", "clihost"]
+    assert json.loads(corral_cli(runner, "ps", "-a", "--format", "json").stdout) in ([], None)
+
+
+def test_cli_named_volume_and_privileged(runner):
+    corral_cli(runner, "run", "--rm", "-v", "corral-test-clivol:/data", runner.image, "sh",
+               "-c", "echo saved > /data/f")
+    r = corral_cli(runner, "run", "--rm", "-v", "corral-test-clivol:/data:ro", runner.image,
+                   "cat", "/data/f")
+    assert r.stdout == "saved\n"
+    created = corral_cli(runner, "create", "-v", "corral-test-clivol:/data", runner.image,
+                         "true").stdout.strip()
+    busy = corral_cli(runner, "volume", "rm", "corral-test-clivol", check=False)
+    assert busy.returncode == 2
+    corral_cli(runner, "rm", created)
+    corral_cli(runner, "volume", "rm", "corral-test-clivol")
+    r = corral_cli(runner, "run", "--rm", "--privileged", runner.image, "grep", "Seccomp:",
+                   "/proc/self/status")
+    assert r.stdout.split() == ["Seccomp:", "0"]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["-v", "/corral-test-missing-dir:/x"], "bind source path does not exist"),
+    (["-v", "/tmp:relative"], "absolute"),
+    (["--memory", "lots"], "invalid size"),
+    (["--cap-add", "CAP_FLY"], "unknown capability"),
+    (["--mount", "type=nfs,target=/x"], "not supported"),
+    (["--device", "/dev/corral-test-none"], "no such file"),
+    (["--sysctl", "vm.swappiness=1"], "namespaced"),
+    (["--security-opt", "seccomp=/corral-test-none.json"], "does not exist"),
+    (["-u", "nosuchuser"], "nosuchuser"),
+])
+def test_cli_bad_options_leave_nothing(runner, flags, message):
+    r = corral_cli(runner, "run", "--rm", *flags, runner.image, "true", check=False)
+    assert r.returncode == 125, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(corral_cli(runner, "ps", "-a", "--format", "json").stdout) in ([], None)
+    assert corral_cli(runner, "volume", "ls", "-q").stdout == ""

@@ -115,23 +115,27 @@ def engine_of(ctx: Any) -> Any:
     return Engine(root=ctx.root, storage_driver=ctx.driver, runtime=ctx.runtime)
 
 
-def _record_runtime(ctx: Any, container_id: str) -> str:
-    """The container's runtime (its engine record's), else the CLI's."""
+def _runtime_root(ctx: Any) -> str:
+    return str(getattr(ctx, "runtime_root", None) or Path(ctx.root) / "runtime")
+
+
+def _record_runtime(ctx: Any, container_id: str) -> list[str]:
+    """`[runtime, --root, DIR]` for the container: its engine record's runtime (and that
+    runtime's state directory), else the CLI's runtime with <root>/runtime."""
     path = ctx.store.container_dir(container_id) / "corral.json"
     try:
         runtime = json.loads(path.read_text()).get("runtime")
     except (OSError, ValueError):
         runtime = None
-    return runtime or ctx.runtime
+    if runtime:
+        from corral.engine.oci import runtime_root
 
-
-def _runtime_root(ctx: Any) -> str:
-    return str(getattr(ctx, "runtime_root", None) or Path(ctx.root) / "runtime")
+        return [runtime, "--root", runtime_root(Path(ctx.root), runtime)]
+    return [ctx.runtime, "--root", _runtime_root(ctx)]
 
 
 def runtime_state(ctx: Any, container_id: str) -> dict:
-    runtime = _record_runtime(ctx, container_id)
-    result = subprocess.run([runtime, "--root", _runtime_root(ctx), "state", container_id],
+    result = subprocess.run([*_record_runtime(ctx, container_id), "state", container_id],
                             capture_output=True, text=True, timeout=30, check=False)
     if result.returncode != 0:
         return {}
@@ -366,7 +370,7 @@ def cmd_top(args: argparse.Namespace, ctx: Any) -> int:
     ps_args = list(args.ps_args)
     if ps_args and ps_args[0] == "--":
         ps_args = ps_args[1:]
-    argv = [_record_runtime(ctx, record.id), "--root", _runtime_root(ctx), "ps", record.id]
+    argv = [*_record_runtime(ctx, record.id), "ps", record.id]
     argv += ps_args  # after the id: runc (and corral-runtime) stop parsing flags there
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     if result.returncode != 0:
@@ -376,8 +380,7 @@ def cmd_top(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _stats_sample(ctx: Any, container_id: str) -> dict | None:
-    argv = [_record_runtime(ctx, container_id), "--root", _runtime_root(ctx), "events",
-            "--stats", container_id]
+    argv = [*_record_runtime(ctx, container_id), "events", "--stats", container_id]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     if result.returncode != 0:
         return None
