@@ -151,3 +151,14 @@ def test_volume_cli(env):
     assert pruned == ["corral-test-cli"]
     assert corral(runner, "volume", "prune").stdout.split() == [anon]
     assert corral(runner, "volume", "ls", "-q").stdout == ""
+
+
+def test_run_rm_removes_its_anonymous_volumes_only(env):
+    runner, volumes = env
+    result = corral(runner, "run", "--rm", "-v", "/anon", "-v", "corral-test-named:/named",
+                    runner.image, "sh", "-c", "echo a > /anon/f")
+    assert result.returncode == 0
+    assert [v.name for v in volumes.list()] == ["corral-test-named"]
+    kept = corral(runner, "run", "-v", "/anon", runner.image, "true")
+    assert kept.returncode == 0
+    assert len(volumes.list()) == 2  # without --rm the anonymous volume stays

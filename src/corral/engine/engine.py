@@ -516,6 +516,10 @@ class Engine:
             with contextlib.suppress(OSError):
                 os.kill(c.state.conmon_pid, 9)  # type: ignore[arg-type]
         self.store.remove_container(c.id)
+        if c.config.auto_remove:  # --rm: its anonymous volumes go too (docker)
+            from corral.engine.volumes import VolumeStore
+
+            VolumeStore.for_store(self.store).remove_anonymous_of(c.id)
         for path in (self._exit_file(c.id), self.locks / f"{c.id}.lock"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
