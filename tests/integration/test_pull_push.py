@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from tests.integration.test_images_cli import Corral, corral  # noqa: F401 - the fixture
 from tests.support.fake_registry import FakeRegistry, sha256
 from tests.unit.test_registry_client import put_image

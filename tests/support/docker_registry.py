@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 HTPASSWD = shutil.which("htpasswd")
@@ -57,7 +58,7 @@ class DockerRegistry:
             auth = f"auth:\n  htpasswd:\n    realm: corral-test\n    path: {path}\n"
         config = self.tmp / "config.yml"
         config.write_text(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            "version: 0.1\nlog:\n  level: info\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.tmp / 'data'}\n"
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n" + auth)
@@ -88,7 +89,7 @@ class DockerRegistry:
                 self.proc.wait()
         self.proc = None
 
-    def __enter__(self) -> DockerRegistry:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -16,13 +16,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from tests.support.fake_registry import FakeRegistry, sha256
 
 from corral.image import transports
 from corral.oci.digest import DigestMismatch
 from corral.registry.client import auth
 from corral.registry.client.config import RegistryOptions, is_loopback, parse_conf
 from corral.registry.client.errors import RegistryNotFound, RegistryUnavailable, Unauthorized
-from tests.support.fake_registry import FakeRegistry, sha256
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -308,7 +308,7 @@ def test_plain_http_refused_for_a_remote_registry() -> None:
 
 
 def test_push_monolithic_chunked_mount_and_skip(reg: FakeRegistry, tmp_path: Path) -> None:
-    digest, blobs = put_image(reg, "src", "1", layers=2, size=300_000)
+    _, blobs = put_image(reg, "src", "1", layers=2, size=300_000)
     cache = str(tmp_path / "blob-locations.json")
     layout = tmp_path / "layout"
     transports.copy(transports.parse(f"docker://{reg.host}/src:1",

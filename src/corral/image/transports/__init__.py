@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 from corral.image.transports.types import (
     ArchiveNotFound,
@@ -173,7 +173,7 @@ class _Counted:
     def close(self) -> None:
         self.stream.close()
 
-    def __enter__(self) -> _Counted:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -247,6 +247,7 @@ class RegistryDestination:
         r = self.ref.reference
         self.pushed_digest = self.registry.put_manifest(self.repo, r.digest or r.tag or "latest",
                                                         data, OCI_MANIFEST, self.what)
+        self.ref.pushed_digest = self.pushed_digest
         self.locations.add(list(self.pending), f"{self.endpoint.host}/{self.repo}")
         return config.digest
 
@@ -264,13 +265,13 @@ class RegistryReference:
     def __init__(self, text: str, options: RegistryOptions | None = None) -> None:
         from corral.oci.reference import InvalidReference, Reference
 
-        if text.startswith("//"):
-            text = text[2:]
+        text = text.removeprefix("//")
         try:
             self.reference = Reference.parse(text)
         except InvalidReference as exc:
             raise TransportError(f"invalid registry reference {text!r}: {exc}") from None
         self.options = options or RegistryOptions()
+        self.pushed_digest: str | None = None   # set by a push: the manifest's digest
 
     def store_name(self) -> str:
         return str(self.reference)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 from corral.image.transports.types import Opener, SourceImage, TransportError
 from corral.oci import digest as digests
@@ -153,10 +153,17 @@ class StoreDestination:
                   names: tuple[str, ...]) -> str:
         parent = None
         for desc, diff_id in zip(layers, image.config.diff_ids):
-            with self._layer_stream(desc) as blob:
-                record = self.store.put_layer(blob, parent, diff_id=diff_id,
-                                              compressed_digest=desc.digest,
-                                              compressed_size=desc.size)
+            try:
+                with self._layer_stream(desc) as blob:
+                    record = self.store.put_layer(blob, parent, diff_id=diff_id,
+                                                  compressed_digest=desc.digest,
+                                                  compressed_size=desc.size)
+            except Exception as exc:
+                fetch = self.fetches.get(desc.digest)
+                cause = fetch.wait() if fetch is not None else None
+                if cause is not None and cause is not exc:
+                    raise cause from None  # bad bytes fail the apply first; the fetch says why
+                raise
             if parent is None or record.id not in self.held_tops:
                 self.held_tops.append(record.id)
             parent = record.id
@@ -265,7 +272,7 @@ class _Fetch:
     def run(self) -> None:
         try:
             with self.opener() as stream:
-                self.dest._ingest(self.desc, self._chunks(stream), None)  # noqa: SLF001
+                self.dest._ingest(self.desc, self._chunks(stream), None)
         except BaseException as exc:
             with self.cond:
                 self.error = exc
@@ -275,6 +282,13 @@ class _Fetch:
         with self.cond:
             self.finished = True
             self.cond.notify_all()
+
+    def wait(self) -> BaseException | None:
+        """Wait for the fetch to end; its error, if it failed."""
+        with self.cond:
+            while not self.finished:
+                self.cond.wait()
+            return self.error
 
     def follower(self) -> _Follower:
         return _Follower(self)
@@ -311,7 +325,7 @@ class _Follower:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> _Follower:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

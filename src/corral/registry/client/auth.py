@@ -124,8 +124,8 @@ def _normalize_key(key: str) -> str:
     for scheme in ("https://", "http://"):
         if key.startswith(scheme):
             key = key[len(scheme):]
-            key = key.split("/")[0] if key.endswith("/v1/") or key.endswith("/v2/") \
-                or key.count("/") == 0 or key.endswith("/") else key
+            key = key.split("/")[0] if key.endswith(("/v1/", "/v2/", "/")) \
+                or key.count("/") == 0 else key
     key = key.rstrip("/")
     if key in DOCKER_HUB_KEYS:
         return "docker.io"
@@ -154,7 +154,7 @@ def _decode(entry: Any, where: str) -> Credentials | None:
 
 def _helper(name: str, server: str) -> Credentials | None:
     try:
-        proc = subprocess.run([f"docker-credential-{name}", "get"], input=server.encode(),  # noqa: S603
+        proc = subprocess.run([f"docker-credential-{name}", "get"], input=server.encode(),
                               capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 from urllib.parse import urlencode, urljoin
 
 from corral.oci.image import (
@@ -48,7 +48,7 @@ from corral.registry.client.errors import (
     from_status,
 )
 
-MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST))
+MANIFEST_ACCEPT = f"{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_MANIFEST_LIST}"
 MAX_MANIFEST = 4 << 20
 CHUNK = 1 << 20
 USER_AGENT = "corral/0.1"
@@ -151,7 +151,10 @@ class Registry:
         while True:
             attempt += 1
             hdrs = dict(headers or {})
-            authz = a.header(scopes)
+            try:
+                authz = a.header(scopes)
+            except Unauthorized as exc:
+                raise Unauthorized(f"{what}: {exc}", exc.status, exc.codes) from None
             if authz:
                 hdrs["Authorization"] = authz
             body = content() if callable(content) else content
@@ -247,7 +250,7 @@ class Registry:
     # -- push -----------------------------------------------------------------
 
     def _push_scopes(self, repo: str, mount_from: str | None = None) -> tuple[str, ...]:
-        scopes = (f"repository:{repo}:pull,push",)
+        scopes: tuple[str, ...] = (f"repository:{repo}:pull,push",)
         if mount_from:
             scopes += (f"repository:{mount_from}:pull",)
         return scopes
@@ -436,7 +439,7 @@ class BlobReader:
     def close(self) -> None:
         self._drop()
 
-    def __enter__(self) -> BlobReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -100,10 +100,10 @@ class RegistryOptions:
         best = None
         for entry in self.entries:
             p = entry.prefix
-            if name == p or name.startswith(p + "/") or (p.startswith("*.") and
-                                                         name.split("/")[0].endswith(p[1:])):
-                if best is None or len(p) > len(best.prefix):
-                    best = entry
+            matches = name == p or name.startswith(p + "/") or (
+                p.startswith("*.") and name.split("/")[0].endswith(p[1:]))
+            if matches and (best is None or len(p) > len(best.prefix)):
+                best = entry
         return best
 
     def endpoints(self, domain: str, path: str, *, pull: bool) -> list[Endpoint]:
