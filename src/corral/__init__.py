@@ -5,8 +5,6 @@ Python API (loaded on first use, so `import corral` stays cheap):
 `corral.containers`, `corral.Container`, `corral.Engine` — see `corral.api`.
 """
 
-from typing import Any
-
 __version__ = "0.1.0"
 
 _LAZY = {"run": "corral.api", "create": "corral.api", "containers": "corral.api",
@@ -16,7 +14,7 @@ _LAZY = {"run": "corral.api", "create": "corral.api", "containers": "corral.api"
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:  # no `typing` here: the runtime's start-up stays lean
     if name in _LAZY:
         import importlib
 
