@@ -254,3 +254,46 @@ def test_engine_containers_top_stats_rename_port_prune(runner):
     left = json.loads(corral(runner, "ps", "-a", "--format", "json").stdout)
     assert [c["Id"] for c in left] == [live]
     corral(runner, "rm", "-f", live)
+
+
+def test_cp_tar_from_stdin(runner, tmp_path):
+    import io
+    import tarfile
+
+    r = runner.run(sh("true"), keep=True)
+    cid = r.container_id
+    (tmp_path / "pkg/sub").mkdir(parents=True)
+    (tmp_path / "pkg/sub/f").write_text("tarred\n")
+    data = subprocess.run(["tar", "-C", str(tmp_path), "-cf", "-", "pkg"], capture_output=True,
+                          check=True).stdout
+
+    def cp_stdin(payload: bytes, dest: str):
+        return subprocess.run([CORRAL, "--root", str(runner.root), "--runtime", runner.runtime,
+                               "cp", "-", f"{cid}:{dest}"], input=payload,
+                              capture_output=True, timeout=60, check=False)
+
+    assert cp_stdin(data, "/tmp").returncode == 0
+    assert in_layer(runner, cid, "/tmp/pkg/sub/f")[1] == "tarred\n"
+
+    def evil(members):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for info, payload in members:
+                tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
+        return buf.getvalue()
+
+    up = tarfile.TarInfo("../escape")
+    up.size = 1
+    link = tarfile.TarInfo("l")
+    link.type = tarfile.SYMTYPE
+    link.linkname = str(tmp_path)
+    through = tarfile.TarInfo("l/owned")
+    through.size = 1
+    for payload in (evil([(up, b"x")]), evil([(link, None), (through, b"x")])):
+        result = cp_stdin(payload, "/tmp")
+        assert result.returncode == 125
+        assert b"outside" in result.stderr or b"through a symlink" in result.stderr
+    assert not (tmp_path / "owned").exists()
+    assert not in_layer(runner, cid, "/escape")[0]
+    bad = cp_stdin(b"not a tar" * 100, "/tmp")
+    assert bad.returncode == 125

@@ -303,9 +303,11 @@ def cmd_cp(args: argparse.Namespace, ctx: Any) -> int:
                                follow_link=args.follow_link)
         return 0
     assert dest_container is not None
-    if src == "-":
-        raise errors.UsageError("cp: reading a tar from stdin is not supported")
     record = store.container(dest_container)
+    if src == "-":
+        cp.untar_into_container(store, record.id, dest, sys.stdin.buffer,
+                                pid=_running_pid(ctx, record.id), tmpdir=ctx.tmpdir)
+        return 0
     cp.copy_to_container(store, record.id, src, dest, pid=_running_pid(ctx, record.id),
                          archive=args.archive, follow_link=args.follow_link)
     return 0

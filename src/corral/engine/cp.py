@@ -193,5 +193,69 @@ def tar_from_container(store: Any, container_id: str, src: str, out: BinaryIO, *
             raise SystemFailure(f"tar failed: {err.decode(errors='replace').strip()}")
 
 
-__all__ = ["ContainerFS", "ContainerPathNotFound", "copy_from_container", "copy_to_container",
-           "open_container_fs", "tar_from_container"]
+class UnsafeArchive(InvalidArgument):
+    """A tar member would land outside the destination (absolute, .., through a symlink)."""
+
+
+def _check_member_path(name: str, symlinks: set[str], what: str) -> str:
+    norm = os.path.normpath(name)
+    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise UnsafeArchive(f"tar {what} {name!r} points outside the destination")
+    parts = norm.split("/")
+    for i in range(1, len(parts)):
+        if "/".join(parts[:i]) in symlinks:
+            raise UnsafeArchive(f"tar {what} {name!r} goes through a symlink in the archive")
+    return norm
+
+
+def safe_extract(stream: BinaryIO, target: str) -> list[str]:
+    """Extract a tar stream into the empty directory `target`, refusing members that
+    would leave it (absolute names, `..`, paths through the archive's own symlinks, hard
+    links to such paths). Owners are kept numerically. Returns the top-level names."""
+    import tarfile
+
+    symlinks: set[str] = set()
+    tops: list[str] = []
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+            for member in archive:
+                name = _check_member_path(member.name, symlinks, "member")
+                if name == ".":
+                    continue
+                if member.islnk():
+                    _check_member_path(member.linkname, symlinks, "hard link")
+                if member.issym():
+                    symlinks.add(name)
+                member.name = name
+                top = name.split("/")[0]
+                if top not in tops:
+                    tops.append(top)
+                archive.extract(member, target, numeric_owner=True)
+    except tarfile.TarError as exc:
+        raise InvalidArgument(f"not a valid tar stream: {exc}") from None
+    return tops
+
+
+def untar_into_container(store: Any, container_id: str, dest: str, stream: BinaryIO, *,
+                         pid: int | None = None, tmpdir: str | None = None) -> str:
+    """`cp - CONTAINER:DEST`: a tar stream extracted into the directory DEST (docker)."""
+    import shutil
+    import tempfile
+
+    staging = tempfile.mkdtemp(prefix="cp-", dir=tmpdir)
+    try:
+        tops = safe_extract(stream, staging)
+        with open_container_fs(store, container_id, pid) as fs:
+            host_dest = fs.resolve(dest, follow_link=True)
+            if not os.path.isdir(host_dest):
+                raise NotFound(f"{dest}: no such directory in container {container_id[:12]}")
+            for top in tops:
+                _cp(["-a", "-P", "--", os.path.join(staging, top), host_dest + "/"])
+        return host_dest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+__all__ = ["ContainerFS", "ContainerPathNotFound", "UnsafeArchive", "copy_from_container",
+           "copy_to_container", "open_container_fs", "safe_extract", "tar_from_container",
+           "untar_into_container"]
