@@ -199,7 +199,7 @@ class UnsafeArchive(InvalidArgument):
 
 def _check_member_path(name: str, symlinks: set[str], what: str) -> str:
     norm = os.path.normpath(name)
-    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+    if norm.startswith(("/", "../")) or norm == "..":
         raise UnsafeArchive(f"tar {what} {name!r} points outside the destination")
     parts = norm.split("/")
     for i in range(1, len(parts)):
