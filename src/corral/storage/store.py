@@ -74,7 +74,8 @@ class Store:
             if recorded and wanted and wanted != recorded:
                 raise DriverMismatch(f"store {root} was made with the {recorded} driver, "
                                      f"not {wanted} (remove it or use --storage-driver {recorded})")
-            chosen = make_driver(recorded, home) if recorded else select_driver(home, wanted)
+            chosen = (make_driver(recorded, home, probe=False) if recorded
+                      else select_driver(home, wanted))
             if not recorded:
                 tmp = home / ".driver.tmp"
                 tmp.write_text(chosen.name + "\n")
