@@ -289,10 +289,13 @@ def test_cp_tar_from_stdin(runner, tmp_path):
     link.linkname = str(tmp_path)
     through = tarfile.TarInfo("l/owned")
     through.size = 1
-    for payload in (evil([(up, b"x")]), evil([(link, None), (through, b"x")])):
+    over = tarfile.TarInfo("l")
+    over.size = 1
+    for payload in (evil([(up, b"x")]), evil([(link, None), (through, b"x")]),
+                    evil([(link, None), (over, b"x")])):
         result = cp_stdin(payload, "/tmp")
         assert result.returncode == 125
-        assert b"outside" in result.stderr or b"through a symlink" in result.stderr
+        assert b"outside" in result.stderr or b"symlink" in result.stderr
     assert not (tmp_path / "owned").exists()
     assert not in_layer(runner, cid, "/escape")[0]
     bad = cp_stdin(b"not a tar" * 100, "/tmp")

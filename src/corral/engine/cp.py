@@ -222,6 +222,9 @@ def safe_extract(stream: BinaryIO, target: str) -> list[str]:
                 name = _check_member_path(member.name, symlinks, "member")
                 if name == ".":
                     continue
+                if name in symlinks:  # writing through it would follow the link
+                    raise UnsafeArchive(f"tar member {member.name!r} replaces a symlink "
+                                        "of the archive")
                 if member.islnk():
                     _check_member_path(member.linkname, symlinks, "hard link")
                 if member.issym():
