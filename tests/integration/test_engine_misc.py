@@ -300,3 +300,23 @@ def test_cp_tar_from_stdin(runner, tmp_path):
     assert not in_layer(runner, cid, "/escape")[0]
     bad = cp_stdin(b"not a tar" * 100, "/tmp")
     assert bad.returncode == 125
+
+
+def test_cp_into_container_never_follows_its_symlinks(runner, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "file").write_text("host\n")
+    # the container plants symlinks to host paths where the copy will go
+    r = runner.run(sh(f"mkdir -p /srv/tree && ln -s {victim} /srv/tree/a && "
+                      f"ln -s {victim}/file /srv/link"), keep=True)
+    cid = r.container_id
+    (tmp_path / "tree/a").mkdir(parents=True)
+    (tmp_path / "tree/a/file").write_text("pushed\n")
+    merged = corral(runner, "cp", str(tmp_path / "tree"), f"{cid}:/srv", check=False)
+    assert merged.returncode == 125 and "non-directory" in merged.stderr
+    (tmp_path / "new").write_text("pushed\n")
+    # a symlink destination is resolved inside the container (here: a missing directory)
+    via_link = corral(runner, "cp", str(tmp_path / "new"), f"{cid}:/srv/link", check=False)
+    assert via_link.returncode == 125 and "no such directory" in via_link.stderr
+    assert (victim / "file").read_text() == "host\n"
+    assert sorted(os.listdir(victim)) == ["file"]

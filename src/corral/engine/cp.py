@@ -13,6 +13,11 @@ Copy rules (docker): SRC a file → DEST a file, or DEST/basename(SRC) if DEST i
 existing directory; SRC a directory → DEST created as its copy, or DEST/basename(SRC)
 if DEST exists; `SRC/.` copies the directory's content into DEST. Files copied into a
 container belong to root (0:0) unless `archive` (-a) keeps their owners.
+
+Writes into a container never follow its symlinks: the destination directory is
+resolved with `secure_join`, then everything below is created relative to directory
+fds opened with O_NOFOLLOW (a symlink the container planted in the way is replaced or
+refused, never written through — docker cp's CVE-2018-15664 class of bugs).
 """
 
 from __future__ import annotations
@@ -122,14 +127,68 @@ def _copy(src: str, dest: str, *, contents: bool, follow_link: bool) -> str:
     return target
 
 
-def _chown_tree(path: str, uid: int, gid: int) -> None:
-    if os.path.islink(path) or not os.path.isdir(path):
-        os.lchown(path, uid, gid)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _copy_in(src: str, dir_fd: int, name: str, *, archive: bool, follow_link: bool) -> None:
+    """Copy host path `src` to `name` in the directory `dir_fd` inside a container, never
+    following a symlink on the container side (a container could plant one to send the
+    write to the host: every step is relative to an O_NOFOLLOW directory fd)."""
+    import shutil
+    import stat
+
+    st = os.stat(src) if follow_link else os.lstat(src)
+    uid, gid = (st.st_uid, st.st_gid) if archive else (0, 0)
+    try:
+        existing: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        existing = None
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISDIR(st.st_mode):
+        if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            raise InvalidArgument(f"cannot overwrite non-directory {name!r} with a directory")
+        if existing is None:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            for child in sorted(os.listdir(src)):
+                _copy_in(os.path.join(src, child), fd, child, archive=archive,
+                         follow_link=follow_link)
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
         return
-    os.lchown(path, uid, gid)
-    for dirpath, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.lchown(os.path.join(dirpath, name), uid, gid)
+    if existing is not None:
+        if stat.S_ISDIR(existing.st_mode):
+            raise InvalidArgument(f"cannot overwrite directory {name!r} with a non-directory")
+        os.unlink(name, dir_fd=dir_fd)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), name, dir_fd=dir_fd)
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    elif stat.S_ISREG(st.st_mode):
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600, dir_fd=dir_fd)
+        try:
+            with open(src, "rb") as f, os.fdopen(os.dup(out), "wb") as w:
+                shutil.copyfileobj(f, w, 1 << 20)
+            os.fchown(out, uid, gid)
+            os.fchmod(out, mode)
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(out)
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dir_fd)
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    # sockets are skipped, as tar does
+
+
+def _open_dest_dir(path: str) -> int:
+    try:
+        return os.open(path, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"{path}: no such directory") from None
 
 
 def copy_from_container(store: Any, container_id: str, src: str, dest: str, *,
@@ -162,15 +221,28 @@ def copy_to_container(store: Any, container_id: str, src: str, dest: str, *,
             raise NotFound(f"{os.path.dirname(dest)}: no such directory in container "
                            f"{container_id[:12]}")
         source = src[:-2] if contents else src
-        if contents:
-            os.makedirs(host_dest, exist_ok=True)
-            targets = [_copy(os.path.join(source, n), host_dest, contents=False,
-                             follow_link=follow_link) for n in sorted(os.listdir(source))]
+        if os.path.isdir(host_dest):
+            parent, names = host_dest, (sorted(os.listdir(source)) if contents
+                                        else [os.path.basename(source.rstrip("/"))])
+            sources = [os.path.join(source, n) for n in names] if contents else [source]
+        elif contents:
+            parent, _ = os.path.split(host_dest)
+            fd = _open_dest_dir(parent)
+            try:
+                os.mkdir(os.path.basename(host_dest), 0o755, dir_fd=fd)
+            finally:
+                os.close(fd)
+            parent, names = host_dest, sorted(os.listdir(source))
+            sources = [os.path.join(source, n) for n in names]
         else:
-            targets = [_copy(source, host_dest, contents=False, follow_link=follow_link)]
-        if not archive:
-            for target in targets:
-                _chown_tree(target, 0, 0)
+            parent, name = os.path.split(host_dest)
+            names, sources = [name], [source]
+        fd = _open_dest_dir(parent)
+        try:
+            for path, name in zip(sources, names):
+                _copy_in(path, fd, name, archive=archive, follow_link=follow_link)
+        finally:
+            os.close(fd)
         return host_dest
 
 
@@ -252,8 +324,13 @@ def untar_into_container(store: Any, container_id: str, dest: str, stream: Binar
             host_dest = fs.resolve(dest, follow_link=True)
             if not os.path.isdir(host_dest):
                 raise NotFound(f"{dest}: no such directory in container {container_id[:12]}")
-            for top in tops:
-                _cp(["-a", "-P", "--", os.path.join(staging, top), host_dest + "/"])
+            fd = _open_dest_dir(host_dest)
+            try:
+                for top in tops:
+                    _copy_in(os.path.join(staging, top), fd, top, archive=True,
+                             follow_link=False)
+            finally:
+                os.close(fd)
         return host_dest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
