@@ -203,7 +203,9 @@ def copy_from_container(store: Any, container_id: str, src: str, dest: str, *,
                                         f"{container_id[:12]}")
         if src.endswith("/") and not contents and not os.path.isdir(host_src):
             raise InvalidArgument(f"{src}: not a directory")
-        return _copy(host_src, dest, contents=contents, follow_link=follow_link)
+        # -L resolved SRC itself (inside the container); below it links stay links, so an
+        # absolute link in the container is never followed on the host
+        return _copy(host_src, dest, contents=contents, follow_link=False)
 
 
 def copy_to_container(store: Any, container_id: str, src: str, dest: str, *,
