@@ -429,6 +429,9 @@ def test_cli_named_volume_and_privileged(runner):
 
 @pytest.mark.parametrize("flags,message", [
     (["-v", "/corral-test-missing-dir:/x"], "bind source path does not exist"),
+    (["-v", "/anon", "-v", "corral-test-named:/n", "-v", "/corral-test-missing-dir:/x"],
+     "bind source path does not exist"),
+    (["-v", "/anon", "--init", "--init-path", "/corral-test-no-init"], "does not exist"),
     (["-v", "/tmp:relative"], "absolute"),
     (["--memory", "lots"], "invalid size"),
     (["--cap-add", "CAP_FLY"], "unknown capability"),

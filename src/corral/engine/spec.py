@@ -292,6 +292,8 @@ def build_spec(image_config: Any, config: Any, *, rootfs: Path | str,
         if m["destination"] == "/dev/shm":
             m["options"] = [o for o in m["options"] if not o.startswith("size=")] + \
                 [f"size={shm_size}"]
+    init_path = _find_init(_get(config, "init_path", None) or defaults.init_path) \
+        if _get(config, "init", False) else None
     user_mounts, used_volumes = _user_mounts(config, image_config, rootfs, container_id,
                                              volumes)
     taken = {m["destination"] for m in user_mounts}
@@ -308,8 +310,7 @@ def build_spec(image_config: Any, config: Any, *, rootfs: Path | str,
         if dest not in taken:
             user_mounts.append({"destination": dest, "type": "bind", "source": str(source),
                                 "options": ["bind", "rprivate"]})
-    if _get(config, "init", False):
-        init_path = _find_init(_get(config, "init_path", None) or defaults.init_path)
+    if init_path is not None:
         user_mounts.append({"destination": INIT_DESTINATION, "type": "bind",
                             "source": init_path, "options": ["bind", "ro", "rprivate"]})
         process["args"] = [INIT_DESTINATION, "--"] + process["args"]
@@ -514,12 +515,15 @@ def _user_mounts(config: Any, image_config: Any, rootfs: Path, container_id: str
         if norm and norm != "/" and norm not in taken:
             specs.append(opt.MountSpec("volume", norm, None, origin="image VOLUME"))
             taken.add(norm)
+    for m in specs:  # every check before any volume is made: a failure leaves none behind
+        if m.type == "bind" and not os.path.exists(m.source or ""):
+            raise BindSourceNotFound(f"{m.origin}: bind source path does not exist: "
+                                     f"{m.source}")
+        if m.type == "volume" and volumes is None:
+            raise InvalidArgument(f"{m.origin}: named volumes need the store")
     for m in specs:
         if m.type == "bind":
             assert m.source is not None
-            if not os.path.exists(m.source):
-                raise BindSourceNotFound(f"{m.origin}: bind source path does not exist: "
-                                         f"{m.source}")
             options = ["bind" if "bind" in m.options else "rbind"]
             options.append("ro" if m.readonly else "rw")
             rest = [o for o in m.options if o not in ("bind", "rbind")]
@@ -529,8 +533,6 @@ def _user_mounts(config: Any, image_config: Any, rootfs: Path, container_id: str
             out.append({"destination": m.destination, "type": "bind", "source": m.source,
                         "options": options + rest})
         elif m.type == "volume":
-            if volumes is None:
-                raise InvalidArgument(f"{m.origin}: named volumes need the store")
             copy_from = Path(secure_join(str(rootfs), m.destination))
             volume = volumes.acquire(m.source, container_id, copy_from=copy_from,
                                      nocopy=m.nocopy)
