@@ -151,3 +151,30 @@ def test_basic_auth_login_logout(auth_registry, stores, tmp_path):
     assert again.returncode == 125 and "requires a login" in again.err
     assert f"pulling {host}/private/bb:1" in again.err
     assert b("logout", host, check=False).returncode == 125
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "ca.crt", directory / "ca.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=corral-test",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_with_a_custom_ca(stores, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a certificate")
+    cert, key = _self_signed(tmp_path / "pki")
+    certs = tmp_path / "certs.d"
+    certs.mkdir()
+    shutil.copy(cert, certs / "ca.crt")
+    a, b = stores
+    a("image", "busybox", "bb")
+    with DockerRegistry(tmp_path / "tls-registry", tls=(cert, key)) as reg:
+        untrusted = a("push", "--retry", "0", "bb", f"{reg.host}/tls/bb:1", check=False)
+        assert untrusted.returncode == 125
+        assert "TLS failed" in untrusted.err and "--cert-dir" in untrusted.err
+        a("push", "--cert-dir", str(certs), "bb", f"{reg.host}/tls/bb:1")
+        b("pull", "-q", "--tls-verify=false", f"{reg.host}/tls/bb:1")
+        assert b("run", "--rm", f"{reg.host}/tls/bb:1", "echo", "tls").out == "tls\n"

@@ -2,7 +2,7 @@
 
 `DockerRegistry(tmp, users={"alice": "secret"})` writes a config (filesystem
 storage under `tmp`, a free loopback port, htpasswd bcrypt auth when users are
-given), starts the binary and waits for `/v2/`; `stop()` always kills it.
+given, TLS with `tls=(cert, key)`), starts the binary and waits for `/v2/`; `stop()` always kills it.
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ def available() -> str | None:
 
 
 class DockerRegistry:
-    def __init__(self, tmp: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, users: dict[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.users = users or {}
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.tmp / "registry.log"
 
@@ -56,21 +58,29 @@ class DockerRegistry:
                                + [str(path), user, password], check=True,
                                capture_output=True)
             auth = f"auth:\n  htpasswd:\n    realm: corral-test\n    path: {path}\n"
+        tls = ""
+        if self.tls:
+            tls = f"  tls:\n    certificate: {self.tls[0]}\n    key: {self.tls[1]}\n"
         config = self.tmp / "config.yml"
         config.write_text(
             "version: 0.1\nlog:\n  level: info\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.tmp / 'data'}\n"
             "  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n" + auth)
+            f"http:\n  addr: 127.0.0.1:{self.port}\n" + tls + auth)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen([BINARY, "serve", str(config)], stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 15
+        scheme = "https" if self.tls else "http"
+        import ssl
+
+        ctx = ssl._create_unverified_context()  # noqa: S323 - only "is it up?"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log.read_text()[-2000:]}")
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
+                urllib.request.urlopen(f"{scheme}://{self.host}/v2/", timeout=1,
+                                       context=ctx if self.tls else None).close()
                 return self
             except urllib.error.HTTPError:
                 return self           # 401: up, wants auth

@@ -108,6 +108,7 @@ class Registry:
             if self.scheme is not None:
                 return f"{self.scheme}://{self.host}"
         errors = _transport_errors()
+        tls_error: BaseException | None = None
         last: BaseException | None = None
         for scheme in ("https", "http"):
             if scheme == "http" and not self.may_use_http:
@@ -116,17 +117,23 @@ class Registry:
                 resp = self.http.get(f"{scheme}://{self.host}/v2/")
             except errors as exc:
                 last = exc
+                if scheme == "https" and _looks_like_tls(exc):
+                    tls_error = exc
                 continue
+            if scheme == "http" and resp.status_code not in (200, 401) \
+                    and "docker-distribution-api-version" not in resp.headers:
+                break  # not a registry over plain http (a TLS server answering 400)
             with self._lock:
                 self.scheme = scheme
             a = self.authorizer("")
             if resp.status_code == 401:
                 a.learn(resp.headers.get("www-authenticate"))
             return f"{scheme}://{self.host}"
-        if last is not None and not self.may_use_http and _looks_like_tls(last):
+        if tls_error is not None:
             raise InsecureRefused(
-                f"{self.host}: TLS failed ({_short(last)}); to use plain http or skip "
-                "verification, mark it insecure in registries.conf or pass --tls-verify=false")
+                f"{self.host}: TLS failed ({_short(tls_error)}); trust its CA with --cert-dir "
+                "(or certs.d), or, to skip verification, mark it insecure in registries.conf "
+                "or pass --tls-verify=false")
         raise RegistryUnavailable(f"{self.host}: cannot reach the registry: {_short(last)}")
 
     def request(self, method: str, url: str, what: str, scopes: tuple[str, ...], *,
