@@ -337,3 +337,19 @@ def test_push_monolithic_chunked_mount_and_skip(reg: FakeRegistry, tmp_path: Pat
                     transports.parse(f"docker://{reg.host}/up:2", registry=opts()))
     assert not [p for m, p, s in reg.log if m in ("POST", "PATCH")]
     assert ("up", "2") in reg.manifests
+
+
+def test_pull_through_a_mirror(tmp_path: Path) -> None:
+    with FakeRegistry() as primary, FakeRegistry() as mirror:
+        conf = tmp_path / "registries.conf"
+        conf.write_text(f'[[registry]]\nlocation = "{primary.host}"\n'
+                        f'[[registry.mirror]]\nlocation = "{mirror.host}/cache"\n')
+        put_image(mirror, "cache/app", "1")
+        put_image(primary, "app", "2")
+        o = RegistryOptions(retries=0, conf_path=str(conf))
+        transports.copy(transports.parse(f"docker://{primary.host}/app:1", registry=o),
+                        transports.parse(f"oci:{tmp_path / 'a'}:x"))
+        assert not primary.log          # served by the mirror
+        transports.copy(transports.parse(f"docker://{primary.host}/app:2", registry=o),
+                        transports.parse(f"oci:{tmp_path / 'b'}:x"))
+        assert primary.log              # not in the mirror: the registry itself
