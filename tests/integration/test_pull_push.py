@@ -11,6 +11,7 @@ the job without fetching again what it had.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from tests.integration.test_images_cli import Corral, corral  # noqa: F401 - the fixture
@@ -91,3 +92,34 @@ def test_push_errors_are_one_line(corral: Corral, reg: FakeRegistry) -> None:  #
     assert result.returncode == 125 and "500" in result.err and "Traceback" not in result.err
     missing = corral("pull", "--retry", "0", f"{reg.host}/none:1", check=False)
     assert missing.returncode == 125 and "500" in missing.err
+
+
+def test_killed_pull_leaves_a_consistent_store(corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    import signal
+    import subprocess
+    import time
+
+    from tests.integration.test_images_cli import CORRAL
+
+    _, blobs = put_image(reg, "app", "1", layers=3, size=600_000)
+    slow = sha256(blobs[2])
+    reg.slow_blobs = {slow}
+    proc = subprocess.Popen([CORRAL, "--root", str(corral.root), "pull", "-q",
+                             f"{reg.host}/app:1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while _blob_gets(reg, slow) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)           # mid-blob
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    reg.slow_blobs = set()
+    corral("pull", "-q", f"{reg.host}/app:1")
+    state = corral.store_state()
+    assert len(state["images"]) == 1 and len(state["layers"]) == 3
+    assert all(layer["users"] == [f"image:{state['images'][0]['id']}"]
+               for layer in state["layers"]), state["layers"]
+    assert not [p for p in (corral.root / "storage" / "layers").iterdir()
+                if p.name.startswith("tmp-")]

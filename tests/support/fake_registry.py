@@ -47,6 +47,7 @@ class FakeRegistry:
         self.fail_always = False
         self.fail_blobs: set[str] = set()
         self.corrupt_blobs: set[str] = set()
+        self.slow_blobs: set[str] = set()   # sent 64 KiB every 0.2 s
         self.log: list[tuple[str, str, int]] = []
         self.token_requests: list[dict[str, list[str]]] = []
         self.lock = threading.Lock()
@@ -244,6 +245,23 @@ class FakeRegistry:
             h.wfile.write(part[:len(part) // 2])
             h.wfile.flush()
             h.close_connection = True
+            return
+        if digest in self.slow_blobs:
+            import time
+
+            self.log.append((h.command, h.path, status))
+            h.send_response(status)
+            for k, v in headers.items():
+                h.send_header(k, v)
+            h.send_header("Content-Length", str(len(part)))
+            h.end_headers()
+            try:
+                for i in range(0, len(part), 65536):
+                    h.wfile.write(part[i:i + 65536])
+                    h.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
             return
         self._reply(h, status, part, headers)
 

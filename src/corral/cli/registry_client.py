@@ -126,10 +126,12 @@ def cmd_push(args: argparse.Namespace, ctx: Any) -> int:
     record = store.image(args.image)
     target = args.destination
     if target is None:
-        target = normalize_name(args.image) if not record.id.endswith(args.image) else None
-        if target is None:
+        hex_id = record.id.partition(":")[2]
+        given = args.image.removeprefix("sha256:")
+        if hex_id.startswith(given):
             raise errors.UsageError(f"push {args.image}: name a destination (an image id "
                                     "has no registry)")
+        target = normalize_name(args.image)
     dest = transports.parse(_location(target), registry=opts, store=store, tmpdir=ctx.tmpdir)
     source = transports.parse(f"containers-storage:{args.image}", store=store)
     try:
@@ -145,8 +147,7 @@ def cmd_push(args: argparse.Namespace, ctx: Any) -> int:
 
 def _registry_host(text: str) -> str:
     for scheme in ("https://", "http://"):
-        if text.startswith(scheme):
-            text = text[len(scheme):]
+        text = text.removeprefix(scheme)
     text = text.rstrip("/")
     if text in ("docker.io", "index.docker.io", "registry-1.docker.io"):
         return "docker.io"
@@ -199,10 +200,10 @@ def cmd_logout(args: argparse.Namespace, ctx: Any) -> int:
         for path in [auth.write_target(args.authfile)] + (
                 [] if args.authfile else [p for p in (auth.containers_authfile(),
                                                       auth.corral_authfile()) if p]):
-            data = auth._load(path)  # noqa: SLF001
+            data = auth._load(path)
             if data.get("auths"):
                 data["auths"] = {}
-                auth._save(path, data)  # noqa: SLF001
+                auth._save(path, data)
         print("Removed login credentials for all registries")
         return 0
     if not args.registry:
