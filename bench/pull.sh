@@ -30,7 +30,7 @@ DRIVER=${DRIVER:-overlay}
 for tool in hyperfine podman docker-registry "$PY"; do
     command -v "$tool" >/dev/null || { echo "pull.sh: needs $tool (scripts/setup)" >&2; exit 1; }
 done
-[[ -e $CACHE/oci/index.json ]] || bench/layer_unpack.sh RUNS=1 >/dev/null 2>&1 || true
+[[ -e $CACHE/oci/index.json ]] || RUNS=1 ROUNDS=1 WARMUP=0 CACHE=$CACHE bench/layer_unpack.sh >/dev/null || true
 [[ -e $CACHE/oci/index.json ]] || { echo "pull.sh: no $CACHE/oci; run bench/layer_unpack.sh first" >&2; exit 1; }
 
 WORK=$(mktemp -d /var/tmp/corral-bench-pull.XXXXXX)
