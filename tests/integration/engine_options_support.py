@@ -37,8 +37,30 @@ class Result:
     container_id: str
 
 
-def cleanup_root(root: Path) -> None:
-    """Unmount everything under `root`, then remove it."""
+def _processes_using(root: Path) -> list[int]:
+    """Processes (conmon, its `container cleanup` exit command) that name `root`."""
+    needle = str(root).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def cleanup_root(root: Path, wait: float = 15.0) -> None:
+    """Wait for the monitors of the store's containers to finish (their exit command
+    would recreate the store), unmount everything under `root`, then remove it."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while _processes_using(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]
     for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
