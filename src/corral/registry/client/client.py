@@ -120,9 +120,9 @@ class Registry:
                 if scheme == "https" and _looks_like_tls(exc):
                     tls_error = exc
                 continue
-            if scheme == "http" and resp.status_code not in (200, 401) \
+            if scheme == "http" and resp.status_code == 400 \
                     and "docker-distribution-api-version" not in resp.headers:
-                break  # not a registry over plain http (a TLS server answering 400)
+                break  # a TLS server refusing plain http
             with self._lock:
                 self.scheme = scheme
             a = self.authorizer("")
