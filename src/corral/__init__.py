@@ -11,7 +11,8 @@ _LAZY = {"run": "corral.api", "create": "corral.api", "containers": "corral.api"
          "Container": "corral.api", "Engine": "corral.engine.engine",
          "ContainerConfig": "corral.engine.config"}
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = ["Container", "ContainerConfig", "Engine", "__version__", "containers", "create",
+           "run"]
 
 
 def __getattr__(name: str) -> object:  # no `typing` here: the runtime's start-up stays lean

@@ -249,11 +249,10 @@ def _pump(engine: Any, c: Any, sock: Any, stdin_fd: int | None, keys: bytes, rm:
         if size:
             engine.resize(c, *size)
 
-    with sock:
-        with attach.raw_terminal(stdin_fd if tty else None), \
+    with sock, attach.raw_terminal(stdin_fd if tty else None), \
                 attach.on_winch(winch if tty else None):
-            how = attach.pump_attach(sock, stdin_fd=stdin_fd, stdout_fd=1, stderr_fd=2,
-                                     detach_keys=keys if stdin_fd is not None else b"")
+        how = attach.pump_attach(sock, stdin_fd=stdin_fd, stdout_fd=1, stderr_fd=2,
+                                 detach_keys=keys if stdin_fd is not None else b"")
     if how == "detached":
         print(f"\r\nDetached from {c.id[:12]}", file=sys.stderr)
         return 0
@@ -262,7 +261,7 @@ def _pump(engine: Any, c: Any, sock: Any, stdin_fd: int | None, keys: bytes, rm:
         try:
             engine.cleanup(c.id, from_monitor=False)
             engine.remove(c.id, force=True)
-        except Exception:  # noqa: BLE001 - gone already (conmon's cleanup removed it)
+        except Exception:  # noqa: BLE001, S110 - gone already (conmon's cleanup removed it)
             pass
     return errors.EXIT_ERROR if code is None else code
 
@@ -392,7 +391,7 @@ def cmd_ps(args: argparse.Namespace, ctx: Any) -> int:
         for c in containers:
             row = _row(c)
 
-            def field(m: Any) -> str:
+            def field(m: Any, row: dict = row) -> str:
                 value = row.get(m.group(1), "")
                 if isinstance(value, list):
                     return ",".join(map(str, value)) if m.group(1) == "Names" else " ".join(
@@ -442,7 +441,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Any) -> int:
         import re
 
         for item in out:
-            def field(m: Any) -> str:
+            def field(m: Any, item: Any = item) -> str:
                 value: Any = item
                 for part in m.group(1).split("."):
                     value = value.get(part, "") if isinstance(value, dict) else ""

@@ -14,7 +14,7 @@ _EXPORTS = {
     "RestartPolicy": "corral.engine.config",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["Container", "ContainerConfig", "Engine", "RestartPolicy", "State"]
 
 
 def __getattr__(name: str) -> Any:

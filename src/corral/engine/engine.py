@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import secrets
 import sys
@@ -243,7 +242,7 @@ class Engine:
                     image.id, names=[name or random_name()],
                     metadata={"image_name": config.image})
                 break
-            except Exception as exc:  # noqa: BLE001 - a random name may collide
+            except Exception as exc:
                 from corral.errors import AlreadyExists
 
                 if name is None and isinstance(exc, AlreadyExists) and attempt < 4:
@@ -353,7 +352,7 @@ class Engine:
             if before_start is not None:
                 before_start(c)
             rt.start(c.id)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - undone, recorded and re-raised below
             rt.delete(c.id, force=True)
             store.unmount(c.id, force=True)
             st.status, st.pid, st.error = "stopped", None, str(exc)
@@ -505,9 +504,8 @@ class Engine:
             with contextlib.suppress(Exception):
                 self._runtime(c).kill(c.id, "9", all_=True)
             self._wait_gone(c, 30)
-        with self._lock(c.id):
-            with contextlib.suppress(NotFound):
-                self._remove_locked(self._load(self.store.container(c.id)))
+        with self._lock(c.id), contextlib.suppress(NotFound):
+            self._remove_locked(self._load(self.store.container(c.id)))
         return c.id
 
     def _remove_locked(self, c: Container) -> None:
