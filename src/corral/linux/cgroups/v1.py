@@ -5,22 +5,29 @@ to the v1 controllers, as runc's fs manager does."""
 
 from __future__ import annotations
 
+import importlib
 import os
 
-from corral.linux.cgroups import (
-    blkio,
-    cpu,
-    cpuset,
-    devices,
-    freezer,
-    hugetlb,
-    memory,
-    net,
-    rdma,
-    unified,
-)
-from corral.linux.cgroups import pids as pids_controller
+from corral.linux.cgroups import devices, freezer, unified
 from corral.linux.cgroups.common import ControllerMissing, read
+
+# (controller, field, key of linux.resources, module, needed(), setter): a controller's
+# module is imported only when its key is present (each import costs every create).
+_PLAN = (
+    ("memory", "memory", "memory", "memory", "needed", "set_v1"),
+    ("cpu", "cpu", "cpu", "cpu", "needed", "set_v1"),
+    ("cpuset", "cpu.cpus", "cpu", "cpuset", "needed", "set_any"),
+    ("pids", "pids", "pids", "pids", "needed", "set_any"),
+    ("blkio", "blockIO", "blockIO", "blkio", "needed", "set_v1"),
+    ("hugetlb", "hugepageLimits", "hugepageLimits", "hugetlb", "needed", "set_v1"),
+    ("net_cls", "network.classID", "network", "net", "needed_cls", "set_cls"),
+    ("net_prio", "network.priorities", "network", "net", "needed_prio", "set_prio"),
+    ("rdma", "rdma", "rdma", "rdma", "needed", "set_any"),
+)
+
+
+def _controller(name: str):
+    return importlib.import_module(f"corral.linux.cgroups.{name}")
 
 
 class V1Manager:
@@ -40,18 +47,12 @@ class V1Manager:
     def _plan(self, resources: dict) -> list[tuple[str, str, object]]:
         """(controller, field, setter) for every part of `resources` that is set."""
         plan = []
-        for controller, field, is_needed, setter in (
-                ("memory", "memory", memory.needed, memory.set_v1),
-                ("cpu", "cpu", cpu.needed, cpu.set_v1),
-                ("cpuset", "cpu.cpus", cpuset.needed, cpuset.set_any),
-                ("pids", "pids", pids_controller.needed, pids_controller.set_any),
-                ("blkio", "blockIO", blkio.needed, blkio.set_v1),
-                ("hugetlb", "hugepageLimits", hugetlb.needed, hugetlb.set_v1),
-                ("net_cls", "network.classID", net.needed_cls, net.set_cls),
-                ("net_prio", "network.priorities", net.needed_prio, net.set_prio),
-                ("rdma", "rdma", rdma.needed, rdma.set_any)):
-            if is_needed(resources):
-                plan.append((controller, field, setter))
+        for controller, field, key, module_name, needed, setter in _PLAN:
+            if not resources.get(key):
+                continue
+            module = _controller(module_name)
+            if getattr(module, needed)(resources):
+                plan.append((controller, field, getattr(module, setter)))
         return plan
 
     def check(self, resources: dict) -> None:
@@ -108,6 +109,9 @@ class V1Manager:
 
     # -- statistics and events -------------------------------------------------------
     def stats(self) -> dict:
+        from corral.linux.cgroups import blkio, cpu, cpuset, hugetlb, memory
+        from corral.linux.cgroups import pids as pids_controller
+
         data: dict = {"cpu": cpu.stats_v1(self.path("cpu"), self.path("cpuacct"))}
         if self.path("cpuset"):
             data["cpuset"] = cpuset.stats(self.path("cpuset"))
