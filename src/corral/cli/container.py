@@ -10,6 +10,7 @@ only parses; the engine does the work. Exit codes like docker's: 125 engine erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -263,6 +264,12 @@ def _pump(engine: Any, c: Any, sock: Any, stdin_fd: int | None, keys: bytes, rm:
             engine.remove(c.id, force=True)
         except Exception:  # noqa: BLE001, S110 - gone already (conmon's cleanup removed it)
             pass
+    elif (c.config.restart or "no") == "no":
+        # Clean up here, as podman's foreground run does, so that when `run` returns the
+        # rootfs is unmounted: conmon's exit command then finds nothing to do, and cannot
+        # unmount under a command the user runs next (`export`, `cp`, `commit`).
+        with contextlib.suppress(Exception):
+            engine.cleanup(c.id, from_monitor=False)
     return errors.EXIT_ERROR if code is None else code
 
 

@@ -509,7 +509,11 @@ class Engine:
         return c.id
 
     def _remove_locked(self, c: Container) -> None:
-        self._runtime(c).delete(c.id, force=True)
+        st = c.state
+        if not (st.pid is None and st.status in ("exited", "stopped")):
+            # cleanup() records exited/stopped with no pid only after the runtime's
+            # delete succeeded: a second `runtime delete` would be a wasted process.
+            self._runtime(c).delete(c.id, force=True)
         if _alive(c.state.conmon_pid, None):
             with contextlib.suppress(OSError):
                 os.kill(c.state.conmon_pid, 9)  # type: ignore[arg-type]
