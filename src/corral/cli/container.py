@@ -41,7 +41,8 @@ def _run_flags(p: argparse.ArgumentParser, run: bool) -> None:
     a("-t", "--tty", action="store_true")
     a("-i", "--interactive", action="store_true")
     a("-h", "--hostname")
-    a("--network", "--net", default="private", choices=("private", "none", "host", "bridge"))
+    a("--network", "--net", default=None, choices=("private", "none", "host", "bridge"),
+      help="default: containers.netns of the config file (private)")
     a("--read-only", action="store_true")
     a("--restart", default="no", help="no, on-failure[:N], always, unless-stopped")
     a("--stop-signal")
@@ -179,7 +180,9 @@ def _config(args: argparse.Namespace, ctx: Any) -> Any:
     config = ContainerConfig(
         image=args.image, command=command or None, entrypoint=entrypoint, env=list(args.env),
         workdir=args.workdir, user=args.user, tty=args.tty, interactive=args.interactive,
-        hostname=args.hostname, network=args.network, read_only=args.read_only,
+        hostname=args.hostname,
+        network=args.network or getattr(getattr(ctx, "config", None), "netns", None) or "private",
+        read_only=args.read_only,
         name=args.name, labels=labels, restart=args.restart, stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout, runtime=runtime, auto_remove=args.rm)
     try:
@@ -346,6 +349,8 @@ def cmd_wait(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace, ctx: Any) -> int:
+    if not (Path(ctx.root) / "engine").is_dir():
+        return 0  # the store was removed meanwhile: nothing to clean, and nothing to recreate
     _engine(ctx).cleanup(args.container)
     return 0
 
