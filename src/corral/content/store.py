@@ -55,7 +55,8 @@ class BlobNotFound(NotFound):
     """No blob with that digest is in the store."""
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a rename into it survives a crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -208,7 +209,7 @@ class ContentStore:
             target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             os.rename(tmp, target)
             committed = True
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return Descriptor(media_type, actual, hasher.size)
         finally:
             os.close(fd)
@@ -241,7 +242,7 @@ class ContentStore:
             os.unlink(path)
         except FileNotFoundError:
             raise BlobNotFound(f"blob {digest} not found in {self.root}") from None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def repair(self) -> list[str]:
         """Remove abandoned ingest files (unlocked and older than `stale_after`).

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from corral.errors import InvalidArgument
+from corral.image.transports._files import NoClose
 
 
 class _CommitSource:
@@ -78,28 +79,11 @@ class _CommitSource:
     def open_blob(self, desc: Any) -> BinaryIO:
         if desc.digest == self.layer.digest:
             self.tmp.seek(0)
-            return _NoClose(self.tmp)  # type: ignore[return-value]
+            return NoClose(self.tmp)  # type: ignore[return-value]
         return self.parent.open_blob(desc)
 
     def close(self) -> None:
         self.tmp.close()
-
-
-class _NoClose:
-    def __init__(self, f: Any) -> None:
-        self.f = f
-
-    def read(self, n: int = -1) -> bytes:
-        return self.f.read(n)
-
-    def __enter__(self) -> _NoClose:  # noqa: PYI034
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class _CommitReference:

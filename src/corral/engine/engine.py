@@ -92,15 +92,11 @@ class Container:
 
 
 def _proc_start(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] == b"Z":
-        return None
-    return fields[19].decode()
+    """The start time as recorded in state.json (a string), None if gone or a zombie."""
+    from corral.linux.procfs import start_time
+
+    value = start_time(pid)
+    return None if value is None else str(value)
 
 
 def _alive(pid: int | None, start: str | None) -> bool:

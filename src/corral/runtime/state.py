@@ -19,6 +19,7 @@ import os
 import time
 
 from corral.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from corral.linux.procfs import start_time
 from corral.oci import fastjson
 
 DEFAULT_ROOT = "/run/corral-runtime"
@@ -47,16 +48,8 @@ def validate_id(container_id: str) -> str:
 
 
 def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat, or None if the process is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
+    """The process's start time, or None if it is gone or a zombie."""
+    return start_time(pid)
 
 
 class Container:

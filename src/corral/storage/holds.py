@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import os
 
+from corral.linux.procfs import start_time
+
 PREFIX = "hold:"
 
 
 def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return fields[19].decode()  # field 22 of stat(5), counted after comm
+    value = start_time(pid, zombies=True)
+    return None if value is None else str(value)
 
 
 def current() -> str:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from corral.content.store import fsync_dir
 from corral.storage.errors import InvalidId, StorageCorrupt
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -72,14 +73,6 @@ def write_json(path: Path, value: Any) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileLock:

@@ -24,6 +24,26 @@ from corral.image.transports.types import ArchiveNotFound, TransportError
 MAX_METADATA = 16 << 20  # a manifest/config/index larger than this is refused
 
 
+class NoClose:
+    """A read-only view of an open file whose `close` (and `with` exit) does nothing:
+    for handing out a temporary file that its owner closes later."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def __enter__(self) -> NoClose:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def clean(path: str, where: str) -> str:
     """A normalized relative path (no `..`, not absolute); TransportError otherwise."""
     if not isinstance(path, str) or not path:

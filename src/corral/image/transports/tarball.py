@@ -19,6 +19,7 @@ import tempfile
 import time
 from typing import Any, BinaryIO
 
+from corral.image.transports._files import NoClose
 from corral.image.transports.types import ArchiveNotFound, SourceImage, TransportError
 from corral.oci import digest as digests
 from corral.oci.image import OCI_CONFIG, OCI_LAYER, Descriptor, Manifest, canonical_json
@@ -164,7 +165,7 @@ class TarballSource:
         if desc.digest != self.layer.digest:
             raise TransportError(f"tarball: no blob {desc.digest}")
         self.tmp.seek(0)
-        return _NoClose(self.tmp)  # type: ignore[return-value]
+        return NoClose(self.tmp)  # type: ignore[return-value]
 
     def close(self) -> None:
         self.tmp.close()
@@ -185,23 +186,6 @@ def _checksum_ok(header: bytes) -> bool:
     except ValueError:
         return False
     return stored == sum(header[:148]) + 256 + sum(header[156:])
-
-
-class _NoClose:
-    def __init__(self, f: Any) -> None:
-        self._f = f
-
-    def read(self, n: int = -1) -> bytes:
-        return self._f.read(n)
-
-    def __enter__(self) -> _NoClose:  # noqa: PYI034
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class TarballReference:

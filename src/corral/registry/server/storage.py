@@ -41,21 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Self
 
-from corral.content.store import BlobNotFound, ContentStore
+from corral.content.store import BlobNotFound, ContentStore, fsync_dir
 from corral.oci import digest as digests
 from corral.registry.server import routes
 
 _CHUNK = 1 << 20
 #: Upload sessions untouched for this long are removed when storage opens.
 UPLOAD_TTL_SECONDS = 24 * 3600.0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -74,7 +66,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _unlink(path: Path) -> bool:
@@ -200,7 +192,7 @@ class Upload:
             os.fchmod(self.fd, 0o444)
             target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             os.rename(self.data_path, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         self.storage.link_blob(self.name, expected)
         self.storage.cancel_upload_dir(self.id)
         return True
