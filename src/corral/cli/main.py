@@ -83,7 +83,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import container, image, registry, registry_client, system, volume
+    from corral.cli import build, container, image, registry, registry_client, system, volume
 
     parser = _Parser(prog="corral", description="Corral: images and containers.")
     parser.add_argument("--root", help="store directory (default $CORRAL_ROOT or /var/lib/corral)")
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     image.register(commands)
+    build.register(commands)
     container.register(commands)
     registry_client.register(commands)
     registry.register(commands)

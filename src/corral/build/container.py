@@ -1,0 +1,155 @@
+"""A build step's working container: a read-write layer on the step's parent layer,
+mounted, run with the OCI runtime's foreground `run` on a bundle of our own
+(runtime-spec config.md; what buildah does for RUN), and its changes taken as a
+layer from the overlay upper directory (image-spec layer.md changesets).
+
+`StepContainer` is a context manager: whatever happens, the runtime container is
+deleted, the rootfs unmounted and the container record and its RW layer removed.
+`commit_layer` writes the RW layer's diff straight into the content store (a
+pipe: no temporary copy) and applies it as a layer on the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+from corral.errors import SystemFailure
+from corral.oci.image import OCI_LAYER, Descriptor
+
+#: Host files a RUN step sees (host network), bind-mounted read-only like buildah's.
+HOST_FILES = ("/etc/resolv.conf", "/etc/hosts")
+OUTPUT_TAIL = 64 << 10
+
+
+class StepFailed(SystemFailure):
+    """A RUN step exited non-zero; `.code` is its exit code, `.output` its last output."""
+
+    def __init__(self, message: str, code: int, output: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.output = output
+
+
+class StepContainer:
+    """A working container on `top` (a layer chain id, None for scratch)."""
+
+    def __init__(self, store: Any, top: str | None, image_id: str | None) -> None:
+        self.store = store
+        self.top = top
+        self.image_id = image_id
+        self.id = ""
+        self.rootfs = Path()
+        self.runtime_id = ""
+        self._runtime: list[str] | None = None
+
+    def __enter__(self) -> Self:
+        record = self.store.containers.create(self.top, image=self.image_id,
+                                              metadata={"corral.build": True})
+        self.id = record.id
+        try:
+            self.rootfs = self.store.mount(record.id)
+        except BaseException:
+            self.store.remove_container(record.id)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runtime is not None:
+            subprocess.run(self._runtime + ["delete", "--force", self.runtime_id],
+                           capture_output=True, check=False, timeout=60)
+        self.store.remove_container(self.id)
+
+    @property
+    def bundle(self) -> Path:
+        return self.store.container_dir(self.id)
+
+    @property
+    def upper(self) -> Path:
+        return self.store.containers.rw_dir(self.id)
+
+    def run(self, spec: dict[str, Any], runtime: str, runtime_root: str,
+            output: Callable[[bytes], None], *, extra_mounts: Sequence[dict] = ()) -> int:
+        """Run `spec`'s process in the foreground; output goes to `output` chunk by chunk
+        (stdout and stderr together). Returns the exit code."""
+        created = []
+        for mount in extra_mounts:
+            target = self.rootfs / mount["destination"].lstrip("/")
+            if not os.path.lexists(target) and not mount["destination"].startswith("/dev/"):
+                created.append(target)
+        spec = dict(spec)
+        spec["mounts"] = list(spec.get("mounts") or []) + list(extra_mounts)
+        spec["root"] = {"path": "merged", "readonly": False}
+        (self.bundle / "config.json").write_text(json.dumps(spec))
+        self.runtime_id = "corral-build-" + secrets.token_hex(8)
+        self._runtime = [runtime, "--root", runtime_root]
+        proc = subprocess.Popen(self._runtime + ["run", "--bundle", str(self.bundle),
+                                                 self.runtime_id],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, cwd=str(self.bundle))
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):
+            output(chunk)
+        code = proc.wait()
+        # mount points the runtime made for the host files are not the step's changes
+        for target in created:
+            upper = self.upper / target.relative_to(self.rootfs)
+            try:
+                st = os.lstat(upper)
+            except OSError:
+                continue
+            if st.st_size == 0 and (st.st_mode & 0o170000) in (0o100000, 0o040000):
+                try:
+                    (os.rmdir if (st.st_mode & 0o170000) == 0o040000 else os.unlink)(upper)
+                except OSError:
+                    pass
+        return code
+
+    def commit_layer(self) -> tuple[Descriptor, str, str]:
+        """The RW layer's changes as a layer: (blob descriptor, diff id, chain id)."""
+        store = self.store
+        read_fd, write_fd = os.pipe()
+        result: dict[str, Any] = {}
+
+        def produce() -> None:
+            try:
+                with open(write_fd, "wb", buffering=1 << 20) as out:
+                    result["applied"] = store.diff(self.id, out)
+            except BaseException as exc:  # noqa: BLE001 - reported by the consumer
+                result["error"] = exc
+
+        thread = threading.Thread(target=produce, name="corral-build-diff")
+        thread.start()
+        try:
+            with open(read_fd, "rb", buffering=1 << 20) as stream:
+                desc = store.content.ingest(stream, media_type=OCI_LAYER)
+        finally:
+            thread.join()
+        if "error" in result:
+            _drop_blob(store, desc.digest)
+            raise result["error"]
+        diff_id = result["applied"].diff_id
+        if diff_id != desc.digest:
+            _drop_blob(store, desc.digest)
+            raise SystemFailure(f"layer diff of container {self.id[:12]}: digest mismatch")
+        with store.content.open(desc.digest) as blob:
+            layer = store.put_layer(blob, self.top, diff_id=diff_id)
+        return Descriptor(OCI_LAYER, desc.digest, desc.size), diff_id, layer.id
+
+
+def _drop_blob(store: Any, digest: str) -> None:
+    if digest in store.referenced_blobs():
+        return
+    try:
+        store.content.delete(digest)
+    except Exception:  # noqa: S110, BLE001 - best effort
+        pass
+
+
+__all__ = ["HOST_FILES", "StepContainer", "StepFailed"]

@@ -1,0 +1,273 @@
+"""COPY and ADD into a working container's root filesystem (Dockerfile reference:
+COPY Source/Destination, --chown, --chmod; ADD local tar auto-extraction).
+
+Rules, as docker's:
+- a destination ending in `/`, or several sources, names a directory; one file
+  copied to an existing directory goes inside it; a relative destination is
+  relative to WORKDIR; missing parent directories are made (0755, owned like the
+  files copied);
+- a directory source copies its contents, not the directory itself;
+- files keep their permission bits (or get `--chmod`) and modification times;
+  owners are 0:0 unless `--chown` (names resolved in the image's /etc/passwd
+  and /etc/group); symlinks are copied as links;
+- every path in the rootfs is resolved with symlinks confined to the rootfs
+  (`secure_join`), so an image's `/etc -> /host` link cannot send a copy out;
+- ADD of a local tar (plain, gzip, bzip2, xz) extracts it into the destination;
+  members with `..` or absolute links out of the tree are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.build.context import Entry
+from corral.errors import InvalidArgument
+from corral.linux.mounts import secure_join
+
+
+@dataclass(frozen=True)
+class Owner:
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass
+class CopyItem:
+    """One source: its entries (relative to the destination), a directory or a file."""
+
+    name: str
+    is_dir: bool
+    entries: list[Entry]
+    data: bytes | None = None  # a here-document
+    data_mode: int = 0o644
+
+
+def parse_chmod(text: str | None, what: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise InvalidArgument(f"{what} --chmod={text}: expected an octal mode") from None
+    if value < 0 or value > 0o7777:
+        raise InvalidArgument(f"{what} --chmod={text}: out of range")
+    return value
+
+
+def _mkdirs(rootfs: str, rel: str, owner: Owner | None) -> str:
+    """Make the directories of `rel` inside the rootfs; its real path."""
+    path = secure_join(rootfs, rel)
+    if os.path.isdir(path):
+        return path
+    parts = [p for p in rel.split("/") if p]
+    current = ""
+    for part in parts:
+        current = f"{current}/{part}"
+        real = secure_join(rootfs, current)
+        if os.path.isdir(real):
+            continue
+        if os.path.lexists(real):
+            raise InvalidArgument(f"cannot make directory {current}: a file is in the way")
+        os.mkdir(real, 0o755)
+        os.chmod(real, 0o755)
+        if owner is not None:
+            os.lchown(real, owner.uid, owner.gid)
+    return secure_join(rootfs, rel)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _place(entry: Entry, target: str, owner: Owner, chmod: int | None) -> None:
+    st = entry.st
+    mode = st.st_mode
+    perm = chmod if chmod is not None else stat.S_IMODE(mode)
+    if stat.S_ISDIR(mode):
+        if not os.path.isdir(target) or os.path.islink(target):
+            _remove(target)
+            os.mkdir(target, 0o700)
+        os.chmod(target, perm)
+        os.lchown(target, owner.uid, owner.gid)
+        return
+    if os.path.lexists(target):
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise InvalidArgument(f"cannot replace directory {target} with a file")
+        os.unlink(target)
+    if stat.S_ISREG(mode):
+        with open(entry.path, "rb") as src, \
+                open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o600), "wb") as dst:
+            try:
+                os.copy_file_range  # noqa: B018
+                remaining = st.st_size
+                while remaining > 0:
+                    n = os.copy_file_range(src.fileno(), dst.fileno(), remaining)
+                    if n == 0:
+                        break
+                    remaining -= n
+                if remaining:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except OSError:
+                src.seek(0)
+                dst.seek(0)
+                dst.truncate()
+                shutil.copyfileobj(src, dst, 1 << 20)
+        os.chown(target, owner.uid, owner.gid)
+        os.chmod(target, perm)
+        os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    elif stat.S_ISLNK(mode):
+        os.symlink(os.readlink(entry.path), target)
+        os.lchown(target, owner.uid, owner.gid)
+        os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+    elif stat.S_ISFIFO(mode):
+        os.mkfifo(target, perm)
+        os.chown(target, owner.uid, owner.gid)
+    # sockets and devices are not copied (docker skips sockets; devices need mknod)
+
+
+def copy_items(rootfs: Path, items: Sequence[CopyItem], dest: str, workdir: str,
+               owner: Owner | None, chmod: int | None) -> None:
+    """Copy `items` to `dest` in `rootfs` (see the module docstring)."""
+    root = str(rootfs)
+    if not dest.startswith("/"):
+        dest = (workdir.rstrip("/") or "") + "/" + dest
+    dest_is_dir = dest.endswith("/") or len(items) > 1 or \
+        os.path.isdir(secure_join(root, dest)) or any(i.is_dir for i in items)
+    effective = owner or Owner()
+    if dest_is_dir:
+        base_rel = dest.rstrip("/") or "/"
+        base = _mkdirs(root, base_rel, owner)
+        for item in items:
+            if item.data is not None:
+                _write_data(secure_join(root, base_rel + "/" + item.name), item, effective,
+                            chmod)
+                continue
+            dirs: list[tuple[str, Entry]] = []
+            for entry in item.entries:
+                rel = base_rel.rstrip("/") + "/" + entry.rel
+                parent = os.path.dirname(rel)
+                secure_parent = secure_join(root, parent)
+                if not os.path.isdir(secure_parent):
+                    _mkdirs(root, parent, owner)
+                    secure_parent = secure_join(root, parent)
+                target = os.path.join(secure_parent, os.path.basename(rel))
+                _place(entry, target, effective, chmod)
+                if stat.S_ISDIR(entry.st.st_mode):
+                    dirs.append((target, entry))
+            for target, entry in reversed(dirs):  # directory times after their contents
+                os.utime(target, ns=(entry.st.st_mtime_ns, entry.st.st_mtime_ns))
+        del base
+        return
+    item = items[0]
+    parent_rel = os.path.dirname(dest.rstrip("/")) or "/"
+    parent = _mkdirs(root, parent_rel, owner)
+    target = os.path.join(parent, os.path.basename(dest.rstrip("/")))
+    if item.data is not None:
+        _write_data(target, item, effective, chmod)
+    else:
+        _place(item.entries[0], target, effective, chmod)
+
+
+def _write_data(target: str, item: CopyItem, owner: Owner, chmod: int | None) -> None:
+    if os.path.lexists(target):
+        _remove(target)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with open(fd, "wb") as f:
+        f.write(item.data or b"")
+    os.chown(target, owner.uid, owner.gid)
+    os.chmod(target, chmod if chmod is not None else item.data_mode)
+
+
+def is_archive(path: str) -> bool:
+    """A tar ADD extracts: plain tar, or gzip/bzip2/xz compressed (by content)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                return tar.next() is not None
+        except (tarfile.TarError, OSError, EOFError):
+            return False
+    return len(head) == 512 and head[257:262] == b"ustar"
+
+
+def extract_archive(path: str, rootfs: Path, dest: str, workdir: str,
+                    owner: Owner | None) -> None:
+    """Extract a local tar into `dest` (a directory) inside `rootfs`."""
+    root = str(rootfs)
+    if not dest.startswith("/"):
+        dest = (workdir.rstrip("/") or "") + "/" + dest
+    base_rel = dest.rstrip("/") or "/"
+    _mkdirs(root, base_rel, owner)
+    dirs: list[tuple[str, tarfile.TarInfo]] = []
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            name = member.name.lstrip("/")
+            parts = [p for p in name.split("/") if p and p != "."]
+            if not parts:
+                continue
+            if ".." in parts:
+                raise InvalidArgument(f"ADD {os.path.basename(path)}: member {member.name!r} "
+                                      "leaves the destination")
+            rel = base_rel.rstrip("/") + "/" + "/".join(parts)
+            parent_rel = os.path.dirname(rel)
+            _mkdirs(root, parent_rel, owner)
+            target = os.path.join(secure_join(root, parent_rel), parts[-1])
+            uid = owner.uid if owner else member.uid
+            gid = owner.gid if owner else member.gid
+            if member.isdir():
+                if not os.path.isdir(target) or os.path.islink(target):
+                    _remove(target)
+                    os.mkdir(target, 0o700)
+                dirs.append((target, member))
+                os.lchown(target, uid, gid)
+                continue
+            if os.path.lexists(target):
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                else:
+                    os.unlink(target)
+            if member.isreg():
+                src = tar.extractfile(member)
+                assert src is not None
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with open(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            elif member.issym():
+                os.symlink(member.linkname, target)
+            elif member.islnk():
+                link_parts = [p for p in member.linkname.lstrip("/").split("/")
+                              if p and p != "."]
+                if ".." in link_parts:
+                    raise InvalidArgument(f"ADD: hard link {member.name!r} -> "
+                                          f"{member.linkname!r} leaves the destination")
+                source = secure_join(root, base_rel.rstrip("/") + "/" + "/".join(link_parts))
+                os.link(source, target)
+                continue
+            elif member.isfifo():
+                os.mkfifo(target, 0o600)
+            else:
+                continue  # devices are not made by ADD here
+            os.lchown(target, uid, gid)
+            if not member.issym():
+                os.chmod(target, stat.S_IMODE(member.mode))
+            os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+    for target, member in reversed(dirs):
+        os.chmod(target, stat.S_IMODE(member.mode))
+        os.utime(target, (member.mtime, member.mtime))
+
+
+__all__ = ["CopyItem", "Owner", "copy_items", "extract_archive", "is_archive", "parse_chmod"]

@@ -1,0 +1,580 @@
+"""`corral build`: run a Dockerfile's stages into an image (Dockerfile reference;
+image-spec config.md for the result).
+
+Each needed stage starts from its base (an image in the store, pulled when
+missing or with `pull`; an earlier stage; or `scratch`), runs its base's ONBUILD
+triggers, then its instructions in order:
+
+- RUN, COPY and ADD make a layer: a working container on the current top layer
+  (`corral.build.container`), the command run by the OCI runtime or the files
+  copied in, the overlay upper dir diffed into a layer blob, the layer applied,
+  and an intermediate image (no name) recorded with the step's cache key;
+- every other instruction only changes the config and adds a history entry with
+  `empty_layer: true`.
+
+The build cache: each step's key is sha256(previous key, the instruction as
+expanded — for COPY/ADD the content digest of the sources, for ARG its value),
+the first key being the base image's id. Before running a RUN/COPY/ADD the
+store is searched for an image recorded with that key; a hit continues from it.
+The final image is recorded under the final key too, so a warm rebuild runs
+nothing and only tags. `no_cache` skips the lookups (keys are still recorded).
+
+A failing step raises (StepFailed carries the exit code and output); its
+container, mount and layer are gone, no final image is written; the
+intermediate images of the steps that succeeded stay as cache (as docker's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corral.build import config_ops
+from corral.build.container import HOST_FILES, StepContainer, StepFailed
+from corral.build.context import (
+    BuildContext,
+    Entry,
+    HashCache,
+    OutsideContext,
+    SourceNotFound,
+    digest_entries,
+)
+from corral.build.copy_files import (
+    CopyItem,
+    Owner,
+    copy_items,
+    extract_archive,
+    is_archive,
+    parse_chmod,
+)
+from corral.build.dockerfile import Dockerfile, DockerfileError, Instruction, parse
+from corral.build.expand import ExpansionError, Lexer
+from corral.build.stages import (
+    Stage,
+    find_stage,
+    meta_args,
+    needed_stages,
+    parse_arg,
+    split_stages,
+)
+from corral.build.state import (
+    CACHE_KEY,
+    INTERMEDIATE,
+    State,
+    chain_key,
+    find_cached,
+    scratch_config,
+    state_of_image,
+    write_image,
+)
+from corral.errors import InvalidArgument, NotFound
+
+LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
+
+
+@dataclass
+class BuildOptions:
+    context: Path
+    dockerfile: Path | None = None
+    dockerfile_text: str | None = None
+    tags: list[str] = field(default_factory=list)
+    target: str | None = None
+    build_args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    pull: bool = False
+    network: str = "host"
+    runtime: str = "corral-runtime"
+    runtime_root: str = "/run/corral-build"
+    platform: str | None = None
+    #: progress lines (step headers, cache hits); RUN output bytes
+    log: Callable[[str], None] = lambda line: None
+    output: Callable[[bytes], None] = lambda data: None
+    #: pulls a missing base image into the store (the CLI passes the registry client)
+    pull_image: Callable[[str], None] | None = None
+
+
+@dataclass
+class BuildResult:
+    image_id: str
+    names: list[str]
+    ran: list[str] = field(default_factory=list)      # "LINE CMD" of steps that ran
+    cached: list[str] = field(default_factory=list)   # "LINE CMD" of cache hits
+
+
+class Builder:
+    def __init__(self, store: Any, options: BuildOptions) -> None:
+        self.store = store
+        self.opts = options
+        self.result = BuildResult("", [])
+        self.hash_cache = HashCache(Path(store.root) / "build" / "hash-cache.json")
+        self.context: BuildContext | None = None
+        self.stage_states: dict[int, State] = {}
+        self.step = 0
+        self.total = 0
+        self.used_args: set[str] = set()
+
+    # -- entry ----------------------------------------------------------------------
+    def build(self) -> BuildResult:
+        opts = self.opts
+        text = opts.dockerfile_text
+        filename = "Dockerfile"
+        if text is None:
+            path = opts.dockerfile or _default_dockerfile(opts.context)
+            filename = str(path)
+            try:
+                text = Path(path).read_text()
+            except FileNotFoundError:
+                raise NotFound(f"Dockerfile {path} not found") from None
+        dockerfile = parse(text, filename)
+        self.lexer = Lexer(dockerfile.escape)
+        self.context = BuildContext(opts.context, self.hash_cache)
+        meta, _ = meta_args(dockerfile, opts.build_args)
+        self.meta = meta
+        self.used_args.update(meta)
+        stages = split_stages(dockerfile, meta)
+        target = stages[-1]
+        if opts.target:
+            found = find_stage(stages, opts.target, len(stages))
+            if found is None:
+                raise InvalidArgument(f"--target {opts.target}: no such stage in {filename}")
+            target = found
+        needed = needed_stages(stages, target, self.lexer, meta)
+        self.total = sum(1 + len(s.instructions) for s in stages if s.index in needed)
+        for stage in stages:
+            if stage.index in needed:
+                self.stage_states[stage.index] = self._run_stage(stages, stage, dockerfile)
+            if stage is target:
+                break
+        final = self.stage_states[target.index]
+        image_id = self._finish(final)
+        self.hash_cache.save()
+        unused = sorted(set(opts.build_args) - self.used_args)
+        if unused:
+            opts.log(f"[Warning] one or more build args were not consumed: {unused}")
+        self.result.image_id = image_id
+        return self.result
+
+    def _finish(self, state: State) -> str:
+        from corral.image.transports.store import normalize_name
+
+        names = [normalize_name(t) for t in self.opts.tags]
+        if self.opts.labels:
+            labels = dict(state.c.get("Labels") or {})
+            labels.update(self.opts.labels)
+            state.c["Labels"] = labels
+        key = chain_key(state.key, "FINAL " + json.dumps(self.opts.labels, sort_keys=True))
+        cached = None if self.opts.no_cache else find_cached(self.store, key)
+        if cached is not None:
+            for name in names:
+                self.store.tag(cached, name)
+            image_id = cached
+        else:
+            image_id = write_image(self.store, state, names=names, metadata={CACHE_KEY: key})
+        self.result.names = names
+        self.opts.log(f"COMMIT {' '.join(names)}".rstrip())
+        for name in names:
+            self.opts.log(f"Successfully tagged {name}")
+        return image_id
+
+    # -- stages -----------------------------------------------------------------------
+    def _log_step(self, ins: Instruction) -> None:
+        self.step += 1
+        self.opts.log(f"STEP {self.step}/{self.total}: {ins.original}")
+
+    def _base_state(self, stages: list[Stage], stage: Stage) -> State:
+        from corral.image.transports.tarball import host_arch
+
+        platform = stage.platform or self.opts.platform
+        arch = host_arch()
+        if platform:
+            os_name, _, rest = platform.partition("/")
+            want_arch = rest.partition("/")[0]
+            if os_name != "linux" or (want_arch and want_arch != arch):
+                raise stage.from_ins.error(f"--platform={platform}: this host builds only "
+                                           f"linux/{arch}")
+        earlier = find_stage(stages, stage.base, stage.index)
+        if earlier is not None:
+            state = self.stage_states.get(earlier.index)
+            if state is None:  # pragma: no cover - needed_stages ran it
+                raise stage.from_ins.error(f"stage {stage.base} did not run")
+            return state.copy()
+        if stage.base == "scratch":
+            return State(scratch_config("linux", arch), key=chain_key("", "FROM scratch"))
+        image_id = self._resolve_image(stage.base, stage.from_ins)
+        return state_of_image(self.store, image_id, chain_key("", "FROM " + image_id))
+
+    def _resolve_image(self, name: str, ins: Instruction) -> str:
+        if self.opts.pull and self.opts.pull_image is not None:
+            self.opts.pull_image(name)
+        try:
+            return self.store.image(name).id
+        except NotFound:
+            if self.opts.pull_image is None or self.opts.pull:
+                raise ins.error(f"image {name!r} not found in the store") from None
+        self.opts.pull_image(name)
+        return self.store.image(name).id
+
+    def _run_stage(self, stages: list[Stage], stage: Stage, dockerfile: Dockerfile) -> State:
+        self._log_step(stage.from_ins)
+        state = self._base_state(stages, stage)
+        scope = _Scope(state, {})
+        triggers = list(state.c.get("OnBuild") or [])
+        if triggers and find_stage(stages, stage.base, stage.index) is None:
+            state.c["OnBuild"] = None
+            for trigger in triggers:
+                try:
+                    parsed = parse(trigger).instructions
+                except DockerfileError as exc:
+                    raise stage.from_ins.error(f"ONBUILD trigger {trigger!r}: {exc}") from None
+                for ins in parsed:
+                    ins = Instruction(ins.cmd, ins.rest, stage.from_ins.line,
+                                      stage.from_ins.line, ins.original, ins.json, ins.args,
+                                      ins.flags, ins.heredocs)
+                    self.opts.log(f"--> ONBUILD {ins.original}")
+                    self._dispatch(stages, stage, scope, ins)
+        for ins in stage.instructions:
+            self._log_step(ins)
+            self._dispatch(stages, stage, scope, ins)
+        return scope.state
+
+    # -- instructions -------------------------------------------------------------------
+    def _dispatch(self, stages: list[Stage], stage: Stage, scope: _Scope,
+                  ins: Instruction) -> None:
+        try:
+            if ins.cmd == "ARG":
+                self._arg(scope, ins)
+            elif ins.cmd == "RUN":
+                self._run(scope, ins)
+            elif ins.cmd in ("COPY", "ADD"):
+                self._copy(stages, stage, scope, ins)
+            else:
+                self._metadata(scope, ins)
+        except ExpansionError as exc:
+            raise ins.error(str(exc)) from None
+        except (OutsideContext, SourceNotFound) as exc:
+            raise type(exc)(f"{ins.error(str(exc))}") from None
+
+    def _expand_env(self, scope: _Scope) -> dict[str, str]:
+        env = {k: v for k, v in scope.args.items() if v is not None}
+        env.update(config_ops.env_map(scope.state.config))
+        return env
+
+    def _metadata(self, scope: _Scope, ins: Instruction) -> None:
+        state = scope.state
+        text = config_ops.apply_metadata(ins, state.config, self.lexer,
+                                         self._expand_env(scope))
+        if ins.cmd == "CMD":
+            scope.cmd_set = True
+        if ins.cmd == "ENTRYPOINT" and not scope.cmd_set:
+            state.c["Cmd"] = None  # ENTRYPOINT resets a CMD inherited from the base
+        state.add_history(text, empty_layer=True)
+        state.key = chain_key(state.key, text)
+
+    def _arg(self, scope: _Scope, ins: Instruction) -> None:
+        env = self._expand_env(scope)
+        parts = []
+        for name, default in parse_arg(ins, self.lexer, env):
+            self.used_args.add(name)
+            if name in self.opts.build_args:
+                value: str | None = self.opts.build_args[name]
+            elif default is not None:
+                value = default
+            else:
+                value = self.meta.get(name)
+            scope.args[name] = value
+            parts.append(f"{name}={value}" if value is not None else name)
+        scope.state.key = chain_key(scope.state.key, "ARG " + " ".join(parts))
+
+    def _cache_hit(self, scope: _Scope, key: str, ins: Instruction) -> bool:
+        if self.opts.no_cache:
+            return False
+        hit = find_cached(self.store, key)
+        if hit is None:
+            return False
+        scope.state = state_of_image(self.store, hit, key)
+        self.opts.log(f"--> Using cache {hit.split(':', 1)[1]}")
+        self.result.cached.append(f"{ins.line} {ins.cmd}")
+        return True
+
+    def _commit_step(self, scope: _Scope, ctr: StepContainer, key: str, created_by: str,
+                     ins: Instruction) -> None:
+        desc, diff_id, chain = ctr.commit_layer()
+        new = scope.state.copy()
+        new.add_layer(desc, diff_id, chain)
+        new.add_history(created_by, empty_layer=False)
+        new.key = key
+        try:
+            new.image_id = write_image(self.store, new,
+                                       metadata={CACHE_KEY: key, INTERMEDIATE: True})
+        except BaseException:
+            self.store.layers.release_hold(chain)
+            raise
+        scope.state = new
+        self.result.ran.append(f"{ins.line} {ins.cmd}")
+        self.opts.log(f"--> {new.image_id.split(':', 1)[1][:12]}")
+
+    def _run(self, scope: _Scope, ins: Instruction) -> None:
+        from corral.image.runtime_spec import spec_for
+        from corral.oci.image import ImageConfig
+
+        state = scope.state
+        network = ins.flag("network") or self.opts.network
+        if network not in ("host", "none", "default"):
+            raise ins.error(f"--network={network}: expected host, none or default")
+        if ins.flag("mount") is not None or ins.flag("security") is not None:
+            raise ins.error("--mount and --security are not supported yet")
+        script: str | None = None
+        if ins.json:
+            argv = list(ins.args)
+        elif ins.heredocs and ins.rest.strip() == ins.rest.strip().split()[0] and \
+                ins.rest.strip().startswith("<<"):
+            body = ins.heredocs[0].body
+            if body.startswith("#!"):
+                script = body
+                argv = ["/dev/corral-heredoc"]
+            else:
+                argv = config_ops.command_of(
+                    Instruction("RUN", body, ins.line, ins.end_line, body), state.config)
+        elif ins.heredocs:
+            text = ins.rest + "\n" + "".join(h.body + h.name + "\n" for h in ins.heredocs)
+            argv = config_ops.command_of(
+                Instruction("RUN", text, ins.line, ins.end_line, text), state.config)
+        else:
+            argv = config_ops.command_of(ins, state.config)
+        if not argv or not argv[0]:
+            raise ins.error("requires a command")
+        arg_env = [f"{k}={v}" for k, v in scope.args.items()
+                   if v is not None and k not in config_ops.env_map(state.config)]
+        description = "RUN " + json.dumps(argv) + (f" script={script!r}" if script else "") + \
+            f" network={network} args={json.dumps(sorted(arg_env))}"
+        key = chain_key(state.key, description)
+        if self._cache_hit(scope, key, ins):
+            return
+        created_by = "RUN " + (" ".join(argv) if not ins.json else json.dumps(argv))
+        tmp = None
+        try:
+            with StepContainer(self.store, state.top, state.image_id) as ctr:
+                workdir = state.c.get("WorkingDir") or "/"
+                if workdir != "/":
+                    from corral.build.copy_files import _mkdirs
+
+                    _mkdirs(str(ctr.rootfs), workdir, None)
+                config = {k: v for k, v in state.config.items()}
+                config["config"] = {k: v for k, v in state.c.items() if v is not None}
+                spec = spec_for(ImageConfig(config), ctr.rootfs, command=argv, entrypoint=[],
+                                env=arg_env, workdir=workdir, user=state.c.get("User") or "",
+                                network="host" if network in ("host", "default") else "none",
+                                root_path="merged")
+                mounts = []
+                if network != "none":
+                    for host_file in HOST_FILES:
+                        if os.path.exists(host_file):
+                            mounts.append({"destination": host_file, "type": "bind",
+                                           "source": host_file,
+                                           "options": ["rbind", "ro", "nosuid", "nodev"]})
+                if script is not None:
+                    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
+                        "w", dir=self.store.root / "tmp" if (self.store.root / "tmp").is_dir()
+                        else None, prefix="heredoc-", delete=False)
+                    tmp.write(script)
+                    tmp.close()
+                    os.chmod(tmp.name, 0o755)
+                    mounts.append({"destination": "/dev/corral-heredoc", "type": "bind",
+                                   "source": tmp.name, "options": ["bind", "ro"]})
+                tail = bytearray()
+
+                def output(chunk: bytes) -> None:
+                    tail.extend(chunk)
+                    del tail[:-65536]
+                    self.opts.output(chunk)
+
+                code = ctr.run(spec, self.opts.runtime, self.opts.runtime_root, output,
+                               extra_mounts=mounts)
+                if code != 0:
+                    raise StepFailed(f"{ins.cmd} at line {ins.line} ({created_by}) failed "
+                                     f"with exit code {code}", code,
+                                     tail.decode(errors="replace"))
+                self._commit_step(scope, ctr, key, created_by, ins)
+        finally:
+            if tmp is not None:
+                os.unlink(tmp.name)
+
+    # -- COPY / ADD -------------------------------------------------------------------
+    def _copy(self, stages: list[Stage], stage: Stage, scope: _Scope,
+              ins: Instruction) -> None:
+        state = scope.state
+        env = self._expand_env(scope)
+        for unsupported in ("parents", "exclude", "checksum", "keep-git-dir"):
+            if ins.flag(unsupported) is not None:
+                raise ins.error(f"--{unsupported} is not supported yet")
+        if ins.cmd == "ADD" and ins.flag("from") is not None:
+            raise ins.error("--from is only for COPY")
+        words = [self.lexer.word(a, env) for a in ins.args] if ins.json else \
+            self.lexer.words(ins.rest, env)
+        if len(words) < 2:
+            raise ins.error("requires at least two arguments: SOURCE... DEST")
+        sources, dest = words[:-1], words[-1]
+        chmod = parse_chmod(ins.flag("chmod"), ins.cmd)
+        chown = ins.flag("chown")
+        chown = self.lexer.word(chown, env) if chown else None
+        workdir = state.c.get("WorkingDir") or "/"
+        heredocs = {h.name: h for h in ins.heredocs}
+        items: list[CopyItem] = []
+        archives: list[str] = []
+        digest_parts: list[str] = []
+        from_ref = ins.flag("from")
+        mount_dir: str | None = None
+        try:
+            if from_ref:
+                from_ref = self.lexer.word(from_ref, env)
+                other = find_stage(stages, from_ref, stage.index)
+                if other is not None:
+                    src_state = self.stage_states[other.index]
+                    src_image = src_state.image_id
+                    digest_parts.append("stage:" + src_state.key)
+                else:
+                    src_image = self._resolve_image(from_ref, ins)
+                    digest_parts.append("image:" + src_image)
+                mount_dir = tempfile.mkdtemp(prefix="copy-from-", dir=self._tmp())
+                if src_image is not None:
+                    self.store.mount_image(src_image, Path(mount_dir))
+            for name in sources:
+                plain = name.removeprefix("<<").removeprefix("-").strip("'\"")
+                if name.startswith("<<") and plain in heredocs:
+                    doc = heredocs[plain]
+                    body = self.lexer.heredoc(doc.body, env) if doc.expand else doc.body
+                    items.append(CopyItem(plain, False, [], data=body.encode()))
+                    digest_parts.append("heredoc:" + plain + ":" + body)
+                elif ins.cmd == "ADD" and "://" in name:
+                    raise ins.error(f"{name}: remote URLs are not supported yet")
+                elif mount_dir is not None:
+                    for source in _image_sources(mount_dir, name):
+                        items.append(source)
+                        digest_parts.append("src:" + name + ":" + source.name + ":"
+                                            + digest_entries(source.entries, self.hash_cache))
+                else:
+                    assert self.context is not None
+                    for source in self.context.sources([name]):
+                        if ins.cmd == "ADD" and not source.is_dir and is_archive(source.path):
+                            archives.append(source.path)
+                            digest_parts.append("archive:" + digest_entries(
+                                source.entries, self.hash_cache))
+                            continue
+                        items.append(CopyItem(source.name, source.is_dir, source.entries))
+                        digest_parts.append("src:" + name + ":" + digest_entries(
+                            source.entries, self.hash_cache))
+            description = (f"{ins.cmd} chown={chown} chmod={chmod} dest={dest} "
+                           f"workdir={workdir} " + json.dumps(digest_parts))
+            key = chain_key(state.key, description)
+            if self._cache_hit(scope, key, ins):
+                return
+            created_by = f"{ins.cmd} {' '.join(sources)} {dest}"
+            with StepContainer(self.store, state.top, state.image_id) as ctr:
+                owner = _owner(ctr.rootfs, chown, ins) if chown else None
+                if items:
+                    copy_items(ctr.rootfs, items, dest, workdir, owner, chmod)
+                for archive in archives:
+                    extract_archive(archive, ctr.rootfs, dest, workdir, owner)
+                self._commit_step(scope, ctr, key, created_by, ins)
+        finally:
+            if mount_dir is not None:
+                from corral.storage.mount import unmount_all_under
+
+                unmount_all_under(Path(mount_dir))
+                shutil.rmtree(mount_dir, ignore_errors=True)
+
+    def _tmp(self) -> str:
+        path = Path(self.store.root) / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+
+class _Scope:
+    """A stage's mutable state: the image state, its ARGs, whether CMD was set."""
+
+    def __init__(self, state: State, args: dict[str, str | None]) -> None:
+        self.state = state
+        self.args = args
+        self.cmd_set = False
+
+
+def _default_dockerfile(context: Path) -> Path:
+    for name in ("Containerfile", "Dockerfile"):
+        if (Path(context) / name).is_file():
+            return Path(context) / name
+    return Path(context) / "Dockerfile"
+
+
+def _owner(rootfs: Path, chown: str, ins: Instruction) -> Owner:
+    from corral.image.runtime_spec import resolve_user
+
+    try:
+        user = resolve_user(rootfs, chown)
+    except NotFound as exc:
+        raise ins.error(f"--chown={chown}: {exc}") from None
+    return Owner(user["uid"], user["gid"])
+
+
+def _image_sources(root: str, name: str) -> list[CopyItem]:
+    """COPY --from sources inside a mounted image (symlinks confined to it; globs in
+    the last component)."""
+    import fnmatch
+    import stat as stat_
+
+    from corral.linux.mounts import secure_join
+
+    cleaned = posixpath.normpath("/" + name).lstrip("/")
+    head, tail = posixpath.split(cleaned)
+    if any(c in tail for c in "*?["):
+        parent = secure_join(root, head)
+        try:
+            names = sorted(n for n in os.listdir(parent) if fnmatch.fnmatchcase(n, tail))
+        except OSError:
+            names = []
+        paths = [posixpath.join(head, n) for n in names]
+        if not paths:
+            raise SourceNotFound(f"{name}: no file in the source image matches")
+    else:
+        paths = [cleaned]
+    items = []
+    for rel in paths:
+        real = secure_join(root, rel)
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise SourceNotFound(f"{name}: no such file or directory in the source") from None
+        if stat_.S_ISDIR(st.st_mode):
+            entries = []
+            for dirpath, dirnames, filenames in os.walk(real):
+                dirnames.sort()
+                for child in sorted(dirnames + filenames):
+                    path = os.path.join(dirpath, child)
+                    entries.append(Entry(path, os.path.relpath(path, real), os.lstat(path)))
+            entries.sort(key=lambda e: e.rel)
+            items.append(CopyItem(rel or "/", True, entries))
+        else:
+            items.append(CopyItem(posixpath.basename(rel), False,
+                                  [Entry(real, posixpath.basename(rel), st)]))
+    return items
+
+
+def run_build(store: Any, options: BuildOptions) -> BuildResult:
+    """Build (see the module docstring); the BuildResult."""
+    started = time.monotonic()
+    result = Builder(store, options).build()
+    options.log(f"--> built {result.image_id.split(':', 1)[1][:12]} in "
+                f"{time.monotonic() - started:.2f}s")
+    return result
+
+
+__all__ = ["BuildOptions", "BuildResult", "Builder", "StepFailed", "run_build"]
+

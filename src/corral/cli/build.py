@@ -1,0 +1,117 @@
+"""`corral build` (also `corral image build`): podman build's main flags.
+
+    corral build [-t NAME]... [-f FILE] [--target STAGE] [--build-arg K=V]...
+                 [--label K=V]... [--no-cache] [--pull] [--network host|none]
+                 [--platform linux/ARCH] [-q] [CONTEXT]
+
+Steps are printed as they run (`STEP n/N: ...`, RUN output, `--> Using cache`),
+the image id last on stdout. The work is `corral.build.executor.run_build`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from corral.cli import errors
+
+
+def _flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("context", nargs="?", default=".", metavar="CONTEXT",
+                   help="build context directory (default .)")
+    p.add_argument("-t", "--tag", action="append", default=[], help="name the image (repeatable)")
+    p.add_argument("-f", "--file", help="the Dockerfile (default CONTEXT/Containerfile or "
+                                       "CONTEXT/Dockerfile; - reads stdin)")
+    p.add_argument("--target", help="build up to this stage")
+    p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--no-cache", action="store_true", help="run every step")
+    p.add_argument("--pull", action="store_true", help="pull base images even when present")
+    p.add_argument("--network", default="host", choices=("host", "none"),
+                   help="RUN steps' network (default host)")
+    p.add_argument("--platform", help="only linux/<host arch>")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    p.set_defaults(func=cmd_build)
+
+
+def register(commands: Any) -> None:
+    """`corral build`, and `corral image build` when the `image` noun is registered."""
+    _flags(commands.add_parser("build", help="build an image from a Dockerfile"))
+    image = commands.choices.get("image")
+    for action in getattr(image, "_actions", ()):
+        if isinstance(action, argparse._SubParsersAction):
+            _flags(action.add_parser("build", help="build an image from a Dockerfile"))
+
+
+def _pairs(values: list[str], flag: str, *, from_env: bool) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        name, eq, value = item.partition("=")
+        if not name:
+            raise errors.UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        if not eq and from_env:
+            if name not in os.environ:
+                continue
+            value = os.environ[name]
+        out[name] = value
+    return out
+
+
+def cmd_build(args: argparse.Namespace, ctx: Any) -> int:
+    from corral.build.container import StepFailed
+    from corral.build.executor import BuildOptions, run_build
+
+    context = Path(args.context)
+    text = None
+    dockerfile = None
+    if args.file == "-":
+        text = sys.stdin.read()
+    elif args.file:
+        dockerfile = Path(args.file)
+    quiet = args.quiet
+    out = sys.stdout
+
+    def log(line: str) -> None:
+        if not quiet:
+            out.write(line + "\n")
+            out.flush()
+
+    def output(data: bytes) -> None:
+        if not quiet:
+            out.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+    def pull(name: str) -> None:
+        from corral.image import transports
+        from corral.registry.client.config import RegistryOptions
+        from corral.registry.client.progress import for_terminal
+
+        opts = RegistryOptions()
+        opts.progress = for_terminal(True)
+        source = transports.parse("docker://" + name, registry=opts, tmpdir=ctx.tmpdir)
+        dest = transports.parse("containers-storage:", store=ctx.store)
+        log(f"Pulling {name}")
+        transports.copy(source, dest)
+
+    options = BuildOptions(
+        context=context, dockerfile=dockerfile, dockerfile_text=text, tags=list(args.tag),
+        target=args.target, build_args=_pairs(args.build_arg, "--build-arg", from_env=True),
+        labels=_pairs(args.label, "--label", from_env=False), no_cache=args.no_cache,
+        pull=args.pull, network=args.network, runtime=ctx.runtime,
+        runtime_root=ctx.runtime_root, platform=args.platform, log=log, output=output,
+        pull_image=pull)
+    try:
+        result = run_build(ctx.store, options)
+    except StepFailed as exc:
+        if quiet and exc.output:
+            sys.stderr.write(exc.output)
+        raise
+    print(result.image_id.split(":", 1)[1])
+    return 0
+
+
+__all__ = ["cmd_build", "register"]
