@@ -22,6 +22,15 @@ on open the store removes the ingest files nobody holds a lock on and that are
 older than `stale_after` seconds (the age check covers the instant between
 creating a file and locking it).
 
+Resumable writes (`writer(expected, size, resumable=True)`, containerd's
+ingest refs): the file is `ingest/partial-<alg>-<hex>`, named by the digest
+it must end up with. A writer that stops without committing (an error, a
+signal, a kill) leaves it; the next writer of that digest rehashes the bytes
+that are there, reports them as `offset` (a registry pull asks for the rest
+with a Range request) and appends. The digest is checked over the whole blob
+at commit, so a damaged partial never becomes a blob: a mismatch removes it.
+Unlocked partials are kept `STALE_PARTIAL_SECONDS` (a day), not 60 s.
+
 Every path is built from a digest that went through `corral.oci.digest.parse`,
 so `sha256:../x` and friends never reach the file system.
 """
@@ -35,17 +44,21 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 from corral.errors import InvalidArgument, NotFound
 from corral.oci import digest as digests
 from corral.oci.digest import ALGORITHMS, DigestMismatch
 from corral.oci.image import OCTET_STREAM, Descriptor
 
-__all__ = ["STALE_INGEST_SECONDS", "BlobNotFound", "ContentStore", "DigestMismatch"]
+__all__ = ["STALE_INGEST_SECONDS", "STALE_PARTIAL_SECONDS", "BlobNotFound", "ContentStore",
+           "DigestMismatch", "Writer"]
 
 #: Unlocked ingest files older than this are removed when a store is opened.
 STALE_INGEST_SECONDS = 60.0
+#: Unlocked resumable partials (`ingest/partial-*`) are kept this long.
+STALE_PARTIAL_SECONDS = 24 * 3600.0
+PARTIAL_PREFIX = "partial-"
 
 _CHUNK = 1 << 20
 _BLOB_MODE = 0o444
@@ -180,44 +193,63 @@ class ContentStore:
                         f"with that digest has {st.st_size} bytes", expected, expected)
                 return Descriptor(media_type, expected, st.st_size)
 
+        with self.writer(expected, size, alg=alg) as w:
+            for chunk in _chunks(chunks):
+                w.write(chunk)
+            return w.commit(media_type)
+
+    def writer(self, expected: str | None = None, size: int | None = None, *,
+               resumable: bool = False, alg: str | None = None) -> Writer:
+        """A `Writer` for one blob (see the module docstring; `ingest` uses one).
+
+        `resumable` (needs `expected`) keeps a partial file the next writer of
+        the same digest continues from (`Writer.offset`); when another process
+        is writing that partial right now, this writer starts a fresh file.
+        """
+        if expected is not None:
+            alg, hex_ = digests.parse(expected, "expected digest")
         self.ingest_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if resumable and expected is not None:
+            opened = self._open_partial(self.ingest_dir / f"{PARTIAL_PREFIX}{alg}-{hex_}")
+            if opened is not None:
+                return Writer(self, opened, expected, size, alg or digests.CANONICAL,
+                              resumable=True)
         fd, tmp = self._create_ingest_file()
-        committed = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            hasher = digests.Hasher(alg)
-            with open(fd, "wb", closefd=False) as out:
-                for chunk in _chunks(chunks):
-                    hasher.update(chunk)
-                    if size is not None and hasher.size > size:
-                        raise DigestMismatch(
-                            f"blob {expected or '(no digest given)'}: content is longer "
-                            f"than the expected size {size}", expected)
-                    out.write(chunk)
-                out.flush()
-            os.fsync(fd)
-            actual = hasher.digest()
-            if size is not None and hasher.size != size:
-                raise DigestMismatch(
-                    f"blob {expected or actual}: expected size {size}, got {hasher.size} bytes",
-                    expected, actual)
-            if expected is not None and actual != expected:
-                raise DigestMismatch(f"blob digest mismatch: expected {expected}, got {actual}",
-                                     expected, actual)
-            os.fchmod(fd, _BLOB_MODE)
-            target = self._blob_path(actual)
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            os.rename(tmp, target)
-            committed = True
-            fsync_dir(target.parent)
-            return Descriptor(media_type, actual, hasher.size)
-        finally:
+        except BaseException:
             os.close(fd)
-            if not committed:
+            _unlink_quietly(str(tmp))
+            raise
+        return Writer(self, (fd, tmp), expected, size, alg or digests.CANONICAL)
+
+    def _open_partial(self, path: Path) -> tuple[int, Path] | None:
+        """Open and lock a resumable partial (created if absent); None if it is busy."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        for _ in range(8):
+            fd = os.open(path, flags, 0o600)
+            try:
                 try:
-                    os.unlink(tmp)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        os.close(fd)
+                        return None
+                    raise
+                st = os.fstat(fd)
+                try:
+                    current = os.stat(path, follow_symlinks=False)
                 except FileNotFoundError:
-                    pass
+                    current = None
+                # repair() may have removed the file between our open and our lock
+                if current is not None and (current.st_ino, current.st_dev) == \
+                        (st.st_ino, st.st_dev) and stat.S_ISREG(st.st_mode):
+                    return fd, path
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        return None
 
     def write_bytes(self, data: bytes, expected: str | None = None, *,
                     media_type: str = OCTET_STREAM) -> Descriptor:
@@ -261,7 +293,9 @@ class ContentStore:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if now - st.st_mtime < self.stale_after:
+            keep = STALE_PARTIAL_SECONDS if entry.name.startswith(PARTIAL_PREFIX) \
+                else self.stale_after
+            if now - st.st_mtime < max(keep, self.stale_after):
                 continue
             if not stat.S_ISREG(st.st_mode):
                 # Nothing but our own regular files belongs here.
@@ -285,6 +319,114 @@ class ContentStore:
             finally:
                 os.close(fd)
         return removed
+
+
+class Writer:
+    """One blob being written under `ingest/` (containerd's content.Writer).
+
+    `offset` bytes are there already (a resumed partial, hashed again on open);
+    `write` appends and hashes; `commit` fsyncs, checks size and digest and
+    renames the file into `blobs/`; `close` without a commit keeps a resumable
+    partial that has bytes (removes anything else). `fd` may be read (pread)
+    while the writer appends: written bytes are visible at once.
+    """
+
+    def __init__(self, store: ContentStore, opened: tuple[int, Path], expected: str | None,
+                 size: int | None, alg: str, *, resumable: bool = False) -> None:
+        self.store = store
+        self.fd, self.path = opened
+        self.expected = expected
+        self.size = size
+        self.resumable = resumable
+        self.committed = False
+        self.closed = False
+        self._hasher = digests.Hasher(alg)
+        self.offset = 0
+        if resumable:
+            try:
+                self._rehash()
+            except BaseException:
+                self.close()
+                raise
+
+    def _rehash(self) -> None:
+        end = os.fstat(self.fd).st_size
+        if self.size is not None and end > self.size:
+            end = 0
+        pos = 0
+        while pos < end:
+            data = os.pread(self.fd, min(_CHUNK, end - pos), pos)
+            if not data:
+                break
+            self._hasher.update(data)
+            pos += len(data)
+        if pos != os.fstat(self.fd).st_size:
+            os.ftruncate(self.fd, pos)
+        self.offset = pos
+
+    def restart(self) -> None:
+        """Drop what is there and start from byte 0."""
+        os.ftruncate(self.fd, 0)
+        self._hasher = digests.Hasher(self._hasher.algorithm)
+        self.offset = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        size = self.size
+        if size is not None and self.offset + len(data) > size:
+            raise DigestMismatch(
+                f"blob {self.expected or '(no digest given)'}: content is longer "
+                f"than the expected size {size}", self.expected)
+        self._hasher.update(data)
+        view = memoryview(data)
+        offset = self.offset
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+        self.offset = offset
+
+    def commit(self, media_type: str = OCTET_STREAM) -> Descriptor:
+        """fsync, verify and publish the blob; DigestMismatch removes the file."""
+        expected, size = self.expected, self.size
+        actual = self._hasher.digest()
+        if size is not None and self.offset != size:
+            self._discard()
+            raise DigestMismatch(
+                f"blob {expected or actual}: expected size {size}, got {self.offset} bytes",
+                expected, actual)
+        if expected is not None and actual != expected:
+            self._discard()
+            raise DigestMismatch(f"blob digest mismatch: expected {expected}, got {actual}",
+                                 expected, actual)
+        os.fsync(self.fd)
+        os.fchmod(self.fd, _BLOB_MODE)
+        target = self.store._blob_path(actual)
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.rename(self.path, target)
+        self.committed = True
+        fsync_dir(target.parent)
+        return Descriptor(media_type, actual, self.offset)
+
+    def _discard(self) -> None:
+        self.resumable = False
+        self.close()
+
+    def close(self) -> None:
+        """Release the file: kept when it is a resumable partial with bytes, else removed."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if not self.committed and not (self.resumable and self.offset > 0):
+                _unlink_quietly(str(self.path))
+        finally:
+            os.close(self.fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _unlink_quietly(path: str) -> None:

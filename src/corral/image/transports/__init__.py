@@ -16,7 +16,9 @@ image record/manifest, then one commit. Any error closes the destination
 without a commit, which removes what the copy wrote.
 
 A source that sets `parallel_blobs` (the registry) lets a destination that
-has `set_parallel_blobs` (the store) fetch that many layers at once. A
+has `set_parallel_blobs` (the store) fetch that many layers at once; one that
+sets `resumable_blobs` has `open_blob(desc, offset=N)` (the rest of a blob),
+and its layer openers say so (`opener.resumable`, `opener(offset=N)`). A
 `progress` reporter (corral.registry.client.progress) hears of every blob:
 started, bytes read, done — or skipped when the destination never opened it.
 """
@@ -139,8 +141,10 @@ def copy_image(source: ImageSource, image: SourceImage, dest: ImageDestination,
     progress.start(image.manifest.config, "config")
     config = dest.put_config(image.manifest.config, image.config_bytes)
     layers = []
+    resumable = bool(getattr(source, "resumable_blobs", False))
     for desc, diff_id in zip(image.manifest.layers, image.config.diff_ids):
         opener = functools.partial(_counted, source.open_blob, desc, progress, opened)
+        opener.resumable = resumable  # type: ignore[attr-defined]
         layers.append(dest.put_layer(desc, diff_id, opener))
     image_id = dest.put_image(image, config, layers, image.names)
     for desc in image.manifest.layers:
@@ -180,8 +184,11 @@ class _Counted:
         self.close()
 
 
-def _counted(open_blob: Any, desc: Any, progress: Any, opened: set[str]) -> Any:
+def _counted(open_blob: Any, desc: Any, progress: Any, opened: set[str], offset: int = 0) -> Any:
     opened.add(desc.digest)
+    if offset:      # a resumed fetch (the source has `resumable_blobs`)
+        progress.advance(desc.digest, offset)
+        return _Counted(open_blob(desc, offset=offset), desc.digest, progress)
     return _Counted(open_blob(desc), desc.digest, progress)
 
 

@@ -116,6 +116,8 @@ class RegistrySource:
         self.ref = ref
         self.options = ref.options
         self.parallel_blobs = max(1, ref.options.parallel)
+        self.resumable_blobs = True
+        self._images: list[SourceImage] | None = None
         self.registries = _Registries(ref.options)
         self.endpoint: Endpoint | None = None
         self.locations = BlobLocations(ref.options.blob_cache)
@@ -129,6 +131,12 @@ class RegistrySource:
         return r.digest or r.tag or "latest"
 
     def images(self) -> list[SourceImage]:
+        """The image the reference names (resolved once: the manifest, then its config)."""
+        if self._images is None:
+            self._images = self._resolve()
+        return self._images
+
+    def _resolve(self) -> list[SourceImage]:
         from corral.registry.client.errors import RegistryError
 
         r = self.ref.reference
@@ -171,11 +179,12 @@ class RegistrySource:
         keep = data if not manifest.converted else None
         return SourceImage(manifest, config, keep, (self.ref.store_name(),))
 
-    def open_blob(self, desc: Descriptor) -> BinaryIO:
+    def open_blob(self, desc: Descriptor, offset: int = 0) -> BinaryIO:
+        """The blob's bytes from `offset` on (a Range request resumes a partial download)."""
         assert self.endpoint is not None, "images() first"
         registry = self.registries.get(self.endpoint)
         return registry.open_blob(self.endpoint.repository, desc.digest, desc.size,  # type: ignore[return-value]
-                                  self.what)
+                                  self.what, offset=offset)
 
     def close(self) -> None:
         self.registries.close()

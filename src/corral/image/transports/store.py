@@ -16,14 +16,19 @@ it was.
 
 Remote sources (`set_parallel_blobs(n)`, called by the copy routine for the
 registry): `put_layer` only starts the fetch — up to n at once in threads —
-and `put_image` applies each layer as its bytes arrive: the fetch tees the
-stream into a spool file (unlinked, O_TMPFILE) while the content store
-ingests it, and the layer apply follows the spool. The follower ends only
-after the ingest verified and committed the blob, and a failed fetch fails
-the apply (its staging directory goes), so nothing unverified is ever
-recorded. Blobs fetched from a registry stay in the content store after a
-failed copy (unreferenced: the next pull skips them, `image prune` removes
+and `put_image` applies each layer as its bytes arrive: the fetch writes
+the content store's ingest file (a resumable `Writer`) and the layer apply
+follows that file with pread, one copy of the bytes on disk. The follower
+ends only after the writer verified and committed the blob, and a failed
+fetch fails the apply (its staging directory goes), so nothing unverified is
+ever recorded. Blobs fetched from a registry stay in the content store after
+a failed copy (unreferenced: the next pull skips them, `image prune` removes
 them); the layers and the image record are rolled back as usual.
+
+A fetch that stops half-way (an error, Ctrl-C, a kill) leaves its partial
+ingest file; the next pull of the blob continues from there when the source
+can (an opener with `resumable` set takes `offset=`: the registry asks for
+the rest with a Range request), and the digest is checked over the whole blob.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import os
 import threading
 from typing import Any, BinaryIO, Self
 
+from corral.errors import NotFound
 from corral.image.transports.types import Opener, SourceImage, TransportError
 from corral.oci import digest as digests
 from corral.oci.image import (
@@ -177,7 +183,6 @@ class StoreDestination:
                      None, data)
         if self.name is not None:
             names = (normalize_name(self.name),)
-        from corral.errors import NotFound
 
         try:
             self.store.images.get(config.digest)
@@ -231,48 +236,32 @@ class FetchCancelled(TransportError):
 
 
 class _Fetch:
-    """One layer blob: fetched (ingested, verified) in a thread, teed into a spool."""
+    """One layer blob: fetched into a resumable content-store writer in a thread."""
 
     def __init__(self, dest: StoreDestination, desc: Descriptor, opener: Opener) -> None:
-        import tempfile
-
         self.dest = dest
         self.desc = desc
         self.opener = opener
         self.future: Any = None
         self.cond = threading.Condition()
+        self.fd: int | None = None      # readable: the ingest file, then the blob
         self.written = 0
         self.finished = False
         self.error: BaseException | None = None
-        self.spool: Any = tempfile.TemporaryFile(dir=dest.store.root)  # noqa: SIM115
 
     def succeeded(self) -> bool:
         with self.cond:
             return self.finished and self.error is None
 
-    def _chunks(self, stream: BinaryIO) -> Any:
-        fd = self.spool.fileno()
-        while True:
-            if self.dest.cancelled.is_set():
-                raise FetchCancelled(f"blob {self.desc.digest}: the copy was abandoned")
-            chunk = stream.read(1 << 20)
-            if not chunk:
-                return
-            view = memoryview(chunk)
-            offset = self.written
-            while view:
-                n = os.pwrite(fd, view, offset)
-                view = view[n:]
-                offset += n
-            with self.cond:
-                self.written += len(chunk)
-                self.cond.notify_all()
-            yield chunk
+    def _readable(self, fd: int, written: int) -> None:
+        with self.cond:
+            self.fd = os.dup(fd)
+            self.written = written
+            self.cond.notify_all()
 
     def run(self) -> None:
         try:
-            with self.opener() as stream:
-                self.dest._ingest(self.desc, self._chunks(stream), None)
+            self._fetch()
         except BaseException as exc:
             with self.cond:
                 self.error = exc
@@ -282,6 +271,44 @@ class _Fetch:
         with self.cond:
             self.finished = True
             self.cond.notify_all()
+
+    def _fetch(self) -> None:
+        content = self.dest.store.content
+        desc = self.desc
+        try:
+            blob = os.open(content.path(desc.digest), os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotFound):
+            blob = None
+        if blob is not None:      # another pull stored it meanwhile
+            try:
+                self._readable(blob, os.fstat(blob).st_size)
+            finally:
+                os.close(blob)
+            return
+        resumable = bool(getattr(self.opener, "resumable", False))
+        with content.writer(desc.digest, desc.size, resumable=True) as w:
+            if w.offset and not resumable:
+                w.restart()
+            self._readable(w.fd, w.offset)
+            if w.offset < desc.size:    # else all there: killed before the commit
+                self._copy(w)
+            w.commit()
+        self.dest.added_blobs.append(desc.digest)
+
+    def _copy(self, w: Any) -> None:
+        opener: Any = self.opener
+        cancelled = self.dest.cancelled
+        with (opener(offset=w.offset) if w.offset else opener()) as stream:
+            while True:
+                if cancelled.is_set():
+                    raise FetchCancelled(f"blob {self.desc.digest}: the copy was abandoned")
+                chunk = stream.read(1 << 20)
+                if not chunk:
+                    return
+                w.write(chunk)
+                with self.cond:
+                    self.written = w.offset
+                    self.cond.notify_all()
 
     def wait(self) -> BaseException | None:
         """Wait for the fetch to end; its error, if it failed."""
@@ -294,14 +321,14 @@ class _Fetch:
         return _Follower(self)
 
     def discard(self) -> None:
-        try:
-            self.spool.close()
-        except OSError:
-            pass
+        with self.cond:
+            fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class _Follower:
-    """Reads a fetch's spool as it grows; EOF only once the blob is verified."""
+    """Reads a fetch's ingest file as it grows; EOF only once the blob is verified."""
 
     def __init__(self, fetch: _Fetch) -> None:
         self.fetch = fetch
@@ -310,15 +337,16 @@ class _Follower:
     def read(self, n: int = -1) -> bytes:
         f = self.fetch
         with f.cond:
-            while self.pos >= f.written and not f.finished:
+            while (self.pos >= f.written or f.fd is None) and not f.finished:
                 f.cond.wait()
             if f.error is not None:
                 raise f.error
             available = f.written - self.pos
-        if available <= 0:
+            fd = f.fd
+        if available <= 0 or fd is None:
             return b""
         want = available if n is None or n < 0 else min(n, available)
-        data = os.pread(f.spool.fileno(), want, self.pos)
+        data = os.pread(fd, want, self.pos)
         self.pos += len(data)
         return data
 

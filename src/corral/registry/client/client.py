@@ -245,8 +245,10 @@ class Registry:
         return data
 
     def open_blob(self, repo: str, digest: str, size: int | None, what: str,
-                  on_bytes: Callable[[int], None] | None = None) -> BlobReader:
-        return BlobReader(self, repo, digest, size, what, on_bytes)
+                  on_bytes: Callable[[int], None] | None = None, *,
+                  offset: int = 0) -> BlobReader:
+        """A blob's bytes from `offset` on (spec "Pulling blobs"; Range when offset > 0)."""
+        return BlobReader(self, repo, digest, size, what, on_bytes, offset=offset)
 
     def head_blob(self, repo: str, digest: str, what: str) -> bool:
         resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", what,
@@ -347,14 +349,14 @@ class BlobReader:
     """A blob's bytes as a file: resumes broken transfers with Range requests."""
 
     def __init__(self, registry: Registry, repo: str, digest: str, size: int | None, what: str,
-                 on_bytes: Callable[[int], None] | None = None) -> None:
+                 on_bytes: Callable[[int], None] | None = None, *, offset: int = 0) -> None:
         self.registry = registry
         self.repo = repo
         self.digest = digest
         self.size = size
         self.what = what
         self.on_bytes = on_bytes
-        self.offset = 0
+        self.offset = offset
         self._resp: Any = None
         self._iter: Iterator[bytes] | None = None
         self._buf = b""
