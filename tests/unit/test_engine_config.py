@@ -39,7 +39,7 @@ def test_builtin_defaults_are_podmans():
     assert "CAP_NET_RAW" not in config.default_capabilities
     assert "CAP_CHOWN" in config.default_capabilities and len(config.default_capabilities) == 11
     assert config.default_sysctls == ("net.ipv4.ping_group_range=0 0",)
-    assert config.netns == "private" and config.root is None
+    assert config.netns == "bridge" and config.root is None
 
 
 def test_parse_every_key():

@@ -27,6 +27,7 @@ def _engine(ctx: Any) -> Any:
 
         engine = Engine(root=ctx.root, storage_driver=ctx.driver, runtime=None)
         engine.cli_runtime = ctx.runtime
+        engine.config = getattr(ctx, "config", None)
         ctx.engine = engine
     return engine
 
@@ -41,8 +42,19 @@ def _run_flags(p: argparse.ArgumentParser, run: bool) -> None:
     a("-t", "--tty", action="store_true")
     a("-i", "--interactive", action="store_true")
     a("-h", "--hostname")
-    a("--network", "--net", default=None, choices=("private", "none", "host", "bridge"),
-      help="default: containers.netns of the config file (private)")
+    a("--network", "--net", action="append", default=[], metavar="MODE|NAME[,NAME]",
+      help="bridge (the default network), none, private (loopback only), host, "
+      "container:ID, or network names (repeatable); default: containers.netns")
+    a("--network-alias", action="append", default=[], help="another name on the networks")
+    a("--ip", help="the IPv4/IPv6 address on the (first) network")
+    a("--mac-address", help="the MAC address of the (first) network's interface")
+    a("-p", "--publish", action="append", default=[],
+      help="[ip:][hostPort:]containerPort[/proto] (ranges too)")
+    a("-P", "--publish-all", action="store_true", help="publish every EXPOSEd port")
+    a("--dns", action="append", default=[], help="a nameserver for resolv.conf")
+    a("--dns-search", action="append", default=[], help="a search domain")
+    a("--dns-option", action="append", default=[], help="a resolv.conf option")
+    a("--add-host", action="append", default=[], help="NAME:IP, added to /etc/hosts")
     a("--read-only", action="store_true")
     a("--restart", default="no", help="no, on-failure[:N], always, unless-stopped")
     a("--stop-signal")
@@ -181,7 +193,6 @@ def _config(args: argparse.Namespace, ctx: Any) -> Any:
         image=args.image, command=command or None, entrypoint=entrypoint, env=list(args.env),
         workdir=args.workdir, user=args.user, tty=args.tty, interactive=args.interactive,
         hostname=args.hostname,
-        network=args.network or getattr(getattr(ctx, "config", None), "netns", None) or "private",
         read_only=args.read_only,
         name=args.name, labels=labels, restart=args.restart, stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout, runtime=runtime, auto_remove=args.rm)
@@ -191,6 +202,15 @@ def _config(args: argparse.Namespace, ctx: Any) -> Any:
         pass
     else:
         config.update(options_from_args(args))
+    from corral.engine.networking import parse_network_flags
+
+    default_mode = getattr(getattr(ctx, "config", None), "netns", None) or "bridge"
+    config.network, config.networks = parse_network_flags(args.network, default_mode)
+    config.update({"network_aliases": list(args.network_alias), "ip": args.ip,
+                   "mac_address": args.mac_address, "publish": list(args.publish),
+                   "publish_all": args.publish_all, "dns": list(args.dns),
+                   "dns_search": list(args.dns_search), "dns_options": list(args.dns_option),
+                   "add_hosts": list(args.add_host)})
     return config
 
 

@@ -83,7 +83,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import build, container, image, registry, registry_client, system, volume
+    from corral.cli import (
+        build,
+        container,
+        image,
+        network,
+        registry,
+        registry_client,
+        system,
+        volume,
+    )
 
     parser = _Parser(prog="corral", description="Corral: images and containers.")
     parser.add_argument("--root", help="store directory (default $CORRAL_ROOT or /var/lib/corral)")
@@ -99,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry_client.register(commands)
     registry.register(commands)
     volume.register(commands)
+    network.register(commands)
     system.register(commands)
     return parser
 

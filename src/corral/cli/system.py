@@ -334,34 +334,19 @@ def cmd_rename(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 
-def _published_ports(ctx: Any, ref: str) -> list[str]:
-    engine = engine_of(ctx)
-    ports: Any = None
-    if engine is not None:
-        container = engine.get(ref)
-        config = getattr(container, "config", None)
-        for key in ("ports", "publish"):
-            ports = getattr(config, key, None) or (getattr(config, "extra", None) or {}).get(key)
-            if ports:
-                break
-    else:
-        ctx.store.container(ref)
-    return [str(p) for p in ports or []]
-
-
 def cmd_port(args: argparse.Namespace, ctx: Any) -> int:
-    """Published ports as `PRIVATE/PROTO -> HOSTIP:HOSTPORT` (none until networking)."""
-    for text in _published_ports(ctx, args.container):
-        # [hostip:][hostport:]containerport[/proto]
-        spec, _, proto = text.partition("/")
-        proto = proto or "tcp"
-        parts = spec.rsplit(":", 2)
-        private = parts[-1]
-        host_port = parts[-2] if len(parts) >= 2 else private
-        host_ip = parts[-3] if len(parts) == 3 and parts[-3] else "0.0.0.0"
-        if args.port and args.port not in (private, f"{private}/{proto}"):
+    """Published ports as `PRIVATE/PROTO -> HOSTIP:HOSTPORT` (of a running container:
+    host ports given as 0 are the ones the kernel picked at start)."""
+    from corral.engine.networking import port_lines
+
+    engine = engine_of(ctx)
+    if engine is None:
+        raise errors.UsageError("port: needs the engine (corral.engine.Engine)")
+    for line in port_lines(engine.get(args.container)):
+        private = line.split(" ", 1)[0]
+        if args.port and args.port not in (private, private.split("/")[0]):
             continue
-        print(f"{private}/{proto} -> {host_ip}:{host_port}")
+        print(line)
     return 0
 
 

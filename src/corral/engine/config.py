@@ -51,6 +51,19 @@ class ContainerConfig:
     ulimits: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
     env_file: list[str] = field(default_factory=list)
+    # networking (docs/design/networking.md): `network` is the mode (none, private,
+    # host, bridge, container:<id>); with bridge, `networks` names the CNI networks
+    # (empty: the default network)
+    networks: list[str] = field(default_factory=list)
+    network_aliases: list[str] = field(default_factory=list)
+    ip: str | None = None
+    mac_address: str | None = None
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    add_hosts: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

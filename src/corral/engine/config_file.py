@@ -17,7 +17,8 @@ Files, later ones overriding earlier ones key by key:
     init_path = "/usr/bin/catatonit"
 
     [containers]
-    netns = "private"               # default network mode (private, none, host, bridge)
+    netns = "bridge"                # default network mode: bridge (the default network),
+                                    # none or private (loopback only), host
     default_capabilities = ["CHOWN", ...]   # with or without CAP_
     default_ulimits = ["nofile=1280:2560"]
     default_sysctls = ["net.ipv4.ping_group_range=0 0"]
@@ -25,6 +26,12 @@ Files, later ones overriding earlier ones key by key:
     shm_size = "64m"
     seccomp_profile = ""            # a file; "unconfined" disables; "" the built-in one
     read_only_tmpfs = true          # --read-only also mounts tmpfs on /run /tmp /var/tmp
+
+    [network]
+    default_network = "corral"      # what `--network bridge` (the default) joins
+    default_subnet = "10.99.0.0/24" # its subnet, made on first use
+    default_bridge = "corral0"      # its bridge interface
+    cni_plugin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 
 Unknown keys are errors naming the file and key, as a typo would otherwise be
 silently ignored.
@@ -63,7 +70,7 @@ class EngineConfig:
     driver: str | None = None
     runtime: str | None = None
     init_path: str | None = None
-    netns: str = "private"
+    netns: str = "bridge"
     default_capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     default_ulimits: tuple[str, ...] = ()
     default_sysctls: tuple[str, ...] = ("net.ipv4.ping_group_range=0 0",)
@@ -71,6 +78,10 @@ class EngineConfig:
     shm_size: int = DEFAULT_SHM_SIZE
     seccomp_profile: str = ""
     read_only_tmpfs: bool = True
+    default_network: str = "corral"
+    default_subnet: str = "10.99.0.0/24"
+    default_bridge: str = "corral0"
+    cni_plugin_dirs: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni")
     #: the files that were read, in order
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -93,6 +104,12 @@ _KEYS: dict[str, dict[str, tuple[str, str]]] = {
         "seccomp_profile": ("seccomp_profile", "str"),
         "read_only_tmpfs": ("read_only_tmpfs", "bool"),
         "init_path": ("init_path", "str"),
+    },
+    "network": {
+        "default_network": ("default_network", "str"),
+        "default_subnet": ("default_subnet", "str"),
+        "default_bridge": ("default_bridge", "str"),
+        "cni_plugin_dirs": ("cni_plugin_dirs", "strlist"),
     },
 }
 _NETNS = ("private", "none", "host", "bridge")

@@ -59,6 +59,8 @@ class State:
     stopped_by_user: bool = False
     rm_client: int | None = None
     error: str | None = None
+    networks: list = field(default_factory=list)  # CNI attachments (network.manager.Attached)
+    ports: list = field(default_factory=list)     # published ports (network.ports.PortMapping)
 
     @classmethod
     def from_json(cls, data: dict) -> State:
@@ -120,6 +122,7 @@ class Engine:
         self.driver = storage_driver
         self.default_runtime = runtime
         self._store = store
+        self.config: Any = None  # EngineConfig; loaded from the files when first needed
         self.dir = self.root / "engine"
         self.exits = self.dir / "exits"
         self.locks = self.dir / "locks"
@@ -231,6 +234,9 @@ class Engine:
         image = store.image(config.image)
         image_config = ImageConfig.from_bytes(store.content.read_bytes(image.id,
                                                                         max_size=16 << 20))
+        from corral.engine import networking
+
+        config = networking.prepare_create(self, config, image_config)
         name = config.name
         for attempt in range(5):
             try:
@@ -257,6 +263,7 @@ class Engine:
                 spec = self._build_spec(image_config, config, rootfs, cid)
             finally:
                 store.unmount(cid, force=True)
+            networking.adjust_spec(self, config, spec, cid)
             notes = spec.setdefault("annotations", {})
             notes.update({"io.corral.container.name": name, "io.corral.image": image.id})
             notes.update(config.annotations)
@@ -318,6 +325,13 @@ class Engine:
         store = self.store
         store.mount(c.id)
         st = c.state
+        from corral.engine import networking
+
+        try:
+            networking.setup(self, c)
+        except BaseException:
+            store.unmount(c.id, force=True)
+            raise
         try:
             pid = conmon.launch(
                 container_id=c.id, name=c.name, runtime=c.runtime, runtime_root=rt.root,
@@ -328,12 +342,14 @@ class Engine:
                 tty=c.config.tty, stdin=c.config.interactive)
         except conmon.CreateFailed as exc:
             rt.delete(c.id, force=True)
+            networking.teardown(self, c)
             store.unmount(c.id, force=True)
             st.error = str(exc)
             self._save_state(c)
             raise _command_error(str(exc)) from exc
         except BaseException:
             rt.delete(c.id, force=True)
+            networking.teardown(self, c)
             store.unmount(c.id, force=True)
             raise
         st.pid, st.pid_start = pid, _proc_start(pid)
@@ -350,6 +366,7 @@ class Engine:
             rt.start(c.id)
         except BaseException as exc:  # noqa: BLE001 - undone, recorded and re-raised below
             rt.delete(c.id, force=True)
+            networking.teardown(self, c)
             store.unmount(c.id, force=True)
             st.status, st.pid, st.error = "stopped", None, str(exc)
             self._save_state(c)
@@ -461,12 +478,18 @@ class Engine:
             except NotFound:
                 return
             st = c.state
+            from corral.engine import networking
+
             if st.pid is None and st.status in ("exited", "stopped", "created"):
+                if st.networks:
+                    networking.teardown(self, c)
+                    self._save_state(c)
                 return  # done already
             code = self._read_exit(c.id)
             if code is None and _alive(st.pid, st.pid_start):
                 return  # still running (a stray call)
             self._runtime(c).delete(c.id, force=True)
+            networking.teardown(self, c)
             with contextlib.suppress(Exception):
                 self.store.unmount(c.id, force=True)
             st.status = "exited" if code is not None else "stopped"
@@ -513,6 +536,9 @@ class Engine:
         if _alive(c.state.conmon_pid, None):
             with contextlib.suppress(OSError):
                 os.kill(c.state.conmon_pid, 9)  # type: ignore[arg-type]
+        from corral.engine import networking
+
+        networking.teardown(self, c)
         self.store.remove_container(c.id)
         if c.config.auto_remove:  # --rm: its anonymous volumes go too (docker)
             from corral.engine.volumes import VolumeStore
@@ -682,9 +708,18 @@ class Engine:
                                              "MaximumRetryCount": policy.max_retries},
                            "AutoRemove": c.config.auto_remove,
                            "Runtime": os.path.basename(c.runtime),
-                           "NetworkMode": c.config.network},
+                           "NetworkMode": c.config.network,
+                           "Networks": list(c.config.networks),
+                           "PortBindings": list(c.config.publish)},
+            "NetworkSettings": _network_settings(c),
             "ContainerConfig": c.config.to_json(),
         }
+
+
+def _network_settings(c: Container) -> dict[str, Any]:
+    from corral.engine.networking import network_settings
+
+    return network_settings(c)
 
 
 def _looks_like_exec_failure(text: str) -> bool:

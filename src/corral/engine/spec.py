@@ -305,7 +305,12 @@ def build_spec(image_config: Any, config: Any, *, rootfs: Path | str,
                                     "options": ["rw", "nosuid", "nodev"]})
                 taken.add(dest)
     etc = write_etc_files(container_dir, hostname=hostname, name=name, network=network,
-                          host=host)
+                          host=host, dns=_list(config, "dns"),
+                          dns_search=_list(config, "dns_search"),
+                          dns_options=_list(config, "dns_options"),
+                          add_hosts=_list(config, "add_hosts"))
+    if network.startswith("container:"):
+        etc = {}  # the engine binds the other container's files
     for dest, source in etc.items():
         if dest not in taken:
             user_mounts.append({"destination": dest, "type": "bind", "source": str(source),
@@ -567,9 +572,14 @@ def _order_mounts(mounts: Sequence[dict]) -> list[dict]:
 
 
 def write_etc_files(container_dir: Path, *, hostname: str, name: str | None, network: str,
-                    host: HostInfo) -> dict[str, Path]:
+                    host: HostInfo, dns: list[str] | tuple[str, ...] = (),
+                    dns_search: list[str] | tuple[str, ...] = (),
+                    dns_options: list[str] | tuple[str, ...] = (),
+                    add_hosts: list[str] | tuple[str, ...] = ()) -> dict[str, Path]:
     """`hosts`, `hostname`, `resolv.conf` in the container's directory (written atomically);
-    returns {container path: host file}."""
+    returns {container path: host file}. `--dns*` replace the host's resolver settings;
+    `--add-host NAME:IP` lines are appended to hosts. A CNI network rewrites `hosts` with
+    the container's addresses when it starts (`corral.engine.networking`)."""
     container_dir.mkdir(parents=True, exist_ok=True)
     names = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
     if network == "host":
@@ -582,13 +592,9 @@ def write_etc_files(container_dir: Path, *, hostname: str, name: str | None, net
                  "localhost4.localdomain4\n"
                  "::1\tlocalhost localhost.localdomain localhost6 localhost6.localdomain6\n"
                  f"127.0.1.1\t{names}\n")
-    resolv_lines = []
-    for line in host.resolv_conf.splitlines():
-        parts = line.split()
-        if network != "host" and len(parts) >= 2 and parts[0] == "nameserver" and \
-                (parts[1].startswith("127.") or parts[1] == "::1"):
-            continue  # the host's loopback resolver is not reachable from a private netns
-        resolv_lines.append(line)
+    hosts += "".join(f"{ip}\t{hname}\n" for hname, ip in parse_add_hosts(add_hosts))
+    resolv_lines = resolv_conf_lines(host.resolv_conf, network=network, dns=dns,
+                                     dns_search=dns_search, dns_options=dns_options)
     files = {"/etc/hosts": ("hosts", hosts), "/etc/hostname": ("hostname", hostname + "\n"),
              "/etc/resolv.conf": ("resolv.conf", "\n".join(resolv_lines) + "\n")}
     out = {}
@@ -600,6 +606,58 @@ def write_etc_files(container_dir: Path, *, hostname: str, name: str | None, net
         os.replace(tmp, path)
         out[dest] = path
     return out
+
+
+def parse_add_hosts(values: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """`--add-host NAME:IP` (IPv6 as `NAME:[::1]` or `NAME:::1`) → (name, ip) pairs."""
+    import ipaddress
+
+    out = []
+    for text in values:
+        name, sep, ip = text.partition(":")
+        ip = ip.strip("[]")
+        if not sep or not name or not ip:
+            raise InvalidArgument(f"--add-host {text!r}: expected NAME:IP")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InvalidArgument(f"--add-host {text!r}: {ip!r} is not an IP address") \
+                from None
+        out.append((name, ip))
+    return out
+
+
+def resolv_conf_lines(host_resolv: str, *, network: str, dns: list[str] | tuple[str, ...] = (),
+                      dns_search: list[str] | tuple[str, ...] = (),
+                      dns_options: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The container's resolv.conf: the host's, minus loopback resolvers outside the host
+    network, with `--dns`, `--dns-search`, `--dns-option` replacing their kind of line."""
+    import ipaddress
+
+    for server in dns:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise InvalidArgument(f"--dns {server!r} is not an IP address") from None
+    lines = []
+    for line in host_resolv.splitlines():
+        parts = line.split()
+        kind = parts[0] if parts else ""
+        if kind == "nameserver" and (dns or (
+                network != "host" and len(parts) >= 2 and
+                (parts[1].startswith("127.") or parts[1] == "::1"))):
+            continue  # replaced, or the host's loopback resolver (unreachable from a netns)
+        if kind in ("search", "domain") and dns_search:
+            continue
+        if kind == "options" and dns_options:
+            continue
+        lines.append(line)
+    if dns_search and dns_search != ["."]:
+        lines.append("search " + " ".join(dns_search))
+    lines.extend(f"nameserver {server}" for server in dns)
+    if dns_options:
+        lines.append("options " + " ".join(dns_options))
+    return lines
 
 
 __all__ = [

@@ -1,0 +1,424 @@
+"""The engine's side of networking (docs/design/networking.md): network flags → a mode
+and networks, the spec's network namespace, CNI attach at start and detach at cleanup,
+published ports, and /etc/hosts of a container and of its peers on shared networks.
+
+Modes: `none`/`private` (a new netns with only `lo`, made by the runtime), `host`,
+`container:<id>` (join a running container's netns and its hosts/resolv.conf), and
+`bridge` with CNI networks (the default network when none is named).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from corral.errors import FailedPrecondition, InvalidArgument, NotFound
+
+LOOPBACK_MODES = ("none", "private")
+SIMPLE_MODES = ("none", "private", "host")
+DEFAULT_ALIAS = "bridge"  # the default network, by docker's name for it
+
+
+def parse_network_flags(values: list[str] | tuple[str, ...] | str | None,
+                        default_mode: str = "bridge") -> tuple[str, list[str]]:
+    """`--network` values (repeatable, comma lists) → (mode, network names)."""
+    if isinstance(values, str):
+        values = [values]
+    items = [item.strip() for value in values or [] for item in value.split(",")]
+    items = [item for item in items if item]
+    if not items:
+        if default_mode in SIMPLE_MODES or default_mode == "bridge":
+            return default_mode, []
+        return parse_network_flags([default_mode], "bridge")
+    special = [i for i in items if i in SIMPLE_MODES or i.startswith("container:")]
+    if special:
+        if len(items) > 1:
+            raise InvalidArgument(f"--network {special[0]} cannot be combined with other "
+                                  "networks")
+        mode = special[0]
+        if mode.startswith("container:") and not mode.partition(":")[2]:
+            raise InvalidArgument("--network container: needs a container name or id")
+        return mode, []
+    names = list(dict.fromkeys(items))
+    if names == [DEFAULT_ALIAS]:
+        return "bridge", []
+    return "bridge", names
+
+
+def _engine_config(engine: Any) -> Any:
+    config = getattr(engine, "config", None)
+    if config is None:
+        from corral.engine.config_file import load
+
+        config = load()
+        engine.config = config
+    return config
+
+
+def manager(engine: Any) -> Any:
+    """The engine's NetworkManager (one per Engine)."""
+    cached = getattr(engine, "_network_manager", None)
+    if cached is None:
+        from corral.network.manager import NetworkManager
+        from corral.network.networks import NetworkStore
+
+        config = _engine_config(engine)
+        store = NetworkStore(Path(engine.root) / "networks",
+                             default_name=config.default_network,
+                             default_subnet=config.default_subnet,
+                             default_bridge=config.default_bridge)
+        cached = NetworkManager(Path(engine.root), networks=store,
+                                plugin_dirs=config.cni_plugin_dirs)
+        engine._network_manager = cached
+    return cached
+
+
+def network_names(engine: Any, config: Any) -> list[str]:
+    """The CNI networks of a bridge-mode config (default network if none named)."""
+    m = manager(engine)
+    names = list(config.networks) or [m.networks.default_name]
+    return [m.networks.default_name if n == DEFAULT_ALIAS else n for n in names]
+
+
+# -- create ---------------------------------------------------------------------------------
+def prepare_create(engine: Any, config: Any, image_config: Any) -> Any:
+    """Check and resolve the network options before anything is made; returns the config
+    with networks resolved to names, `container:` to a full id and `-P` expanded."""
+    from corral.network.ports import parse_exposed, parse_publish
+
+    mode = config.network or "bridge"
+    wants_cni = bool(config.publish or config.publish_all or config.ip or config.mac_address
+                     or config.network_aliases)
+    if mode != "bridge":
+        if wants_cni:
+            raise InvalidArgument(f"--network {mode}: -p/-P, --ip, --mac-address and "
+                                  "--network-alias need a bridge network")
+        if mode.startswith("container:"):
+            target = engine.get(mode.partition(":")[2])
+            return dataclasses.replace(config, network=f"container:{target.id}")
+        if mode not in SIMPLE_MODES:
+            raise InvalidArgument(f"--network {mode!r}: unknown mode")
+        return config
+    m = manager(engine)
+    names = []
+    for name in network_names(engine, config):
+        names.append(m.networks.get(name).name)
+    publish = list(config.publish)
+    for text in publish:
+        parse_publish(text)
+    if config.publish_all:
+        exposed = getattr(image_config, "exposed_ports", None) or {}
+        taken = {(m.container_port, m.protocol) for text in publish
+                 for m in parse_publish(text)}
+        for mapping in parse_exposed(exposed):
+            if (mapping.container_port, mapping.protocol) not in taken:
+                publish.append(f"{mapping.container_port}/{mapping.protocol}")
+    if config.ip and len(names) > 1:
+        raise InvalidArgument("--ip needs exactly one network")
+    return dataclasses.replace(config, networks=names, publish=publish, publish_all=False)
+
+
+def adjust_spec(engine: Any, config: Any, spec: dict, container_id: str) -> None:
+    """Point the spec's network namespace at the container's netns file (bridge), or
+    bind the other container's hosts/resolv.conf (container:)."""
+    mode = config.network or "bridge"
+    namespaces = spec.get("linux", {}).get("namespaces") or []
+    if mode == "bridge":
+        for ns in namespaces:
+            if ns.get("type") == "network":
+                ns["path"] = str(manager(engine).netns_path(container_id))
+    elif mode.startswith("container:"):
+        target_id = mode.partition(":")[2]
+        bundle = engine.store.container_dir(target_id)
+        taken = {m["destination"] for m in spec.get("mounts") or []}
+        for dest, fname in (("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf")):
+            if dest not in taken:
+                spec.setdefault("mounts", []).append(
+                    {"destination": dest, "type": "bind", "source": str(bundle / fname),
+                     "options": ["bind", "rprivate"]})
+
+
+# -- start ----------------------------------------------------------------------------------
+def _running_peers(engine: Any, exclude: str) -> list[Any]:
+    out = []
+    for c in engine.list(all=False):
+        if c.id != exclude and c.state.networks:
+            out.append(c)
+    return out
+
+
+def setup(engine: Any, c: Any) -> None:
+    """Before the runtime creates the container: its netns attached to its networks
+    (bridge), or the target's netns path (container:). Records what was made in
+    `c.state` (the caller saves it). On failure nothing is left."""
+    mode = c.config.network or "bridge"
+    if mode.startswith("container:"):
+        _join_container(engine, c, mode.partition(":")[2])
+        return
+    if mode != "bridge":
+        return
+    from corral.network.manager import Request
+    from corral.network.ports import parse_publish, reserve
+
+    m = manager(engine)
+    with contextlib.suppress(Exception):
+        reconcile(engine)
+    peers = _running_peers(engine, c.id)
+    taken = {(p.get("host_ip") or "", int(p["host_port"]), p.get("protocol") or "tcp")
+             for peer in peers for p in peer.state.ports}
+    mappings = reserve([pm for text in c.config.publish for pm in parse_publish(text)], taken)
+    requests = []
+    for index, name in enumerate(network_names(engine, c.config)):
+        requests.append(Request(network=m.networks.get(name),
+                                ip=c.config.ip if index == 0 else None,
+                                mac=c.config.mac_address if index == 0 else None,
+                                aliases=list(c.config.network_aliases),
+                                ports=mappings if index == 0 else []))
+    attached = m.setup(c.id, requests)
+    c.state.networks = [a.to_json() for a in attached]
+    c.state.ports = [p.to_json() for p in mappings]
+    try:
+        write_hosts(engine, c, peers, in_place=False)
+        for peer in peers:
+            if _shares_network(c, peer):
+                write_hosts(engine, peer, [p for p in peers if p.id != peer.id] + [c],
+                            in_place=True)
+    except BaseException:
+        teardown(engine, c)
+        raise
+
+
+def _join_container(engine: Any, c: Any, target_id: str) -> None:
+    from corral.storage.records import read_json, write_json
+
+    try:
+        target = engine.get(target_id)
+    except NotFound:
+        raise NotFound(f"--network container:{target_id[:12]}: that container is gone") \
+            from None
+    if target.status != "running" or not target.state.pid:
+        raise FailedPrecondition(f"--network container:{target.name}: it is not running")
+    path = manager(engine).netns_path(target.id)
+    from corral.network.netns import is_netns
+
+    ns_path = str(path) if is_netns(path) else f"/proc/{target.state.pid}/ns/net"
+    spec_file = c.bundle / "config.json"
+    spec = read_json(spec_file, {})
+    for ns in spec.get("linux", {}).get("namespaces") or []:
+        if ns.get("type") == "network":
+            ns["path"] = ns_path
+    write_json(spec_file, spec)
+
+
+def _shares_network(a: Any, b: Any) -> bool:
+    mine = {n["network"] for n in a.state.networks}
+    return any(n["network"] in mine for n in b.state.networks)
+
+
+def write_hosts(engine: Any, c: Any, peers: list[Any], *, in_place: bool) -> None:
+    """The container's /etc/hosts: its addresses with hostname, name and aliases, then
+    every peer sharing a network, then `--add-host` entries."""
+    from corral.engine.spec import parse_add_hosts
+    from corral.network import hosts
+
+    own_names = [c.config.hostname or c.id[:12], c.name]
+    own = [(ip, own_names + list(a.get("aliases") or []))
+           for a in c.state.networks for ip in _addresses(a)]
+    mine = {a["network"] for a in c.state.networks}
+    peer_entries = []
+    for peer in peers:
+        for a in peer.state.networks:
+            if a["network"] in mine:
+                names = [peer.name, peer.config.hostname or peer.id[:12],
+                         *(a.get("aliases") or [])]
+                peer_entries.extend((ip, names) for ip in _addresses(a))
+    text = hosts.render(own, peer_entries, parse_add_hosts(c.config.add_hosts))
+    hosts.write(c.bundle / "hosts", text, in_place=in_place)
+
+
+def _addresses(attached: dict) -> list[str]:
+    return [ip.split("/")[0] for ip in attached.get("ips") or []]
+
+
+# -- stop -----------------------------------------------------------------------------------
+def teardown(engine: Any, c: Any) -> None:
+    """DEL the container's attachments, drop its netns, take it out of peers' hosts.
+    Idempotent; CNI errors are reported on stderr and retried by a later reconcile."""
+    if (c.config.network or "bridge") != "bridge" and not c.state.networks:
+        return
+    m = manager(engine)
+    errors = m.teardown(c.id)
+    had = bool(c.state.networks)
+    c.state.networks, c.state.ports = [], []
+    for error in errors:
+        import sys
+
+        print(f"corral: network cleanup of {c.name}: {error}", file=sys.stderr)
+    if had:
+        with contextlib.suppress(Exception):
+            peers = _running_peers(engine, c.id)
+            for peer in peers:
+                write_hosts(engine, peer, [p for p in peers if p.id != peer.id],
+                            in_place=True)
+
+
+def reconcile(engine: Any) -> list[str]:
+    """Tear down the networking of containers that are not running (a killed monitor,
+    a reboot, a removed container); returns their ids."""
+    m = manager(engine)
+    ids = m.attached_ids()
+    if not ids:
+        return []
+
+    def live(container_id: str) -> bool:
+        try:
+            return engine.get(container_id).status in ("running", "paused")
+        except NotFound:
+            return False
+
+    return m.reconcile(live)
+
+
+def port_lines(c: Any) -> list[str]:
+    """`corral port` lines: `80/tcp -> 127.0.0.1:8080`."""
+    from corral.network.ports import PortMapping
+
+    return [str(PortMapping.from_json(p)) for p in c.state.ports]
+
+
+def network_settings(c: Any) -> dict[str, Any]:
+    """inspect's NetworkSettings (docker's shape, trimmed)."""
+    networks = {}
+    for a in c.state.networks:
+        ip, _, prefix = (a.get("ips") or [""])[0].partition("/")
+        networks[a["network"]] = {"IPAddress": ip, "IPPrefixLen": int(prefix or 0),
+                                  "Gateway": a.get("gateway") or "",
+                                  "MacAddress": a.get("mac") or "",
+                                  "Aliases": a.get("aliases") or [],
+                                  "InterfaceName": a["ifname"]}
+    ports: dict[str, list[dict[str, str]]] = {}
+    for p in c.state.ports:
+        ports.setdefault(f"{p['container_port']}/{p['protocol']}", []).append(
+            {"HostIp": p.get("host_ip") or "", "HostPort": str(p["host_port"])})
+    first = next(iter(networks.values()), {})
+    return {"Networks": networks, "Ports": ports, "IPAddress": first.get("IPAddress", ""),
+            "Gateway": first.get("Gateway", ""), "MacAddress": first.get("MacAddress", "")}
+
+
+# -- network verbs that need the engine ------------------------------------------------------
+def users(engine: Any, network: str) -> list[Any]:
+    """Containers (any state) configured for, or attached to, `network`."""
+    out = []
+    for c in engine.list(all=True):
+        if (c.config.network or "bridge") != "bridge":
+            continue
+        names = set(network_names(engine, c.config))
+        if network in names or any(a["network"] == network for a in c.state.networks):
+            out.append(c)
+    return out
+
+
+def _save_config(engine: Any, c: Any) -> None:
+    from corral.storage.records import read_json, write_json
+
+    data = read_json(c.bundle / "corral.json", {}) or {}
+    data["config"] = c.config.to_json()
+    write_json(c.bundle / "corral.json", data)
+
+
+def connect(engine: Any, ref: str, network: str, *, aliases: list[str] | None = None,
+            ip: str | None = None) -> Any:
+    """Add a network to a container: attached now if it runs, else at its next start."""
+    from corral.errors import AlreadyExists
+    from corral.network.manager import Request
+
+    c = engine.get(ref)
+    if (c.config.network or "bridge") != "bridge":
+        raise InvalidArgument(f"container {c.name} uses --network {c.config.network}: "
+                              "it cannot join networks")
+    m = manager(engine)
+    net = m.networks.get(network)
+    names = network_names(engine, c.config)
+    if net.name in names:
+        raise AlreadyExists(f"container {c.name} is already on network {net.name}")
+    with engine._lock(c.id):
+        c = engine.refresh(engine._load(engine.store.container(c.id)))
+        if c.status in ("running", "paused"):
+            used = {a["ifname"] for a in c.state.networks}
+            index = 0
+            while f"eth{index}" in used:
+                index += 1
+            attached = m.connect(c.id, Request(network=net, ip=ip,
+                                               aliases=list(aliases or [])), f"eth{index}")
+            c.state.networks.append(attached.to_json())
+            engine._save_state(c)
+        c.config.networks = [*names, net.name]
+        _save_config(engine, c)
+    _refresh_hosts(engine)
+    return c
+
+
+def disconnect(engine: Any, ref: str, network: str) -> Any:
+    """Take a network away from a container (DEL now if it runs)."""
+    c = engine.get(ref)
+    m = manager(engine)
+    net = m.networks.get(network)
+    names = network_names(engine, c.config)
+    attached = [a for a in c.state.networks if a["network"] == net.name]
+    if net.name not in names and not attached:
+        raise NotFound(f"container {c.name} is not on network {net.name}")
+    with engine._lock(c.id):
+        c = engine.refresh(engine._load(engine.store.container(c.id)))
+        for a in attached:
+            m.disconnect(c.id, net.name, a["ifname"])
+        c.state.networks = [a for a in c.state.networks if a["network"] != net.name]
+        c.state.ports = c.state.ports if c.state.networks else []
+        engine._save_state(c)
+        rest = [n for n in names if n != net.name]
+        if not rest:
+            c.config.network, rest = "none", []
+        c.config.networks = rest
+        _save_config(engine, c)
+    _refresh_hosts(engine)
+    return c
+
+
+def _refresh_hosts(engine: Any) -> None:
+    peers = _running_peers(engine, "")
+    for peer in peers:
+        with contextlib.suppress(OSError):
+            write_hosts(engine, peer, [p for p in peers if p.id != peer.id], in_place=True)
+
+
+def remove_network(engine: Any, name: str, *, force: bool = False) -> Any:
+    """`network rm`: refused while containers use it, unless forced (they are removed)."""
+    m = manager(engine)
+    net = m.networks.get(name)
+    using = users(engine, net.name)
+    if using and not force:
+        from corral.network.networks import NetworkInUse
+
+        raise NetworkInUse(f"network {net.name} is used by container(s) "
+                           + ", ".join(c.name for c in using) + " (remove them or use -f)")
+    for c in using:
+        engine.remove(c.id, force=True)
+    for container_id in m.users(net.name):  # leftovers of containers that are gone
+        m.teardown(container_id)
+    return m.networks.remove(net.name)
+
+
+def prune_networks(engine: Any) -> list[str]:
+    """`network prune`: reconcile leftovers, then remove networks no container uses
+    (never the default network)."""
+    reconcile(engine)
+    m = manager(engine)
+    removed = []
+    for net in m.networks.list():
+        if net.name == m.networks.default_name:
+            continue
+        if not users(engine, net.name):
+            m.networks.remove(net.name)
+            removed.append(net.name)
+    return removed

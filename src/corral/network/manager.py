@@ -1,0 +1,201 @@
+"""What the engine calls: give a container a network namespace attached to its networks
+(CNI ADD per network, `eth0`, `eth1`, ...), take it all down again (DEL from the result
+cache, so it works after a restart or with the network's record gone), and reconcile
+leftovers of containers that are gone (a killed monitor, a reboot).
+
+Every failure on the way up undoes what was done, so a failed start leaves no veth,
+lease, rule or netns behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corral.errors import InvalidArgument
+from corral.network import netns as netns_mod
+from corral.network.cni.client import Attachment, CNIClient, CNIError, ensure_available
+from corral.network.networks import Network, NetworkStore
+from corral.network.ports import PortMapping
+
+
+@dataclass
+class Request:
+    """One network a container joins, with what the user asked for on it."""
+
+    network: Network
+    ip: str | None = None
+    mac: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    ports: list[PortMapping] = field(default_factory=list)
+
+
+@dataclass
+class Attached:
+    """What an ADD gave one interface (kept in the container's state)."""
+
+    network: str
+    ifname: str
+    ips: list[str]          # with prefix, e.g. 10.99.0.5/24
+    gateway: str | None
+    mac: str | None
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [ip.split("/")[0] for ip in self.ips]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"network": self.network, "ifname": self.ifname, "ips": self.ips,
+                "gateway": self.gateway, "mac": self.mac, "aliases": self.aliases}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Attached:
+        return cls(network=data["network"], ifname=data["ifname"],
+                   ips=list(data.get("ips") or []), gateway=data.get("gateway"),
+                   mac=data.get("mac"), aliases=list(data.get("aliases") or []))
+
+
+def _summarize(network: str, ifname: str, result: dict[str, Any],
+               aliases: list[str]) -> Attached:
+    """The container side of a CNI result (SPEC section 5, "ADD Success")."""
+    interfaces = result.get("interfaces") or []
+    index = next((i for i, iface in enumerate(interfaces)
+                  if iface.get("name") == ifname and iface.get("sandbox")), None)
+    ips, gateway = [], None
+    for entry in result.get("ips") or []:
+        if index is None or entry.get("interface") in (None, index):
+            ips.append(entry["address"])
+            gateway = gateway or entry.get("gateway")
+    mac = interfaces[index].get("mac") if index is not None else None
+    return Attached(network=network, ifname=ifname, ips=ips, gateway=gateway, mac=mac,
+                    aliases=aliases)
+
+
+class NetworkManager:
+    """Network namespaces of one store root and their CNI attachments."""
+
+    def __init__(self, root: Path, *, networks: NetworkStore | None = None,
+                 plugin_dirs: list[str] | tuple[str, ...] | None = None) -> None:
+        self.root = Path(root)
+        self.networks = networks or NetworkStore(self.root / "networks")
+        self.cni = CNIClient(paths=plugin_dirs, cache_dir=self.root / "networks" / "cni")
+        self.netns_dir = self.root / "engine" / "netns"
+
+    def netns_path(self, container_id: str) -> Path:
+        return self.netns_dir / container_id
+
+    # -- up -------------------------------------------------------------------------------------
+    def setup(self, container_id: str, requests: list[Request]) -> list[Attached]:
+        """A fresh netns for the container, then ADD on each network in order."""
+        for request in requests:
+            ensure_available(self.cni, request.network.conflist())
+            if request.ip:
+                _check_ip_in(request.network, request.ip)
+        path = self.netns_path(container_id)
+        self.teardown(container_id)  # anything a crash left for this id
+        netns_mod.create(path)
+        done: list[Attached] = []
+        try:
+            for index, request in enumerate(requests):
+                conflist = request.network.conflist()
+                caps: dict[str, Any] = {}
+                if request.ports:
+                    caps["portMappings"] = [p.to_cni() for p in request.ports]
+                if request.ip:
+                    prefix = _prefix_for(request.network, request.ip)
+                    caps["ips"] = [f"{request.ip}/{prefix}"]
+                if request.mac:
+                    caps["mac"] = request.mac
+                attachment = Attachment(container_id, f"eth{index}", str(path),
+                                        capability_args=caps)
+                result = self.cni.add(conflist, attachment)
+                done.append(_summarize(conflist.name, attachment.ifname, result,
+                                       request.aliases))
+        except BaseException:
+            self.teardown(container_id)
+            raise
+        return done
+
+    def connect(self, container_id: str, request: Request, ifname: str) -> Attached:
+        """ADD one more network to a running container's netns."""
+        conflist = request.network.conflist()
+        ensure_available(self.cni, conflist)
+        caps: dict[str, Any] = {}
+        if request.ip:
+            _check_ip_in(request.network, request.ip)
+            caps["ips"] = [f"{request.ip}/{_prefix_for(request.network, request.ip)}"]
+        if request.mac:
+            caps["mac"] = request.mac
+        attachment = Attachment(container_id, ifname, str(self.netns_path(container_id)),
+                                capability_args=caps)
+        result = self.cni.add(conflist, attachment)
+        return _summarize(conflist.name, ifname, result, request.aliases)
+
+    def disconnect(self, container_id: str, network: str, ifname: str) -> None:
+        self.cni.delete(None, Attachment(container_id, ifname,
+                                         str(self.netns_path(container_id))), network=network)
+
+    # -- down -----------------------------------------------------------------------------------
+    def teardown(self, container_id: str) -> list[CNIError]:
+        """DEL every cached attachment of the container (reverse order), then drop its
+        netns. Errors are returned after everything was tried; the netns always goes."""
+        errors: list[CNIError] = []
+        path = self.netns_path(container_id)
+        live = str(path) if netns_mod.is_netns(path) else ""
+        entries = [e for e in self.cni.cached_entries() if e.container_id == container_id]
+        for entry in sorted(entries, key=lambda e: e.ifname, reverse=True):
+            attachment = Attachment(container_id, entry.ifname, live,
+                                    tuple((k, v) for k, v in entry.cni_args),
+                                    dict(entry.capability_args))
+            try:
+                self.cni.delete(None, attachment, network=entry.network)
+            except CNIError as exc:
+                errors.append(exc)
+                # the cached result stays, so a later reconcile tries again
+        netns_mod.remove(path)
+        return errors
+
+    def attached_ids(self) -> set[str]:
+        """Containers with CNI attachments or a netns file (live or stale)."""
+        ids = {e.container_id for e in self.cni.cached_entries()}
+        with contextlib.suppress(FileNotFoundError):
+            ids.update(p.name for p in self.netns_dir.iterdir() if not p.name.startswith("."))
+        return ids
+
+    def reconcile(self, is_live: Callable[[str], bool]) -> list[str]:
+        """Tear down what containers that are not running left behind; returns their ids."""
+        cleaned = []
+        for container_id in sorted(self.attached_ids()):
+            if not is_live(container_id):
+                self.teardown(container_id)
+                cleaned.append(container_id)
+        return cleaned
+
+    def users(self, network: str) -> set[str]:
+        """Ids of containers with an attachment to `network`."""
+        return {e.container_id for e in self.cni.cached_entries(network)}
+
+
+def _prefix_for(network: Network, ip: str) -> int:
+    address = ipaddress.ip_address(ip)
+    for s in network.subnets:
+        net = ipaddress.ip_network(s.subnet)
+        if address in net:
+            return net.prefixlen
+    raise InvalidArgument(f"--ip {ip} is not in any subnet of network {network.name}")
+
+
+def _check_ip_in(network: Network, ip: str) -> None:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        raise InvalidArgument(f"--ip {ip!r} is not an IP address") from None
+    _prefix_for(network, ip)
+    for s in network.subnets:
+        if str(address) == s.gateway:
+            raise InvalidArgument(f"--ip {ip} is the gateway of network {network.name}")
