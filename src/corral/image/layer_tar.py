@@ -118,7 +118,7 @@ def _show(name: bytes) -> str:
 class _Source:
     """The uncompressed tar bytes: buffered in large chunks, hashed as read."""
 
-    __slots__ = ("_base", "_buf", "_hash", "_mv", "_pos", "_raw", "size")
+    __slots__ = ("_base", "_buf", "_digest", "_hash", "_mv", "_pos", "_raw", "size")
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
@@ -127,6 +127,8 @@ class _Source:
         self._pos = 0
         self._base = 0  # stream offset of _buf[0]
         self._hash = hashlib.sha256()
+        # a compression.Pipeline hashes on its own thread: no second pass here
+        self._digest = getattr(raw, "output_digest", None)
         self.size = 0
 
     @property
@@ -140,7 +142,8 @@ class _Source:
             raise LayerError(f"layer stream at byte {self.offset}: {err}") from err
         if not data:
             return False
-        self._hash.update(data)
+        if self._digest is None:
+            self._hash.update(data)
         self.size += len(data)
         rest = self._buf[self._pos :]
         self._base += self._pos
@@ -201,6 +204,8 @@ class _Source:
             self._pos = len(self._buf)
 
     def digest(self) -> str:
+        if self._digest is not None:
+            return str(self._digest())
         return "sha256:" + self._hash.hexdigest()
 
 
