@@ -1,0 +1,417 @@
+"""`corral build` on real Dockerfiles (busybox and Debian bases made locally, temp store).
+
+One store per module with the busybox image made once; every test builds into it
+with its own `corral-test-*` tags, contexts under tmp_path. Containers that check
+the result run with `--network none`. What is asserted is observable: the files
+and config of the built image, which steps ran (their RUN output, random values
+kept across cached builds), what is left in the store after a failure.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CORRAL = str(REPO / ".venv" / "bin" / "corral")
+DEBIAN_TAR = Path(os.environ.get("CORRAL_TEST_DEBIAN_TAR",
+                                 "/var/tmp/corral-test-debian/debian.tar"))
+
+pytestmark = pytest.mark.skipif(shutil.which("conmon") is None, reason="needs conmon")
+
+
+def _tag() -> str:
+    return f"corral-test-{uuid.uuid4().hex[:8]}"
+
+
+class Corral:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 300,
+                 input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([CORRAL, "--root", str(self.root), *args], capture_output=True,
+                                text=True, timeout=timeout, input=input,
+                                stdin=None if input is not None else subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"corral {' '.join(args)} -> {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def build(self, context: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self("build", *args, str(context), check=check)
+
+    def run(self, image: str, *argv: str) -> str:
+        return self("run", "--rm", "--network", "none", image, *argv).stdout
+
+    def config(self, image: str) -> dict:
+        from corral.storage import Store
+
+        store = Store.open(self.root)
+        record = store.image(image)
+        return json.loads(store.content.read_bytes(record.id))
+
+    def state(self) -> dict:
+        """What a failed build must not leave: containers, mounts, names, layers."""
+        from corral.storage import Store
+
+        store = Store.open(self.root)
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split()[4] for line in f if str(self.root) in line.split()[4]]
+        names = sorted(n for image in store.list_images() for n in image.names)
+        return {"containers": [c.id for c in store.list_containers()], "mounts": mounts,
+                "names": names}
+
+
+def _unmount_under(root: Path) -> None:
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def corral():
+    root = Path(tempfile.mkdtemp(prefix="corral-test-build-"))
+    c = Corral(root)
+    try:
+        c("image", "busybox")
+        yield c
+    finally:
+        subprocess.run([CORRAL, "--root", str(root), "rm", "-af"], capture_output=True,
+                       timeout=120)
+        _unmount_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def debian(corral):
+    """A Debian minbase image: loaded from $CORRAL_TEST_DEBIAN_TAR (a docker-archive,
+    default /var/tmp/corral-test-debian/debian.tar), made once with debootstrap if missing."""
+    if not DEBIAN_TAR.is_file():
+        if not shutil.which("debootstrap") and not os.path.exists("/usr/sbin/debootstrap"):
+            pytest.skip("no cached Debian image and debootstrap is not installed")
+        DEBIAN_TAR.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="corral-test-debian-"))
+        try:
+            made = subprocess.run([CORRAL, "--root", str(scratch), "image", "debian",
+                                   "corral-test-debian"], capture_output=True, text=True,
+                                  timeout=1800)
+            if made.returncode != 0:
+                pytest.skip(f"debootstrap failed: {made.stderr.strip()[-300:]}")
+            tmp = DEBIAN_TAR.with_suffix(".tmp")
+            subprocess.run([CORRAL, "--root", str(scratch), "save", "-o", str(tmp),
+                            "corral-test-debian"], check=True, capture_output=True)
+            os.replace(tmp, DEBIAN_TAR)
+        finally:
+            _unmount_under(scratch)
+            shutil.rmtree(scratch, ignore_errors=True)
+    corral("load", "-q", "-i", str(DEBIAN_TAR))
+    image_id = corral("images", "-q", "--no-trunc").stdout.split()
+    name = "corral-test-debian-base"
+    for candidate in image_id:
+        if "debian" in json.dumps(corral.config(candidate).get("history", [])):
+            corral("tag", candidate, name)
+            return name
+    pytest.skip("the Debian archive holds no Debian image")
+
+
+def _context(tmp_path: Path, dockerfile: str, files: dict[str, str | bytes] | None = None
+             ) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    for name, content in (files or {}).items():
+        path = ctx / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return ctx
+
+
+def _ran(output: str) -> list[str]:
+    """The RUN markers (`ran:NAME`) a build printed: the steps that really ran."""
+    return [w for line in output.splitlines() if not line.startswith(("STEP ", "--> "))
+            for w in line.split() if w.startswith("ran:")]
+
+
+# -- what a build makes ------------------------------------------------------------------
+def test_multistage_args_env_user_workdir(corral, tmp_path):
+    tag = _tag()
+    ctx = _context(tmp_path, """\
+ARG BASE=nothing
+ARG MSG=default
+FROM ${BASE} AS builder
+ARG MSG
+ENV GREETING="hello ${MSG}" EMPTY=
+RUN mkdir -p /out && echo "$GREETING|${EMPTY:-fallback}|${GREETING:+set}" > /out/msg && \\
+    echo ran:builder
+FROM busybox AS unused
+RUN echo ran:unused && exit 1
+FROM busybox
+ARG MSG
+WORKDIR /srv
+WORKDIR app
+COPY --from=builder /out/msg ./copied
+RUN echo "arg=$MSG" > arg.txt && echo ran:final
+USER nobody
+ENV WHERE=$PWD
+CMD ["sh", "-c", "id -un; pwd; cat copied arg.txt"]
+""")
+    out = corral.build(ctx, "-t", tag, "--build-arg", "BASE=busybox", "--build-arg",
+                       "MSG=world", "--target", "2").stdout
+    assert _ran(out) == ["ran:builder", "ran:final"]  # the unused stage never ran
+    assert corral.run(tag).splitlines() == ["nobody", "/srv/app", "hello world|fallback|set",
+                                            "arg=world"]
+    config = corral.config(tag)["config"]
+    assert config["User"] == "nobody" and config["WorkingDir"] == "/srv/app"
+    assert "WHERE=" in config["Env"]  # $PWD is not a build variable
+    assert "MSG=world" not in " ".join(config["Env"])  # ARG values are not kept in the image
+
+
+def test_target_stops_at_the_named_stage(corral, tmp_path):
+    tag = _tag()
+    ctx = _context(tmp_path, "FROM busybox AS first\nRUN echo one > /f && echo ran:first\n"
+                             "FROM first AS second\nRUN echo ran:second && exit 7\n")
+    out = corral.build(ctx, "-t", tag, "--target", "first").stdout
+    assert _ran(out) == ["ran:first"]
+    assert corral.run(tag, "cat", "/f") == "one\n"
+
+
+def test_config_and_history(corral, tmp_path):
+    tag, other = _tag(), _tag()
+    ctx = _context(tmp_path, """\
+FROM busybox
+LABEL org.example.a="one two" b=c
+EXPOSE 8080 53/udp
+VOLUME ["/data"]
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["echo hi"]
+STOPSIGNAL SIGUSR1
+HEALTHCHECK --interval=30s --timeout=3s CMD true
+SHELL ["/bin/sh", "-xc"]
+RUN echo layer > /layer
+ONBUILD RUN echo triggered
+""")
+    image_id = corral.build(ctx, "-t", tag, "-t", other, "--label", "extra=1").stdout.split()[-1]
+    assert corral("images", "-q", "--no-trunc", tag).stdout.strip().endswith(image_id)
+    assert corral("images", "-q", "--no-trunc", other).stdout.strip().endswith(image_id)
+    config = corral.config(tag)
+    c = config["config"]
+    assert c["Labels"] == {"org.example.a": "one two", "b": "c", "extra": "1"}
+    assert set(c["ExposedPorts"]) == {"8080/tcp", "53/udp"} and set(c["Volumes"]) == {"/data"}
+    assert c["Entrypoint"] == ["/bin/sh", "-c"] and c["Cmd"] == ["echo hi"]
+    assert c["StopSignal"] == "SIGUSR1" and c["Shell"] == ["/bin/sh", "-xc"]
+    assert c["Healthcheck"]["Test"] == ["CMD-SHELL", "true"]
+    assert c["Healthcheck"]["Interval"] == 30_000_000_000
+    assert c["OnBuild"] == ["RUN echo triggered"]
+    history = config["history"]
+    layered = [h for h in history if not h.get("empty_layer")]
+    assert len(layered) == len(config["rootfs"]["diff_ids"])  # image-spec: one per layer
+    assert [h["created_by"].split()[0] for h in history[-10:]] == [
+        "LABEL", "EXPOSE", "VOLUME", "ENTRYPOINT", "CMD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+        "RUN", "ONBUILD"]
+    assert history[-2]["created_by"] == "RUN /bin/sh -xc echo layer > /layer"
+    assert all(h.get("empty_layer") for i, h in enumerate(history[-10:]) if i != 8)
+    assert history[-2].get("empty_layer") is None  # the RUN made a layer
+    assert corral.run(tag) == "hi\n"
+    # ONBUILD triggers run in a build FROM this image, and are not inherited further
+    child = _context(tmp_path / "child", f"FROM {tag}\nRUN test -f /layer\n")
+    out = corral.build(child, "-t", _tag()).stdout
+    assert "ONBUILD RUN echo triggered" in out and "+ echo triggered" in out
+
+
+def test_copy_add_chown_chmod_heredocs(corral, tmp_path):
+    tag = _tag()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        data = b"from the tar\n"
+        info = tarfile.TarInfo("pkg/inner.txt")
+        info.size, info.mode = len(data), 0o640
+        tar.addfile(info, io.BytesIO(data))
+    ctx = _context(tmp_path, """\
+FROM busybox
+ARG WHO=builder
+COPY --chown=nobody:nogroup --chmod=600 secret.txt /etc/app/
+COPY src/ /opt/src
+COPY *.md /docs/
+ADD pkg.tar.gz /opt/
+COPY <<EOF /etc/app/conf
+who=${WHO}
+EOF
+COPY <<"EOF" /etc/app/raw
+who=${WHO}
+EOF
+RUN <<EOT
+set -e
+echo "script ran" > /etc/app/script
+EOT
+RUN <<EOT
+#!/bin/sh
+echo "shebang $0" > /etc/app/shebang
+EOT
+""", {"secret.txt": "s3cret\n", "src/a/b.txt": "b\n", "src/top.txt": "t\n", "one.md": "1",
+      "two.md": "2", "pkg.tar.gz": archive.getvalue()})
+    os.chmod(ctx / "src" / "top.txt", 0o751)
+    corral.build(ctx, "-t", tag)
+    out = corral.run(tag, "sh", "-c",
+                     "stat -c '%U:%G %a' /etc/app/secret.txt /opt/src/top.txt; "
+                     "cat /opt/src/a/b.txt /opt/inner.txt /opt/pkg/inner.txt 2>&1; "
+                     "ls /docs; cat /etc/app/conf /etc/app/raw /etc/app/script; "
+                     "cut -c1-7 /etc/app/shebang")
+    lines = out.splitlines()
+    assert lines[0] == "nobody:nogroup 600" and lines[1] == "root:root 751"
+    assert lines[2] == "b" and "No such file" in lines[3] and lines[4] == "from the tar"
+    assert lines[5:7] == ["one.md", "two.md"]
+    assert lines[7:11] == ["who=builder", "who=${WHO}", "script ran", "shebang"]
+
+
+# -- the cache -----------------------------------------------------------------------------
+def test_cache_hits_and_misses(corral, tmp_path):
+    tag = _tag()
+    ctx = _context(tmp_path, """\
+FROM busybox
+RUN cat /proc/sys/kernel/random/uuid > /one && echo ran:one
+COPY a.txt /a.txt
+RUN cat /proc/sys/kernel/random/uuid > /two && echo ran:two
+COPY b.txt /b.txt
+RUN echo ran:three
+ENV X=1
+""", {"a.txt": "a\n", "b.txt": "b\n"})
+    first = corral.build(ctx, "-t", tag)
+    assert _ran(first.stdout) == ["ran:one", "ran:two", "ran:three"]
+    image = first.stdout.split()[-1]
+    values = corral.run(tag, "cat", "/one", "/two")
+
+    warm = corral.build(ctx, "-t", tag)
+    assert _ran(warm.stdout) == [] and warm.stdout.count("Using cache") == 5
+    assert warm.stdout.split()[-1] == image  # the same image, only tagged again
+    assert corral.run(tag, "cat", "/one", "/two") == values
+
+    (ctx / "b.txt").write_text("changed\n")  # only the steps from COPY b.txt on rerun
+    changed = corral.build(ctx, "-t", tag)
+    assert _ran(changed.stdout) == ["ran:three"]
+    assert corral.run(tag, "cat", "/one", "/two", "/b.txt") == values + "changed\n"
+
+    os.utime(ctx / "a.txt", (1, 1))  # a new mtime with the same content: still cached
+    assert _ran(corral.build(ctx, "-t", tag).stdout) == []
+
+    (ctx / "a.txt").write_text("A\n")
+    rerun = corral.build(ctx, "-t", tag)
+    assert _ran(rerun.stdout) == ["ran:two", "ran:three"]
+    assert corral.run(tag, "cat", "/one").strip() == values.split()[0]
+
+    nocache = corral.build(ctx, "-t", tag, "--no-cache")
+    assert _ran(nocache.stdout) == ["ran:one", "ran:two", "ran:three"]
+    assert corral.run(tag, "cat", "/one", "/two") != values
+
+
+def test_build_arg_change_misses_the_cache(corral, tmp_path):
+    ctx = _context(tmp_path, "FROM busybox\nARG V=1\nRUN echo ran:$V\n")
+    assert _ran(corral.build(ctx, "-t", _tag()).stdout) == ["ran:1"]
+    assert _ran(corral.build(ctx, "-t", _tag()).stdout) == []
+    assert _ran(corral.build(ctx, "-t", _tag(), "--build-arg", "V=2").stdout) == ["ran:2"]
+
+
+# -- the context -----------------------------------------------------------------------------
+def test_dockerignore_is_respected(corral, tmp_path):
+    tag = _tag()
+    ctx = _context(tmp_path, "FROM busybox\nCOPY . /ctx/\n",
+                   {".dockerignore": "*.secret\nbuild/\n!build/keep\n", "a.txt": "a",
+                    "x.secret": "no", "build/out": "no", "build/keep": "yes",
+                    "sub/y.secret": "nested: kept (the pattern has no **)"})
+    corral.build(ctx, "-t", tag)
+    listing = corral.run(tag, "find", "/ctx", "-type", "f").split()
+    assert sorted(listing) == ["/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/a.txt",
+                               "/ctx/build/keep", "/ctx/sub/y.secret"]
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY x.secret /\n")
+    failed = corral.build(ctx, "-t", _tag(), check=False)
+    assert failed.returncode == 125 and "x.secret" in failed.stderr
+    assert "excluded by .dockerignore" in failed.stderr
+
+
+@pytest.mark.parametrize("source", ["../outside", "link-out", "abs-link"])
+def test_copy_outside_the_context_is_refused(corral, tmp_path, source):
+    ctx = _context(tmp_path, f"FROM busybox\nRUN true\nCOPY {source} /x\n")
+    (tmp_path / "outside").write_text("host secret")
+    os.symlink("../outside", ctx / "link-out")
+    os.symlink("/etc/shadow", ctx / "abs-link")
+    before = corral.state()
+    result = corral.build(ctx, "-t", _tag(), check=False)
+    assert result.returncode == 125
+    assert "Dockerfile:3: COPY" in result.stderr and "outside the build context" in result.stderr
+    assert corral.state() == before
+
+
+# -- errors ---------------------------------------------------------------------------------
+def test_parse_error_names_the_line(corral, tmp_path):
+    before = corral.state()
+    ctx = _context(tmp_path, "FROM busybox\nRUN echo ok\n\nCOPY --bogus=1 a b\n")
+    result = corral.build(ctx, "-t", _tag(), check=False)
+    assert result.returncode == 125
+    assert result.stderr.strip().endswith("Dockerfile:4: COPY: unknown flag: --bogus")
+    assert "STEP" not in result.stdout  # nothing ran
+    ctx2 = _context(tmp_path / "two", "FROM busybox\nFOO bar\n")
+    result = corral.build(ctx2, check=False)
+    assert "Dockerfile:2: unknown instruction: FOO" in result.stderr
+    assert corral.state() == before
+
+
+def test_failing_step_leaves_nothing_half_made(corral, tmp_path):
+    tag = _tag()
+    before = corral.state()
+    ctx = _context(tmp_path, "FROM busybox\nRUN echo fine > /f\n"
+                             "RUN echo doing work; echo broken >&2; touch /half; exit 3\n"
+                             "RUN echo never\n")
+    result = corral.build(ctx, "-t", tag, check=False)
+    assert result.returncode == 125
+    assert "doing work" in result.stdout and "broken" in result.stdout  # its output is shown
+    assert "line 3" in result.stderr and "exit code 3" in result.stderr
+    assert "never" not in result.stdout
+    assert corral.state() == before  # no container, no mount, no tag
+    assert corral("images", "-q", tag, check=False).stdout.strip() == ""
+    from corral.storage import Store
+
+    store = Store.open(corral.root)
+    used = {layer.id for image in store.list_images() for layer in
+            store.layers.chain(image.top_layer)} if True else set()
+    assert {layer.id for layer in store.layers.all()} <= used  # no layer of the failed step
+    # quiet: the output comes with the error
+    quiet = corral.build(ctx, "-q", "-t", tag, check=False)
+    assert quiet.returncode == 125 and "broken" in quiet.stderr
+
+
+# -- Debian ------------------------------------------------------------------------------------
+def test_debian_user_workdir_and_bash_heredoc(corral, debian, tmp_path):
+    tag = _tag()
+    ctx = _context(tmp_path, f"""\
+FROM {debian}
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN useradd -m -u 1234 app && echo ran:useradd
+WORKDIR /home/app/work
+COPY --chown=app:app hello.txt ./
+USER app
+RUN <<'EOT' bash
+set -euo pipefail
+echo "whoami=$(whoami) pwd=$PWD" > out.txt
+[[ -O hello.txt ]] && echo owned >> out.txt
+EOT
+CMD ["cat", "out.txt"]
+""", {"hello.txt": "hi\n"})
+    out = corral.build(ctx, "-t", tag).stdout
+    assert _ran(out) == ["ran:useradd"]
+    assert corral.run(tag) == "whoami=app pwd=/home/app/work\nowned\n"
+    assert corral.run(tag, "id", "-u").strip() == "1234"
+    # the directories COPY --chown makes are the user's too (BuildKit's rule)
+    assert corral.run(tag, "stat", "-c", "%U", "/home/app/work").strip() == "app"
