@@ -123,3 +123,71 @@ def test_killed_pull_leaves_a_consistent_store(corral: Corral, reg: FakeRegistry
                for layer in state["layers"]), state["layers"]
     assert not [p for p in (corral.root / "storage" / "layers").iterdir()
                 if p.name.startswith("tmp-")]
+
+
+def test_killed_pull_resumes_the_partial_blob_with_range(corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    """A pull killed mid-blob leaves ingest/partial-<alg>-<hex> (no blob, no image);
+    the next pull asks for the rest with Range and verifies the whole blob."""
+    import hashlib
+    import signal
+    import subprocess
+    import time
+
+    from tests.integration.test_images_cli import CORRAL
+
+    _, blobs = put_image(reg, "app", "1", layers=1, size=1_200_000)
+    blob = blobs[0]
+    digest = sha256(blob)
+    reg.slow_blobs = {digest}
+    partial = corral.root / "content" / "ingest" / f"partial-sha256-{digest.split(':')[1]}"
+    proc = subprocess.Popen([CORRAL, "--root", str(corral.root), "pull", "-q",
+                             f"{reg.host}/app:1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if partial.exists() and partial.stat().st_size >= 3 * 65536:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    have = partial.stat().st_size
+    assert 3 * 65536 <= have < len(blob)
+    assert partial.read_bytes() == blob[:have]
+    state = corral.store_state()
+    assert state["images"] == [] and digest.split(":")[1] not in state["blobs"]
+
+    reg.slow_blobs = set()
+    reg.ranges.clear()
+    corral("pull", "-q", f"{reg.host}/app:1")
+    assert reg.ranges == [(digest, f"bytes={have}-")]
+    assert (digest, 206) in [(p.rsplit("/", 1)[1], s) for m, p, s in reg.log
+                             if m == "GET" and "/blobs/" in p]
+    stored = corral.root / "content" / "blobs" / "sha256" / digest.split(":")[1]
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == digest.split(":")[1]
+    assert not partial.exists()
+    state = corral.store_state()
+    assert len(state["images"]) == 1 and len(state["layers"]) == 1
+
+
+def test_a_damaged_partial_fails_the_pull_once_and_the_next_pull_starts_over(
+        corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    """Bytes in a partial that do not belong to the blob: the digest over the
+    whole blob fails, nothing is committed, the partial goes; the next pull works."""
+    _, blobs = put_image(reg, "app", "1", layers=1, size=300_000)
+    digest = sha256(blobs[0])
+    ingest = corral.root / "content" / "ingest"
+    ingest.mkdir(parents=True, exist_ok=True)
+    partial = ingest / f"partial-sha256-{digest.split(':')[1]}"
+    partial.write_bytes(b"\0" * 1000)
+    result = corral("pull", "-q", f"{reg.host}/app:1", check=False)
+    assert result.returncode == 125 and "Traceback" not in result.err
+    assert not partial.exists()
+    state = corral.store_state()
+    assert state["images"] == [] and state["layers"] == []
+    assert digest.split(":")[1] not in state["blobs"]
+    reg.ranges.clear()
+    corral("pull", "-q", f"{reg.host}/app:1")
+    assert reg.ranges == []
+    assert len(corral.store_state()["images"]) == 1

@@ -49,6 +49,7 @@ class FakeRegistry:
         self.corrupt_blobs: set[str] = set()
         self.slow_blobs: set[str] = set()   # sent 64 KiB every 0.2 s
         self.log: list[tuple[str, str, int]] = []
+        self.ranges: list[tuple[str, str]] = []     # (digest, Range header) of blob GETs
         self.token_requests: list[dict[str, list[str]]] = []
         self.lock = threading.Lock()
         registry = self
@@ -229,6 +230,7 @@ class FakeRegistry:
         status = 200
         headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest}
         if rng:
+            self.ranges.append((digest, rng))
             start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))  # type: ignore[union-attr]
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"

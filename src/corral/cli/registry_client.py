@@ -102,14 +102,40 @@ def _location(text: str, default_transport: str = "docker://") -> str:
     return default_transport + text
 
 
+class _OpenedSource:
+    """A source reference whose source is open and resolved already (for `copy`)."""
+
+    def __init__(self, ref: Any, source: Any) -> None:
+        self.ref = ref
+        self.source = source
+
+    def open_source(self) -> Any:
+        return self.source
+
+    def __str__(self) -> str:
+        return str(self.ref)
+
+
 def cmd_pull(args: argparse.Namespace, ctx: Any) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from corral.image import transports
 
     opts = _options(args, ctx)
-    source = transports.parse(_location(args.reference), registry=opts, tmpdir=ctx.tmpdir)
-    dest = transports.parse("containers-storage:", store=ctx.store)
     try:
-        copied = transports.copy(source, dest, progress=opts.progress)
+        source = transports.parse(_location(args.reference), registry=opts, tmpdir=ctx.tmpdir)
+        # the store opens (or is made) while the manifest and config come
+        with ThreadPoolExecutor(1, thread_name_prefix="corral-store") as pool:
+            store = pool.submit(lambda: ctx.store)
+            opened = source.open_source()
+            try:
+                opened.images()
+                dest = transports.parse("containers-storage:", store=store.result())
+            except BaseException:
+                opened.close()
+                raise
+        copied = transports.copy(_OpenedSource(source, opened), dest,  # type: ignore[arg-type]
+                                 progress=opts.progress)
     finally:
         opts.progress.close()
     for image in copied:
