@@ -10,10 +10,19 @@
 # The image is the OCI layout bench/layer_unpack.sh caches in $CACHE
 # (/var/tmp/corral-bench-debian/oci), pushed once per run by corral's copy
 # routine to Debian's docker-registry on 127.0.0.1:<free port> (storage in a
-# temporary directory, stopped on exit). Before every pull the tool's store is
-# removed and `sync` flushes dirty pages (--prepare), so every pull downloads,
-# verifies and unpacks everything. Rounds rotate the order; medians are over all
-# rounds. hyperfine's reports go to stderr, the medians and ratio to stdout.
+# temporary directory, stopped on exit). Before every pull the tool's previous
+# store is moved aside and `sync` flushes dirty pages (--prepare), so every pull
+# downloads, verifies and unpacks everything into an empty store. Rounds rotate
+# the order; medians are over all rounds. hyperfine's reports go to stderr, the
+# medians and ratio to stdout.
+#
+# Stores are moved aside, not deleted, until the end (~300 MB a pull, ~11 GB
+# for the defaults): on this VM's ext4 (no journal) the inode allocator skips
+# inodes freed in the last minute one by one (ialloc.c recently_deleted), so
+# creating files right after `rm -rf` of a store costs seconds of kernel time
+# that grows with each run and swamps both tools. CLEAN=rm deletes the previous
+# store before every pull instead (the method of the first measurements).
+# Corral runs as installed, from byte-compiled modules (compileall first).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -25,6 +34,7 @@ RUNS=${RUNS:-5}
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-1}
 DRIVER=${DRIVER:-overlay}
+CLEAN=${CLEAN:-move}
 
 [[ $(id -u) == 0 ]] || { echo "pull.sh: run as root" >&2; exit 1; }
 for tool in hyperfine podman docker-registry "$PY"; do
@@ -33,7 +43,10 @@ done
 [[ -e $CACHE/oci/index.json ]] || RUNS=1 ROUNDS=1 WARMUP=0 CACHE=$CACHE bench/layer_unpack.sh >/dev/null || true
 [[ -e $CACHE/oci/index.json ]] || { echo "pull.sh: no $CACHE/oci; run bench/layer_unpack.sh first" >&2; exit 1; }
 
+"$PY" -m compileall -q "$ROOT/src/corral" >/dev/null
+
 WORK=$(mktemp -d /var/tmp/corral-bench-pull.XXXXXX)
+mkdir "$WORK/old"
 REG_PID=
 cleanup() {
     [[ -n $REG_PID ]] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
@@ -75,10 +88,17 @@ echo "image: $IMAGE (one layer, $SIZE gzipped), driver $DRIVER" >&2
 
 declare -A CMD PREP
 CMD[corral]="$CORRAL --root $WORK/corral --storage-driver $DRIVER pull -q $IMAGE"
-PREP[corral]="rm -rf $WORK/corral && sync"
 PODMAN="podman --root $WORK/podman --runroot $WORK/podman-run --storage-driver $DRIVER --cgroup-manager cgroupfs --events-backend file"
 CMD[podman]="$PODMAN pull -q --tls-verify=false $IMAGE"
-PREP[podman]="$PODMAN rmi -af >/dev/null 2>&1 || true; rm -rf $WORK/podman $WORK/podman-run && sync"
+if [[ $CLEAN == rm ]]; then
+    PREP[corral]="rm -rf $WORK/corral && sync"
+    PREP[podman]="$PODMAN rmi -af >/dev/null 2>&1 || true; rm -rf $WORK/podman $WORK/podman-run && sync"
+else
+    aside() { for d in "$@"; do echo "if [ -e $WORK/$d ]; then mv $WORK/$d \$(mktemp -d $WORK/old/$d.XXXXXX)/; fi"; done; }
+    PREP[corral]="$(aside corral); sync"
+    PREP[podman]="$(aside podman podman-run); sync"
+fi
+echo "clean: $CLEAN, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 ORDER=(corral podman)
 
 for ((round = 0; round < ROUNDS; round++)); do
