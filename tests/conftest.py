@@ -46,3 +46,7 @@ def pytest_unconfigure(config):
         return
     remove_bridge(TEST_DEFAULT_BRIDGE)
     remove_leases(TEST_DEFAULT_NETWORK)
+    if not os.path.exists(f"/sys/class/net/{TEST_DEFAULT_BRIDGE}"):
+        from corral.network import isolation
+
+        isolation.remove(TEST_DEFAULT_BRIDGE)

@@ -116,15 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    ctx = Context(args)
+    ctx: Any = None
     try:
+        ctx = Context(args)
         code = args.func(args, ctx)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - the edge: one line, never a traceback
-        if ctx.debug:
+        if args.debug:
             import traceback
 
             traceback.print_exc()

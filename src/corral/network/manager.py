@@ -98,6 +98,10 @@ class NetworkManager:
                 _check_ip_in(request.network, request.ip)
         path = self.netns_path(container_id)
         self.teardown(container_id)  # anything a crash left for this id
+        from corral.network import isolation
+
+        for request in requests:
+            isolation.ensure(request.network.bridge)
         netns_mod.create(path)
         done: list[Attached] = []
         try:
@@ -125,6 +129,9 @@ class NetworkManager:
         """ADD one more network to a running container's netns."""
         conflist = request.network.conflist()
         ensure_available(self.cni, conflist)
+        from corral.network import isolation
+
+        isolation.ensure(request.network.bridge)
         caps: dict[str, Any] = {}
         if request.ip:
             _check_ip_in(request.network, request.ip)

@@ -331,6 +331,9 @@ class NetworkStore:
             self._path(network.name).unlink()
         remove_bridge(network.bridge)
         remove_leases(network.name)
+        from corral.network import isolation
+
+        isolation.remove(network.bridge)
         return network
 
 

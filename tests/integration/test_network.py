@@ -1,0 +1,375 @@
+"""Networking through CNI on real containers: the standard plugins from
+containernetworking-plugins, real bridges, veths, iptables rules and netns.
+
+Traffic goes only to 127.0.0.1 and to the test's own containers. Each test has its own
+store root; networks it makes are named `corral-test-*` with bridges `corral-test-XYZ`;
+teardown removes containers and networks and checks nothing of theirs is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_engine_cli import (  # noqa: F401 - fixtures
+    CORRAL,
+    Corral,
+    _conmons,
+    _until,
+    corral,
+    image_root,
+)
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("conmon") is None, reason="needs conmon"),
+    pytest.mark.skipif(not os.path.exists("/usr/lib/cni/bridge"),
+                       reason="needs containernetworking-plugins in /usr/lib/cni"),
+]
+
+HTTPD = "mkdir -p /www && echo \"$0\" > /www/index.html && exec httpd -f -p 80 -h /www"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _veths_on(bridge: str) -> list[str]:
+    try:
+        return sorted(os.listdir(f"/sys/class/net/{bridge}/brif"))
+    except FileNotFoundError:
+        return []
+
+
+def _leases(network: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(f"/var/lib/cni/networks/{network}")
+                      if n[0].isdigit() or ":" in n)
+    except FileNotFoundError:
+        return []
+
+
+def _rules_mentioning(text: str) -> list[str]:
+    out = []
+    for table in ("filter", "nat"):
+        dump = subprocess.run(["iptables-save", "-t", table], capture_output=True,
+                              text=True, check=True).stdout
+        out += [line for line in dump.splitlines() if text in line]
+    return out
+
+
+class Net:
+    """A network this test made (unique name and bridge)."""
+
+    def __init__(self, corral: Corral, *args: str) -> None:
+        tag = uuid.uuid4().hex
+        self.name = f"corral-test-{tag[:8]}"
+        self.bridge = f"corral-test-{tag[8:11]}"
+        corral("network", "create", "--interface-name", self.bridge, *args, self.name)
+        self.info = json.loads(corral("network", "inspect", self.name).stdout)[0]
+        self.subnet = self.info["subnets"][0]["subnet"]
+
+
+@pytest.fixture
+def net_corral(corral):
+    made: list[Net] = []
+
+    def network(*args: str) -> Net:
+        n = Net(corral, *args)
+        made.append(n)
+        return n
+
+    corral.network = network
+    yield corral
+    subprocess.run(corral.argv("rm", "-af"), capture_output=True, timeout=120)
+    for n in made:
+        subprocess.run(corral.argv("network", "rm", "-f", n.name), capture_output=True,
+                       timeout=60)
+        assert not os.path.exists(f"/sys/class/net/{n.bridge}"), f"bridge {n.bridge} left"
+        assert _leases(n.name) == [], f"leases left on {n.name}"
+
+
+def _ip_of(corral: Corral, ref: str, network: str | None = None) -> str:
+    settings = corral.inspect(ref)["NetworkSettings"]
+    if network is None:
+        return settings["IPAddress"]
+    return settings["Networks"][network]["IPAddress"]
+
+
+def _wait_http(url: str, timeout: float = 10.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+# -- modes ---------------------------------------------------------------------------------
+def test_network_none_has_only_loopback(net_corral):
+    out = net_corral("run", "--rm", "--network", "none", "busybox", "ls", "/sys/class/net").stdout
+    assert out.split() == ["lo"]
+
+
+def test_default_network_gives_eth0_address_route_and_hosts(net_corral):
+    out = net_corral("run", "--rm", "--name", "c-default", "busybox", "sh", "-c",
+                     "ip -4 -o addr show eth0; ip route; cat /etc/hosts").stdout
+    from tests.conftest import TEST_DEFAULT_SUBNET
+
+    prefix = TEST_DEFAULT_SUBNET.rsplit(".", 1)[0] + "."
+    assert f"inet {prefix}" in out
+    assert f"default via {prefix}1 dev eth0" in out
+    address = out.split("inet ")[1].split("/")[0]
+    assert any(line.startswith(address) and "c-default" in line for line in out.splitlines())
+    networks = json.loads(net_corral("network", "ls", "--format", "json").stdout)
+    from tests.conftest import TEST_DEFAULT_NETWORK
+
+    assert TEST_DEFAULT_NETWORK in [n["name"] for n in networks]
+
+
+def test_container_joins_another_containers_network(net_corral):
+    net = net_corral.network()
+    net_corral("run", "-d", "--name", "holder", "--network", net.name, "busybox",
+               "sleep", "1000")
+    ip = _ip_of(net_corral, "holder", net.name)
+    out = net_corral("run", "--rm", "--network", "container:holder", "busybox",
+                     "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    assert f"inet {ip}/" in out
+
+
+# -- reaching containers -------------------------------------------------------------------
+def test_published_port_on_loopback_reaches_httpd(net_corral):
+    port = _free_port()
+    net_corral("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "busybox",
+               "sh", "-c", HTTPD, "hello-from-web")
+    assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello-from-web\n"
+    assert net_corral("port", "web").stdout.strip() == f"80/tcp -> 127.0.0.1:{port}"
+    ports = net_corral.inspect("web")["NetworkSettings"]["Ports"]
+    assert ports == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+
+
+def test_published_port_without_host_port_gets_a_free_one(net_corral):
+    net_corral("run", "-d", "--name", "web", "-p", "127.0.0.1::80", "busybox",
+               "sh", "-c", HTTPD, "any-port")
+    line = net_corral("port", "web").stdout.strip()
+    port = int(line.rsplit(":", 1)[1])
+    assert port > 0
+    assert _wait_http(f"http://127.0.0.1:{port}/") == b"any-port\n"
+
+
+def test_two_containers_talk_by_name_and_alias(net_corral):
+    net = net_corral.network()
+    net_corral("run", "-d", "--name", "server", "--network", net.name, "--network-alias",
+               "db", "busybox", "sh", "-c", HTTPD, "by-name")
+    _until(lambda: net_corral.inspect("server")["NetworkSettings"]["IPAddress"])
+    out = net_corral("run", "--rm", "--name", "client", "--network", net.name, "busybox",
+                     "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do "
+                     "wget -q -O- http://server/ && break; sleep 0.2; done; "
+                     "wget -q -O- http://db/").stdout
+    assert out == "by-name\nby-name\n"
+    # the peer learned the client's name too, and forgets it once the client is gone
+    hosts = net_corral("exec", "server", "cat", "/etc/hosts").stdout
+    assert "client" not in hosts
+    assert "server" in hosts and "db" in hosts
+
+
+def test_containers_on_different_networks_do_not_see_each_other(net_corral):
+    a, b = net_corral.network(), net_corral.network()
+    net_corral("run", "-d", "--name", "on-a", "--network", a.name, "busybox", "sh", "-c",
+               HTTPD, "a")
+    ip = _ip_of(net_corral, "on-a", a.name)
+    r = net_corral("run", "--rm", "--network", b.name, "busybox", "sh", "-c",
+                   f"grep -c on-a /etc/hosts; echo GET / | nc -w 2 {ip} 80", check=False)
+    assert r.stdout == "0\n" and r.returncode != 0  # no name, and no route through the host
+    r = net_corral("run", "--rm", "--network", a.name, "busybox", "sh", "-c",
+                   f"echo GET / | nc -w 2 {ip} 80", check=False)
+    assert "a" in r.stdout  # the same network does reach it
+
+
+def test_internal_network_has_no_route_out(net_corral):
+    internal = net_corral.network("--internal")
+    outside = net_corral.network()
+    net_corral("run", "-d", "--name", "outside", "--network", outside.name, "busybox",
+               "sh", "-c", HTTPD, "outside")
+    ip = _ip_of(net_corral, "outside", outside.name)
+    r = net_corral("run", "--rm", "--network", internal.name, "busybox", "sh", "-c",
+                   f"ip route; wget -q -O- http://{ip}/", check=False)
+    assert "default" not in r.stdout
+    assert r.returncode != 0 and "outside" not in r.stdout
+    assert "unreachable" in r.stderr.lower()
+
+
+def test_static_ip_mac_dns_and_add_host(net_corral):
+    net = net_corral.network("--subnet", "10.99.231.0/24")
+    out = net_corral("run", "--rm", "--network", net.name, "--ip", "10.99.231.77",
+                     "--mac-address", "02:42:0a:63:e7:4d", "--dns", "192.0.2.53",
+                     "--dns-search", "example.test", "--add-host", "gateway.test:10.99.231.1",
+                     "-h", "myhost", "busybox", "sh", "-c",
+                     "ip -o addr show eth0; ip -o link show eth0; cat /etc/resolv.conf "
+                     "/etc/hosts; hostname").stdout
+    assert "inet 10.99.231.77/24" in out
+    assert "02:42:0a:63:e7:4d" in out
+    assert "nameserver 192.0.2.53" in out and "search example.test" in out
+    assert "10.99.231.1\tgateway.test" in out
+    assert "10.99.231.77\tmyhost" in out
+    assert out.strip().endswith("myhost")
+
+
+def test_connect_and_disconnect_a_running_container(net_corral):
+    extra = net_corral.network()
+    net_corral("run", "-d", "--name", "multi", "--network", "none", "busybox", "sleep", "1000")
+    r = net_corral("network", "connect", extra.name, "multi", check=False)
+    assert r.returncode != 0 and "cannot join" in r.stderr  # --network none
+    net_corral("run", "-d", "--name", "multi2", "busybox", "sleep", "1000")
+    net_corral("network", "connect", extra.name, "multi2")
+    links = net_corral("exec", "multi2", "ls", "/sys/class/net").stdout.split()
+    assert links == ["eth0", "eth1", "lo"]
+    ip = _ip_of(net_corral, "multi2", extra.name)
+    assert ip.startswith(extra.subnet.rsplit(".", 1)[0])
+    net_corral("network", "disconnect", extra.name, "multi2")
+    links = net_corral("exec", "multi2", "ls", "/sys/class/net").stdout.split()
+    assert links == ["eth0", "lo"]
+    assert _leases(extra.name) == []
+
+
+def test_several_networks_at_once(net_corral):
+    a, b = net_corral.network(), net_corral.network()
+    out = net_corral("run", "--rm", "--network", f"{a.name},{b.name}", "busybox",
+                     "ip", "-4", "-o", "addr").stdout
+    assert a.subnet.rsplit(".", 1)[0] in out and b.subnet.rsplit(".", 1)[0] in out
+    assert " eth0 " in out and " eth1 " in out
+
+
+# -- cleanup on every path ------------------------------------------------------------------
+def test_twenty_create_rm_cycles_leave_nothing(net_corral):
+    net = net_corral.network()
+    port = _free_port()
+    for i in range(20):
+        cid = net_corral("run", "-d", "--network", net.name, "-p", f"127.0.0.1:{port}:80",
+                         "busybox", "sleep", "1000").stdout.strip()
+        if i == 0:
+            assert len(_veths_on(net.bridge)) == 1 and len(_leases(net.name)) == 1
+            assert _rules_mentioning(cid[:12]) or _rules_mentioning(cid)
+        net_corral("rm", "-f", cid)
+        assert _rules_mentioning(cid) == [], f"iptables rules left for {cid}"
+    assert _veths_on(net.bridge) == []
+    assert _leases(net.name) == []
+    root = net_corral.root
+    assert list((root / "engine" / "netns").glob("*")) == []
+    assert list((root / "networks" / "cni" / "results").glob("*")) == []
+
+
+def test_exit_and_rm_clean_up(net_corral):
+    net = net_corral.network()
+    net_corral("run", "--rm", "--network", net.name, "busybox", "true")
+    cid = net_corral("run", "-d", "--network", net.name, "busybox", "true").stdout.strip()
+    _until(lambda: net_corral.inspect(cid)["State"]["Status"] == "exited")
+    _until(lambda: _veths_on(net.bridge) == [] and _leases(net.name) == [])
+    assert net_corral.inspect(cid)["NetworkSettings"]["Networks"] == {}
+
+
+def test_killed_monitor_is_reconciled(net_corral):
+    net = net_corral.network()
+    cid = net_corral("run", "-d", "--network", net.name, "busybox", "sleep", "1000"
+                     ).stdout.strip()
+    pid = net_corral.inspect(cid)["State"]["Pid"]
+    for conmon in _conmons(net_corral.root):
+        os.kill(conmon, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)  # nobody is left to run the cleanup
+    _until(lambda: not os.path.exists(f"/proc/{pid}"))
+    assert _leases(net.name) != []  # leaked, for now
+    # the next container start reconciles
+    net_corral("run", "--rm", "--network", "none", "busybox", "true")
+    net_corral("run", "--rm", "--network", net.name, "busybox", "true")
+    assert _leases(net.name) == [] and _veths_on(net.bridge) == []
+    assert net_corral.inspect(cid)["State"]["Status"] in ("stopped", "exited")
+    assert net_corral("start", cid).returncode == 0
+    assert _leases(net.name) != []
+
+
+# -- bad input ------------------------------------------------------------------------------
+def test_unknown_network_is_refused_and_nothing_made(net_corral):
+    r = net_corral("run", "--network", "corral-test-nope", "busybox", "true", check=False)
+    assert r.returncode == 125 and "corral-test-nope" in r.stderr
+    assert net_corral("ps", "-aq").stdout.strip() == ""
+
+
+def test_overlapping_subnet_is_refused(net_corral):
+    net = net_corral.network("--subnet", "10.99.232.0/24")
+    name = f"corral-test-{uuid.uuid4().hex[:8]}"
+    r = net_corral("network", "create", "--subnet", "10.99.232.128/25", name, check=False)
+    assert r.returncode != 0 and "overlaps" in r.stderr and net.name in r.stderr
+    assert net_corral("network", "inspect", name, check=False).returncode != 0
+    r = net_corral("network", "create", "--subnet", "10.99.233.0/24", "--gateway",
+                   "10.99.234.1", name, check=False)
+    assert r.returncode != 0 and "gateway" in r.stderr
+
+
+def test_port_already_taken_is_refused_and_nothing_left(net_corral):
+    net = net_corral.network()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = net_corral("run", "--rm", "--network", net.name, "-p", f"127.0.0.1:{port}:80",
+                       "busybox", "true", check=False)
+    assert r.returncode == 125 and f"{port}" in r.stderr and "in use" in r.stderr
+    assert _leases(net.name) == [] and _veths_on(net.bridge) == []
+    assert list((net_corral.root / "engine" / "netns").glob("*")) == []
+
+
+def test_bad_publish_flags_are_refused(net_corral):
+    for flag, word in (("80:abc", "container port"), ("70000:80", "out of range"),
+                       ("80/icmp", "protocol"), ("1.2.3:80:80", "host IP")):
+        r = net_corral("create", "-p", flag, "busybox", check=False)
+        assert r.returncode == 125 and word in r.stderr, (flag, r.stderr)
+    r = net_corral("create", "--network", "host", "-p", "80", "busybox", check=False)
+    assert r.returncode == 125 and "bridge network" in r.stderr
+    assert net_corral("ps", "-aq").stdout.strip() == ""
+
+
+def test_missing_plugin_is_reported_and_nothing_left(net_corral, tmp_path, monkeypatch):
+    net = net_corral.network()
+    conf = tmp_path / "corral.conf"
+    conf.write_text(Path(os.environ["CORRAL_CONFIG"]).read_text()
+                    + f'cni_plugin_dirs = ["{tmp_path}/no-plugins"]\n')
+    env = dict(os.environ, CORRAL_CONFIG=str(conf))
+    r = subprocess.run([CORRAL, "--root", str(net_corral.root), "run", "--rm", "--network",
+                        net.name, "busybox", "true"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 125 and "bridge" in r.stderr and "no-plugins" in r.stderr
+    assert _leases(net.name) == [] and _veths_on(net.bridge) == []
+    assert list((net_corral.root / "engine" / "netns").glob("*")) == []
+
+
+def test_network_in_use_is_not_removed_without_force(net_corral):
+    net = net_corral.network()
+    net_corral("create", "--name", "user", "--network", net.name, "busybox", "true")
+    r = net_corral("network", "rm", net.name, check=False)
+    assert r.returncode == 2 and "user" in r.stderr
+    net_corral("network", "rm", "-f", net.name)
+    assert net_corral("ps", "-aq").stdout.strip() == ""
+    assert not os.path.exists(f"/sys/class/net/{net.bridge}")
+
+
+def test_prune_removes_unused_networks_only(net_corral):
+    used, unused = net_corral.network(), net_corral.network()
+    net_corral("create", "--name", "user", "--network", used.name, "busybox", "true")
+    out = net_corral("network", "prune", "-f").stdout.split()
+    assert unused.name in out and used.name not in out
+    names = net_corral("network", "ls", "-q").stdout.split()
+    assert used.name in names and unused.name not in names
