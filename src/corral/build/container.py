@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -70,21 +71,13 @@ class StepContainer:
     def bundle(self) -> Path:
         return self.store.container_dir(self.id)
 
-    @property
-    def upper(self) -> Path:
-        return self.store.containers.rw_dir(self.id)
-
     def run(self, spec: dict[str, Any], runtime: str, runtime_root: str,
             output: Callable[[bytes], None], *, extra_mounts: Sequence[dict] = ()) -> int:
         """Run `spec`'s process in the foreground; output goes to `output` chunk by chunk
         (stdout and stderr together). Returns the exit code."""
-        created = []
-        for mount in extra_mounts:
-            target = self.rootfs / mount["destination"].lstrip("/")
-            if not os.path.lexists(target) and not mount["destination"].startswith("/dev/"):
-                created.append(target)
         spec = dict(spec)
-        spec["mounts"] = list(spec.get("mounts") or []) + list(extra_mounts)
+        spec["mounts"] = _parents_first(list(spec.get("mounts") or []) + list(extra_mounts))
+        created = _missing_mount_points(self.rootfs, spec["mounts"])
         spec["root"] = {"path": "merged", "readonly": False}
         (self.bundle / "config.json").write_text(json.dumps(spec))
         self.runtime_id = "corral-build-" + secrets.token_hex(8)
@@ -97,18 +90,9 @@ class StepContainer:
         while chunk := proc.stdout.read1(65536):
             output(chunk)
         code = proc.wait()
-        # mount points the runtime made for the host files are not the step's changes
-        for target in created:
-            upper = self.upper / target.relative_to(self.rootfs)
-            try:
-                st = os.lstat(upper)
-            except OSError:
-                continue
-            if st.st_size == 0 and (st.st_mode & 0o170000) in (0o100000, 0o040000):
-                try:
-                    (os.rmdir if (st.st_mode & 0o170000) == 0o040000 else os.unlink)(upper)
-                except OSError:
-                    pass
+        # mount points the runtime had to make are not the step's changes
+        for path in created:
+            _remove_if_empty(path)
         return code
 
     def commit_layer(self) -> tuple[Descriptor, str, str]:
@@ -141,6 +125,59 @@ class StepContainer:
         with store.content.open(desc.digest) as blob:
             layer = store.put_layer(blob, self.top, diff_id=diff_id)
         return Descriptor(OCI_LAYER, desc.digest, desc.size), diff_id, layer.id
+
+
+def _parents_first(mounts: list[dict]) -> list[dict]:
+    """Mounts ordered so that a mount comes after the one it lands inside (a host /sys
+    bind before /sys/fs/cgroup), keeping the order otherwise."""
+    def depth(m: dict) -> int:
+        return len([p for p in m["destination"].split("/") if p])
+
+    ordered: list[dict] = []
+    for mount in mounts:
+        index = len(ordered)
+        for i, other in enumerate(ordered):
+            dest, odest = mount["destination"].rstrip("/"), other["destination"].rstrip("/")
+            if odest.startswith(dest + "/") and depth(mount) < depth(other):
+                index = min(index, i)
+        ordered.insert(index, mount)
+    return ordered
+
+
+def _missing_mount_points(rootfs: Path, mounts: list[dict]) -> list[Path]:
+    """For each mount destination, its top-most path component missing in `rootfs`
+    (what the runtime will create)."""
+    missing: list[Path] = []
+    for mount in mounts:
+        current = rootfs
+        for part in [p for p in mount["destination"].split("/") if p]:
+            current = current / part
+            if os.path.islink(current):
+                break
+            if not os.path.lexists(current):
+                if current not in missing:
+                    missing.append(current)
+                break
+            if not current.is_dir():
+                break
+    return missing
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove an empty file, or a tree of empty directories and empty files."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        os.unlink(path)
+    elif stat.S_ISDIR(st.st_mode):
+        for child in os.listdir(path):
+            _remove_if_empty(path / child)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
 
 
 def _drop_blob(store: Any, digest: str) -> None:
