@@ -2,7 +2,9 @@
 
 `DockerRegistry(tmp, users={"alice": "secret"})` writes a config (filesystem
 storage under `tmp`, a free loopback port, htpasswd bcrypt auth when users are
-given, TLS with `tls=(cert, key)`), starts the binary and waits for `/v2/`; `stop()` always kills it.
+given, TLS with `tls=(cert, key)`, token auth with `token=` a
+tests.support.token_server.TokenServer), starts the binary and waits for
+`/v2/`; `stop()` always kills it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 HTPASSWD = shutil.which("htpasswd")
@@ -37,13 +39,14 @@ def available() -> str | None:
 
 class DockerRegistry:
     def __init__(self, tmp: Path, users: dict[str, str] | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, token: Any = None) -> None:
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.users = users or {}
         self.tls = tls
+        self.token = token
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.tmp / "registry.log"
 
@@ -58,6 +61,8 @@ class DockerRegistry:
                                + [str(path), user, password], check=True,
                                capture_output=True)
             auth = f"auth:\n  htpasswd:\n    realm: corral-test\n    path: {path}\n"
+        elif self.token is not None:
+            auth = self.token.registry_auth()
         tls = ""
         if self.tls:
             tls = f"  tls:\n    certificate: {self.tls[0]}\n    key: {self.tls[1]}\n"

@@ -16,7 +16,7 @@ own file; always temp -> rename, mode 0600.
 Challenges (RFC 7235 `WWW-Authenticate`): `Basic` → the credentials as basic
 auth; `Bearer realm=...,service=...,scope=...` → the docker token protocol
 (distribution's token.md): GET realm?service=&scope=... (with basic auth
-when there are credentials) → `{"token"|"access_token", "expires_in"}`; the
+and `account=` when there are credentials) → `{"token"|"access_token", "expires_in"}`; the
 token is cached per scope set until it expires.
 """
 
@@ -324,6 +324,7 @@ class Authorizer:
         auth = None
         if self.creds is not None and not self.creds.identity_token:
             auth = (self.creds.username, self.creds.password)
+            params.append(("account", self.creds.username))   # as docker sends it
         if self.creds is not None and self.creds.identity_token:
             data = {"grant_type": "refresh_token", "refresh_token": self.creds.identity_token,
                     "client_id": "corral", "service": c.params.get("service", ""),
