@@ -415,3 +415,20 @@ CMD ["cat", "out.txt"]
     assert corral.run(tag, "id", "-u").strip() == "1234"
     # the directories COPY --chown makes are the user's too (BuildKit's rule)
     assert corral.run(tag, "stat", "-c", "%U", "/home/app/work").strip() == "app"
+
+
+def test_network_platform_args_and_proxy(corral, tmp_path):
+    from corral.image.transports.tarball import host_arch
+
+    tag, host = _tag(), _tag()
+    ctx = _context(tmp_path, "FROM busybox\nARG TARGETARCH\n"
+                             "RUN echo arch=$TARGETARCH proxy=$HTTP_PROXY > /info && "
+                             "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /ifaces\n")
+    corral.build(ctx, "-t", tag, "--network", "none",
+                 "--build-arg", "HTTP_PROXY=http://proxy.example:3128")
+    assert corral.run(tag, "cat", "/info", "/ifaces").split() == [
+        f"arch={host_arch()}", "proxy=http://proxy.example:3128", "lo"]
+    config = corral.config(tag)
+    assert "proxy.example" not in json.dumps(config)  # proxies are not kept in the image
+    corral.build(ctx, "-t", host)  # default: the host's network
+    assert len(corral.run(host, "cat", "/ifaces").split()) > 1

@@ -165,7 +165,8 @@ def test_meta_args_stages_and_needed():
     df = parse("ARG TAG=1\nARG BASE\nFROM busybox:$TAG AS one\nFROM ${BASE:-debian} AS two\n"
                "COPY --from=one /a /a\nFROM two AS three\nFROM busybox AS unused\n")
     meta, _ = meta_args(df, {"BASE": "alpine"})
-    assert meta == {"TAG": "1", "BASE": "alpine"}
+    assert {k: meta[k] for k in ("TAG", "BASE")} == {"TAG": "1", "BASE": "alpine"}
+    assert meta["TARGETOS"] == "linux" and meta["TARGETPLATFORM"].startswith("linux/")
     stages = split_stages(df, meta)
     assert [(s.name, s.base) for s in stages] == [("one", "busybox:1"), ("two", "alpine"),
                                                   ("three", "two"), ("unused", "busybox")]

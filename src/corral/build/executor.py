@@ -58,6 +58,7 @@ from corral.build.copy_files import (
 from corral.build.dockerfile import Dockerfile, DockerfileError, Instruction, parse
 from corral.build.expand import ExpansionError, Lexer
 from corral.build.stages import (
+    PROXY_ARGS,
     Stage,
     find_stage,
     meta_args,
@@ -140,6 +141,7 @@ class Builder:
         meta, _ = meta_args(dockerfile, opts.build_args)
         self.meta = meta
         self.used_args.update(meta)
+        self.used_args.update(PROXY_ARGS)
         stages = split_stages(dockerfile, meta)
         target = stages[-1]
         if opts.target:
@@ -354,6 +356,8 @@ class Builder:
             raise ins.error("requires a command")
         arg_env = [f"{k}={v}" for k, v in scope.args.items()
                    if v is not None and k not in config_ops.env_map(state.config)]
+        proxies = [f"{k}={v}" for k, v in self.opts.build_args.items()
+                   if k in PROXY_ARGS and k not in scope.args]
         description = "RUN " + json.dumps(argv) + (f" script={script!r}" if script else "") + \
             f" network={network} args={json.dumps(sorted(arg_env))}"
         key = chain_key(state.key, description)
@@ -371,7 +375,7 @@ class Builder:
                 config = {k: v for k, v in state.config.items()}
                 config["config"] = {k: v for k, v in state.c.items() if v is not None}
                 spec = spec_for(ImageConfig(config), ctr.rootfs, command=argv, entrypoint=[],
-                                env=arg_env, workdir=workdir, user=state.c.get("User") or "",
+                                env=arg_env + proxies, workdir=workdir, user=state.c.get("User") or "",
                                 network="host" if network in ("host", "default") else "none",
                                 root_path="merged")
                 mounts = []

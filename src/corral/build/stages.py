@@ -27,11 +27,30 @@ class Stage:
     instructions: list[Instruction] = field(default_factory=list)
 
 
+#: Proxy build args usable without an ARG; kept out of the cache key and history.
+PROXY_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
+                        "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"})
+
+
+def platform_args(build_args: Mapping[str, str]) -> dict[str, str | None]:
+    """The automatic platform ARGs of the global scope (this host builds for itself)."""
+    from corral.image.transports.tarball import host_arch
+
+    arch = host_arch()
+    values: dict[str, str | None] = {}
+    for prefix in ("TARGET", "BUILD"):
+        values.update({f"{prefix}PLATFORM": f"linux/{arch}", f"{prefix}OS": "linux",
+                       f"{prefix}ARCH": arch, f"{prefix}VARIANT": ""})
+    values.update({k: v for k, v in build_args.items() if k in values})
+    return values
+
+
 def meta_args(dockerfile: Dockerfile, build_args: Mapping[str, str]
               ) -> tuple[dict[str, str | None], list[Instruction]]:
-    """The global ARGs (before the first FROM) with their values, and those ARGs."""
+    """The global ARGs (before the first FROM) with their values, and those ARGs;
+    the automatic platform ARGs are there too."""
     lexer = Lexer(dockerfile.escape)
-    values: dict[str, str | None] = {}
+    values: dict[str, str | None] = platform_args(build_args)
     found: list[Instruction] = []
     for ins in dockerfile.instructions:
         if ins.cmd == "FROM":
@@ -128,4 +147,5 @@ def needed_stages(stages: list[Stage], target: Stage, lexer: Lexer,
     return needed
 
 
-__all__ = ["Stage", "find_stage", "meta_args", "needed_stages", "parse_arg", "split_stages"]
+__all__ = ["PROXY_ARGS", "Stage", "find_stage", "meta_args", "needed_stages", "parse_arg", "platform_args",
+           "split_stages"]
