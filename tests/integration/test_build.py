@@ -293,6 +293,8 @@ ENV X=1
     assert _ran(first.stdout) == ["ran:one", "ran:two", "ran:three"]
     image = first.stdout.split()[-1]
     values = corral.run(tag, "cat", "/one", "/two")
+    listed, listed_all = corral("images", "-q").stdout.split(), corral("images", "-aq").stdout
+    assert image[:12] in listed and len(listed_all.split()) >= len(listed) + 5  # the cache
 
     warm = corral.build(ctx, "-t", tag)
     assert _ran(warm.stdout) == [] and warm.stdout.count("Using cache") == 5

@@ -85,6 +85,8 @@ def register(commands: Any) -> None:
 
 def _images_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="also the intermediate images of builds (the build cache)")
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("--format", help="json")
     p.add_argument("filter", nargs="?", metavar="REPOSITORY")
@@ -230,6 +232,9 @@ def cmd_images(args: argparse.Namespace, ctx: Any) -> int:
     store = ctx.store
     rows = []
     for record in sorted(store.list_images(), key=lambda r: r.created, reverse=True):
+        if not record.names and not getattr(args, "all", True) and \
+                (record.metadata or {}).get("corral.build.intermediate"):
+            continue  # a build's cache, like podman's intermediate images (`-a` shows them)
         names = list(record.names) or [None]
         for name in names:
             if args.filter:
