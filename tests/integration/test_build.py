@@ -434,3 +434,30 @@ def test_network_platform_args_and_proxy(corral, tmp_path):
     assert "proxy.example" not in json.dumps(config)  # proxies are not kept in the image
     corral.build(ctx, "-t", host)  # default: the host's network
     assert len(corral.run(host, "cat", "/ifaces").split()) > 1
+
+
+def test_dockerfile_from_stdin_or_elsewhere_and_errors_name_the_line(corral, tmp_path):
+    ctx = _context(tmp_path, "FROM busybox\nRUN exit 9\n", {"a": "a", "b": "b"})
+    other = tmp_path / "elsewhere.Dockerfile"
+    other.write_text("FROM busybox\nCOPY a /from-file\n")
+    tag, stdin_tag = _tag(), _tag()
+    corral("build", "-t", tag, "-f", str(other), str(ctx))
+    assert corral.run(tag, "cat", "/from-file") == "a"
+    result = corral("build", "-t", stdin_tag, "-f", "-", str(ctx),
+                    input="FROM busybox\nCOPY b /from-stdin\n")
+    assert result.returncode == 0 and corral.run(stdin_tag, "cat", "/from-stdin") == "b"
+    for text, message in (
+            ("FROM busybox\nUSER nobody\nRUN true\nUSER ghost\nRUN true\n",
+             "Dockerfile:5: RUN: user 'ghost' not found"),
+            ("FROM busybox\nCOPY a b /dest\n",
+             ("Dockerfile:2: COPY: with more than one source the destination must be a "
+             "directory and end with a /: /dest")),
+            ("FROM busybox\nCOPY --chown=nosuch a /a\n", "Dockerfile:2: COPY: --chown=nosuch"),
+            ("FROM busybox\nENV X=${Y\n", "Dockerfile:2: ENV: missing '}'"),
+            ("FROM corral-test-no-such-image\n", "Dockerfile:1: FROM: image"),
+    ):
+        before = corral.state()
+        failed = corral("build", "-f", "-", str(ctx), input=text, check=False)
+        assert failed.returncode == 125 and message in failed.stderr, failed.stderr
+        assert corral.state() == before
+    assert corral.state()["containers"] == [] and corral.state()["mounts"] == []

@@ -43,7 +43,6 @@ from corral.build.context import (
     BuildContext,
     Entry,
     HashCache,
-    OutsideContext,
     SourceNotFound,
     digest_entries,
 )
@@ -76,7 +75,7 @@ from corral.build.state import (
     state_of_image,
     write_image,
 )
-from corral.errors import InvalidArgument, NotFound
+from corral.errors import CorralError, InvalidArgument, NotFound
 
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
 
@@ -215,15 +214,25 @@ class Builder:
         return state_of_image(self.store, image_id, chain_key("", "FROM " + image_id))
 
     def _resolve_image(self, name: str, ins: Instruction) -> str:
+        """The id of image `name`: pulled first with --pull, or when it is missing."""
         if self.opts.pull and self.opts.pull_image is not None:
-            self.opts.pull_image(name)
+            self._pull(name, ins)
         try:
             return self.store.image(name).id
         except NotFound:
             if self.opts.pull_image is None or self.opts.pull:
                 raise ins.error(f"image {name!r} not found in the store") from None
-        self.opts.pull_image(name)
+        self._pull(name, ins)
         return self.store.image(name).id
+
+    def _pull(self, name: str, ins: Instruction) -> None:
+        assert self.opts.pull_image is not None
+        try:
+            self.opts.pull_image(name)
+        except CorralError as exc:
+            exc.args = (str(ins.error(f"image {name!r}: pulling it failed: {exc}")),) + \
+                exc.args[1:]
+            raise
 
     def _run_stage(self, stages: list[Stage], stage: Stage, dockerfile: Dockerfile) -> State:
         self._log_step(stage.from_ins)
@@ -262,8 +271,12 @@ class Builder:
                 self._metadata(scope, ins)
         except ExpansionError as exc:
             raise ins.error(str(exc)) from None
-        except (OutsideContext, SourceNotFound) as exc:
-            raise type(exc)(f"{ins.error(str(exc))}") from None
+        except (DockerfileError, StepFailed):
+            raise
+        except CorralError as exc:
+            # same category, the message names the line: "Dockerfile:7: COPY: ..."
+            exc.args = (str(ins.error(str(exc))),) + exc.args[1:]
+            raise
 
     def _expand_env(self, scope: _Scope) -> dict[str, str]:
         env = {k: v for k, v in scope.args.items() if v is not None}
@@ -427,6 +440,9 @@ class Builder:
         if len(words) < 2:
             raise ins.error("requires at least two arguments: SOURCE... DEST")
         sources, dest = words[:-1], words[-1]
+        if len(sources) > 1 and not dest.endswith("/"):
+            raise ins.error(f"with more than one source the destination must be a directory "
+                            f"and end with a /: {dest}")
         chmod = parse_chmod(ins.flag("chmod"), ins.cmd)
         chown = ins.flag("chown")
         chown = self.lexer.word(chown, env) if chown else None
