@@ -596,3 +596,27 @@ def test_cli_refuses_bad_options(tmp_path):
                            capture_output=True, text=True, timeout=30, env=env, check=False)
         assert r.returncode == 125, (args, r.stderr)
         assert r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+
+
+def test_manifest_accept_negotiation_over_http(server):
+    """Accept split over two header lines is read whole; a type the client does
+    not take is distribution's 404 MANIFEST_UNKNOWN."""
+    c = Client(*server.address)
+    _doc, data, digest = image(c, "corral-test/neg", "v1")
+    conn = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        conn.putrequest("GET", "/v2/corral-test/neg/manifests/v1")
+        conn.putheader("Accept", DOCKER_MANIFEST)
+        conn.putheader("Accept", f"{OCI_INDEX}, {OCI_MANIFEST};q=0.9")
+        conn.endheaders()
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == data
+        assert r.getheader("Docker-Content-Digest") == digest
+        conn.request("GET", "/v2/corral-test/neg/manifests/v1",
+                     headers={"Accept": f"{DOCKER_MANIFEST}, {OCI_INDEX}"})
+        r = conn.getresponse()
+        body = json.loads(r.read())
+        assert r.status == 404 and body["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        assert "does not support OCI manifests" in body["errors"][0]["message"]
+    finally:
+        conn.close()

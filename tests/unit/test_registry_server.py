@@ -259,3 +259,76 @@ def test_empty_blob_single_post_and_upload_with_body_in_post(registry):
     assert r.status == 202
     r = call(registry, "POST", "/v2/a/blobs/uploads/", b"first")
     assert r.status == 202 and r.header("Range") == "0-4"
+
+
+# -- manifest Accept negotiation (distribution's GetManifest) ---------------------
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+
+
+def _put_manifest(registry, name, ref, doc, media_type):
+    data = json.dumps(doc).encode()
+    r = call(registry, "PUT", f"/v2/{name}/manifests/{ref}", data, {"Content-Type": media_type})
+    assert r.status == 201, r.body
+    return sha256(data), data
+
+
+def _image(registry, name, tag, media_type=OCI_MANIFEST, arch=b"amd64"):
+    config = b'{"architecture":"' + arch + b'"}'
+    push(registry, name, b"layer")
+    push(registry, name, config)
+    doc = {"schemaVersion": 2, "mediaType": media_type,
+           "config": descriptor(OCI_CONFIG if media_type == OCI_MANIFEST else DOCKER_CONFIG,
+                                config),
+           "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", b"layer")]}
+    return _put_manifest(registry, name, tag, doc, media_type)
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", f"{DOCKER_MANIFEST}, */*;q=0.1",
+                                    f"{OCI_MANIFEST};q=0.5", f"{DOCKER_MANIFEST},{OCI_MANIFEST}"])
+def test_accept_includes_the_stored_type_or_anything(registry, accept):
+    digest, data = _image(registry, "a", "v1")
+    r = call(registry, "GET", "/v2/a/manifests/v1", headers={"Accept": accept} if accept else {})
+    assert r.status == 200 and r.file.path.read_bytes() == data
+    assert r.header("Content-Type") == OCI_MANIFEST and r.header("Docker-Content-Digest") == digest
+
+
+def test_an_oci_manifest_a_client_does_not_accept_is_unknown(registry):
+    _image(registry, "a", "v1")
+    for method in ("GET", "HEAD"):
+        r = call(registry, method, "/v2/a/manifests/v1", headers={"Accept": DOCKER_MANIFEST})
+        assert r.status == 404
+        if method == "GET":
+            error = json.loads(r.body)["errors"][0]
+            assert error["code"] == "MANIFEST_UNKNOWN"
+            assert error["message"] == ("OCI manifest found, but accept header does not "
+                                        "support OCI manifests")
+
+
+def test_a_docker_list_by_tag_gives_its_linux_amd64_manifest_to_a_client_without_lists(
+        registry):
+    arm, _ = _image(registry, "a", "arm", DOCKER_MANIFEST, arch=b"arm64")
+    amd, amd_data = _image(registry, "a", "amd", DOCKER_MANIFEST)
+    entries = [{"mediaType": DOCKER_MANIFEST, "digest": d, "size": 1,
+                "platform": {"os": "linux", "architecture": a}}
+               for d, a in ((arm, "arm64"), (amd, "amd64"))]
+    for entry, (d, a) in zip(entries, ((arm, "arm64"), (amd, "amd64"))):
+        entry["size"] = len(call(registry, "GET", f"/v2/a/manifests/{d}").file.path.read_bytes())
+    list_digest, _ = _put_manifest(registry, "a", "multi",
+                                   {"schemaVersion": 2, "mediaType": DOCKER_LIST,
+                                    "manifests": entries}, DOCKER_LIST)
+    r = call(registry, "GET", "/v2/a/manifests/multi", headers={"Accept": DOCKER_MANIFEST})
+    assert r.status == 200 and r.header("Content-Type") == DOCKER_MANIFEST
+    assert r.header("Docker-Content-Digest") == amd and r.file.path.read_bytes() == amd_data
+    # a client taking lists gets the list; by digest there is no substitution
+    r = call(registry, "GET", "/v2/a/manifests/multi",
+             headers={"Accept": f"{DOCKER_LIST}, {DOCKER_MANIFEST}"})
+    assert r.header("Docker-Content-Digest") == list_digest
+    r = call(registry, "GET", f"/v2/a/manifests/{list_digest}",
+             headers={"Accept": DOCKER_MANIFEST})
+    assert r.status == 404 and codes(r) == ["MANIFEST_UNKNOWN"]
+    # nor for a client that takes neither (OCI only)
+    r = call(registry, "GET", "/v2/a/manifests/multi", headers={"Accept": OCI_MANIFEST})
+    assert r.status == 404 and codes(r) == ["MANIFEST_UNKNOWN"]

@@ -61,6 +61,31 @@ class Request:
         values = self.query.get(name)
         return values[-1] if values else None
 
+    def header_all(self, name: str) -> list[str]:
+        """Every value of a header that may be repeated (`Accept`)."""
+        get_all = getattr(self.headers, "get_all", None)
+        if get_all is not None:
+            return list(get_all(name) or [])
+        value = self.header(name)
+        return [value] if value is not None else []
+
+
+def accepted_types(values: list[str]) -> frozenset[str] | None:
+    """The media types of `Accept` headers (parameters such as q= ignored).
+
+    None means anything: no `Accept` header, or a `*/*` / `application/*`
+    wildcard (RFC 9110 12.5.1; distribution itself answers those with 404).
+    """
+    types: set[str] = set()
+    for value in values:
+        for item in value.split(","):
+            media_type = item.split(";", 1)[0].strip().lower()
+            if media_type in ("*/*", "application/*"):
+                return None
+            if media_type:
+                types.add(media_type)
+    return frozenset(types) if types else None
+
 
 @dataclass
 class FileBody:
@@ -379,9 +404,45 @@ class Registry:
             raise RegistryError("MANIFEST_UNKNOWN", f"manifest {route.name}@{digest} unknown",
                                 detail={"digest": digest})
         media_type, path = found
+        accepted = accepted_types(req.header_all("Accept"))
+        if accepted is not None and media_type not in accepted:
+            digest, media_type, path = self._negotiate(route, media_type, path, accepted)
         size = path.stat().st_size
         return Response(200, [("Content-Type", media_type), ("Docker-Content-Digest", digest),
                               ("ETag", f'"{digest}"')], file=FileBody(path, 0, size))
+
+    def _negotiate(self, route: routes.Route, media_type: str, path: Path,
+                   accepted: frozenset[str]) -> tuple[str, str, Path]:
+        """The client does not accept the stored type: distribution's answers.
+
+        A Docker manifest list asked for by tag gives its linux/amd64 manifest
+        when the client takes that type; anything else is MANIFEST_UNKNOWN
+        (404), with distribution's messages for OCI types.
+        """
+        if media_type == oci.DOCKER_MANIFEST_LIST and not routes.is_digest(route.ref):
+            try:
+                doc = json.loads(path.read_bytes())
+                entries = doc.get("manifests") or []
+            except (OSError, ValueError, AttributeError):
+                entries = []
+            for entry in entries:
+                platform = (entry.get("platform") or {}) if isinstance(entry, dict) else {}
+                if isinstance(platform, dict) and platform.get("os") == "linux" \
+                        and platform.get("architecture") == "amd64":
+                    digest = str(entry.get("digest") or "")
+                    found = self.storage.read_manifest(route.name, digest) \
+                        if routes.is_digest(digest) else None
+                    if found is not None and found[0] in accepted:
+                        return digest, found[0], found[1]
+                    break
+        messages = {
+            oci.OCI_MANIFEST: "OCI manifest found, but accept header does not support OCI "
+                              "manifests",
+            oci.OCI_INDEX: "OCI index found, but accept header does not support OCI indexes",
+        }
+        raise RegistryError("MANIFEST_UNKNOWN", messages.get(
+            media_type, f"{media_type} manifest found, but accept header does not support it"),
+            detail={"mediaType": media_type})
 
     def _manifest_put(self, req: Request, route: routes.Route) -> Response:
         name = route.name
