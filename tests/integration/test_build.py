@@ -461,3 +461,36 @@ def test_dockerfile_from_stdin_or_elsewhere_and_errors_name_the_line(corral, tmp
         assert failed.returncode == 125 and message in failed.stderr, failed.stderr
         assert corral.state() == before
     assert corral.state()["containers"] == [] and corral.state()["mounts"] == []
+
+
+def test_add_url(corral, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "tool.sh").write_text("echo tool v1\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tool.sh"
+        ctx = _context(tmp_path, f"FROM busybox\nADD {url} /opt/\nADD {url} /renamed.sh\n"
+                                 "RUN echo ran:after\n")
+        tag = _tag()
+        out = corral.build(ctx, "-t", tag).stdout
+        assert _ran(out) == ["ran:after"]
+        listing = corral.run(tag, "sh", "-c", "stat -c '%a %n' /opt/tool.sh /renamed.sh; "
+                                              "sh /opt/tool.sh")
+        assert listing.splitlines() == ["600 /opt/tool.sh", "600 /renamed.sh", "tool v1"]
+        assert _ran(corral.build(ctx, "-t", tag).stdout) == []  # same content: cached
+        (served / "tool.sh").write_text("echo tool v2\n")
+        assert _ran(corral.build(ctx, "-t", tag).stdout) == ["ran:after"]
+        assert corral.run(tag, "sh", "/renamed.sh") == "tool v2\n"
+        ctx2 = _context(tmp_path / "bad", f"FROM busybox\nADD {url}.missing /x\n")
+        failed = corral.build(ctx2, check=False)
+        assert failed.returncode == 125 and "Dockerfile:2: ADD:" in failed.stderr
+        assert "404" in failed.stderr
+    finally:
+        server.shutdown()

@@ -87,7 +87,7 @@ class StepContainer:
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, cwd=str(self.bundle))
         assert proc.stdout is not None
-        while chunk := proc.stdout.read1(65536):
+        while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
             output(chunk)
         code = proc.wait()
         # mount points the runtime had to make are not the step's changes

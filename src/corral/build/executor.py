@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import shutil
 import tempfile
 import time
@@ -39,21 +38,9 @@ from typing import Any
 
 from corral.build import config_ops
 from corral.build.container import HOST_FILES, StepContainer, StepFailed
-from corral.build.context import (
-    BuildContext,
-    Entry,
-    HashCache,
-    SourceNotFound,
-    digest_entries,
-)
-from corral.build.copy_files import (
-    CopyItem,
-    Owner,
-    copy_items,
-    extract_archive,
-    is_archive,
-    parse_chmod,
-)
+from corral.build.context import BuildContext, HashCache
+from corral.build.copy_files import Owner, copy_items, extract_archive, parse_chmod
+from corral.build.copy_sources import collect
 from corral.build.dockerfile import Dockerfile, DockerfileError, Instruction, parse
 from corral.build.expand import ExpansionError, Lexer
 from corral.build.stages import (
@@ -447,65 +434,43 @@ class Builder:
         chown = ins.flag("chown")
         chown = self.lexer.word(chown, env) if chown else None
         workdir = state.c.get("WorkingDir") or "/"
-        heredocs = {h.name: h for h in ins.heredocs}
-        items: list[CopyItem] = []
-        archives: list[str] = []
-        digest_parts: list[str] = []
         from_ref = ins.flag("from")
         mount_dir: str | None = None
+        collected = None
         try:
+            origin = ""
             if from_ref:
                 from_ref = self.lexer.word(from_ref, env)
                 other = find_stage(stages, from_ref, stage.index)
                 if other is not None:
                     src_state = self.stage_states[other.index]
                     src_image = src_state.image_id
-                    digest_parts.append("stage:" + src_state.key)
+                    origin = "stage:" + src_state.key
                 else:
                     src_image = self._resolve_image(from_ref, ins)
-                    digest_parts.append("image:" + src_image)
+                    origin = "image:" + src_image
                 mount_dir = tempfile.mkdtemp(prefix="copy-from-", dir=self._tmp())
                 if src_image is not None:
                     self.store.mount_image(src_image, Path(mount_dir))
-            for name in sources:
-                plain = name.removeprefix("<<").removeprefix("-").strip("'\"")
-                if name.startswith("<<") and plain in heredocs:
-                    doc = heredocs[plain]
-                    body = self.lexer.heredoc(doc.body, env) if doc.expand else doc.body
-                    items.append(CopyItem(plain, False, [], data=body.encode()))
-                    digest_parts.append("heredoc:" + plain + ":" + body)
-                elif ins.cmd == "ADD" and "://" in name:
-                    raise ins.error(f"{name}: remote URLs are not supported yet")
-                elif mount_dir is not None:
-                    for source in _image_sources(mount_dir, name):
-                        items.append(source)
-                        digest_parts.append("src:" + name + ":" + source.name + ":"
-                                            + digest_entries(source.entries, self.hash_cache))
-                else:
-                    assert self.context is not None
-                    for source in self.context.sources([name]):
-                        if ins.cmd == "ADD" and not source.is_dir and is_archive(source.path):
-                            archives.append(source.path)
-                            digest_parts.append("archive:" + digest_entries(
-                                source.entries, self.hash_cache))
-                            continue
-                        items.append(CopyItem(source.name, source.is_dir, source.entries))
-                        digest_parts.append("src:" + name + ":" + digest_entries(
-                            source.entries, self.hash_cache))
+            collected = collect(ins, sources, context=self.context, from_root=mount_dir,
+                                lexer=self.lexer, env=env, cache=self.hash_cache,
+                                tmpdir=self._tmp())
             description = (f"{ins.cmd} chown={chown} chmod={chmod} dest={dest} "
-                           f"workdir={workdir} " + json.dumps(digest_parts))
+                           f"workdir={workdir} {origin} " + json.dumps(collected.digests))
             key = chain_key(state.key, description)
             if self._cache_hit(scope, key, ins):
                 return
             created_by = f"{ins.cmd} {' '.join(sources)} {dest}"
             with StepContainer(self.store, state.top, state.image_id) as ctr:
                 owner = _owner(ctr.rootfs, chown, ins) if chown else None
-                if items:
-                    copy_items(ctr.rootfs, items, dest, workdir, owner, chmod)
-                for archive in archives:
+                if collected.items:
+                    copy_items(ctr.rootfs, collected.items, dest, workdir, owner, chmod)
+                for archive in collected.archives:
                     extract_archive(archive, ctr.rootfs, dest, workdir, owner)
                 self._commit_step(scope, ctr, key, created_by, ins)
         finally:
+            if collected is not None:
+                collected.cleanup()
             if mount_dir is not None:
                 from corral.storage.mount import unmount_all_under
 
@@ -542,49 +507,6 @@ def _owner(rootfs: Path, chown: str, ins: Instruction) -> Owner:
     except NotFound as exc:
         raise ins.error(f"--chown={chown}: {exc}") from None
     return Owner(user["uid"], user["gid"])
-
-
-def _image_sources(root: str, name: str) -> list[CopyItem]:
-    """COPY --from sources inside a mounted image (symlinks confined to it; globs in
-    the last component)."""
-    import fnmatch
-    import stat as stat_
-
-    from corral.linux.mounts import secure_join
-
-    cleaned = posixpath.normpath("/" + name).lstrip("/")
-    head, tail = posixpath.split(cleaned)
-    if any(c in tail for c in "*?["):
-        parent = secure_join(root, head)
-        try:
-            names = sorted(n for n in os.listdir(parent) if fnmatch.fnmatchcase(n, tail))
-        except OSError:
-            names = []
-        paths = [posixpath.join(head, n) for n in names]
-        if not paths:
-            raise SourceNotFound(f"{name}: no file in the source image matches")
-    else:
-        paths = [cleaned]
-    items = []
-    for rel in paths:
-        real = secure_join(root, rel)
-        try:
-            st = os.stat(real)
-        except OSError:
-            raise SourceNotFound(f"{name}: no such file or directory in the source") from None
-        if stat_.S_ISDIR(st.st_mode):
-            entries = []
-            for dirpath, dirnames, filenames in os.walk(real):
-                dirnames.sort()
-                for child in sorted(dirnames + filenames):
-                    path = os.path.join(dirpath, child)
-                    entries.append(Entry(path, os.path.relpath(path, real), os.lstat(path)))
-            entries.sort(key=lambda e: e.rel)
-            items.append(CopyItem(rel or "/", True, entries))
-        else:
-            items.append(CopyItem(posixpath.basename(rel), False,
-                                  [Entry(real, posixpath.basename(rel), st)]))
-    return items
 
 
 def run_build(store: Any, options: BuildOptions) -> BuildResult:
