@@ -494,3 +494,32 @@ def test_add_url(corral, tmp_path):
         assert "404" in failed.stderr
     finally:
         server.shutdown()
+
+
+def test_missing_base_is_pulled_and_pull_refreshes(corral, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from tests.support.registry_server import ServeProcess
+
+    server = ServeProcess(tmp_path / "registry")
+    fresh = Corral(tmp_path / "fresh-store")
+    try:
+        remote = f"{server.addr}/corral-test/base:1"
+        corral("push", "busybox", remote)
+        ctx = _context(tmp_path, f"FROM {remote}\nRUN echo ran:step > /f\n")
+        out = fresh.build(ctx, "-t", "corral-test-pulled").stdout
+        assert f"Pulling {remote}" in out and "STEP 2/2" in out
+        assert fresh.run("corral-test-pulled", "cat", "/f") == "ran:step\n"
+        assert "Pulling" not in fresh.build(ctx, "-t", "corral-test-pulled").stdout
+        assert f"Pulling {remote}" in fresh.build(ctx, "--pull").stdout
+        server.stop()
+        failed = fresh.build(ctx, "--pull", check=False)
+        assert failed.returncode == 125
+        assert f"Dockerfile:1: FROM: image {remote!r}: pulling it failed" in failed.stderr
+    finally:
+        server.stop()
+        subprocess.run([CORRAL, "--root", str(fresh.root), "rm", "-af"], check=False,
+                       capture_output=True, timeout=120)
+        _unmount_under(fresh.root)
+        shutil.rmtree(fresh.root, ignore_errors=True)
