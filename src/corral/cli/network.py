@@ -63,7 +63,8 @@ def register(commands: Any) -> None:
     p.add_argument("-f", "--force", action="store_true", help="do not ask (never asks)")
     p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("reload", help="tear down the networking of stopped containers")
+    p = sub.add_parser("reload", help="tear down the networking of stopped containers and "
+                       "restore the isolation rules")
     p.set_defaults(func=cmd_reload)
 
 
@@ -186,8 +187,12 @@ def cmd_prune(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_reload(args: argparse.Namespace, ctx: Any) -> int:
-    from corral.engine.networking import reconcile
+    from corral.engine.networking import manager, reconcile
+    from corral.network import isolation
 
-    for container_id in reconcile(_engine(ctx)):
+    engine = _engine(ctx)
+    for container_id in reconcile(engine):
         print(container_id)
+    for network in manager(engine).networks.list():
+        isolation.ensure(network.bridge, force=True)
     return 0

@@ -328,7 +328,7 @@ class Engine:
         from corral.engine import networking
 
         try:
-            networking.setup(self, c)
+            pending = networking.begin(self, c)  # CNI ADD runs alongside the create
         except BaseException:
             store.unmount(c.id, force=True)
             raise
@@ -342,14 +342,16 @@ class Engine:
                 tty=c.config.tty, stdin=c.config.interactive)
         except conmon.CreateFailed as exc:
             rt.delete(c.id, force=True)
-            networking.teardown(self, c)
+            if pending is not None:
+                pending.abandon()
             store.unmount(c.id, force=True)
             st.error = str(exc)
             self._save_state(c)
             raise _command_error(str(exc)) from exc
         except BaseException:
             rt.delete(c.id, force=True)
-            networking.teardown(self, c)
+            if pending is not None:
+                pending.abandon()
             store.unmount(c.id, force=True)
             raise
         st.pid, st.pid_start = pid, _proc_start(pid)
@@ -359,13 +361,18 @@ class Engine:
             st.conmon_pid = None
         st.status, st.started_at, st.finished_at = "running", now(), None
         st.exit_code, st.stopped_by_user, st.error = None, False, None
-        self._save_state(c)
         try:
+            if pending is not None:
+                pending.finish()
+                pending = None
+            self._save_state(c)
             if before_start is not None:
                 before_start(c)
             rt.start(c.id)
         except BaseException as exc:  # noqa: BLE001 - undone, recorded and re-raised below
             rt.delete(c.id, force=True)
+            if pending is not None:
+                pending.abandon()
             networking.teardown(self, c)
             store.unmount(c.id, force=True)
             st.status, st.pid, st.error = "stopped", None, str(exc)
@@ -488,10 +495,10 @@ class Engine:
             code = self._read_exit(c.id)
             if code is None and _alive(st.pid, st.pid_start):
                 return  # still running (a stray call)
-            self._runtime(c).delete(c.id, force=True)
-            networking.teardown(self, c)
-            with contextlib.suppress(Exception):
-                self.store.unmount(c.id, force=True)
+            with networking.teardown_alongside(self, c):  # CNI DEL next to the delete
+                self._runtime(c).delete(c.id, force=True)
+                with contextlib.suppress(Exception):
+                    self.store.unmount(c.id, force=True)
             st.status = "exited" if code is not None else "stopped"
             st.exit_code, st.finished_at, st.pid, st.conmon_pid = code, now(), None, None
             self._save_state(c)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,16 +150,61 @@ def _running_peers(engine: Any, exclude: str) -> list[Any]:
     return out
 
 
-def setup(engine: Any, c: Any) -> None:
-    """Before the runtime creates the container: its netns attached to its networks
-    (bridge), or the target's netns path (container:). Records what was made in
-    `c.state` (the caller saves it). On failure nothing is left."""
+class Pending:
+    """A CNI ADD running in a thread while the runtime creates the container."""
+
+    def __init__(self, engine: Any, c: Any, requests: list[Any], mappings: list[Any],
+                 peers: list[Any]) -> None:
+        import threading
+
+        self.engine, self.c, self.peers, self.mappings = engine, c, peers, mappings
+        self.result: list[Any] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(requests,), daemon=True)
+        self._thread.start()
+
+    def _run(self, requests: list[Any]) -> None:
+        try:
+            self.result = manager(self.engine).attach(self.c.id, requests)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in finish()
+            self.error = exc
+
+    def finish(self) -> None:
+        """Wait for the ADDs; record them in the state; write hosts files (in place: the
+        container's is bind-mounted by now). Raises the ADD's error, all undone."""
+        self._thread.join()
+        engine, c = self.engine, self.c
+        if self.error is not None:
+            teardown(engine, c)
+            raise self.error
+        c.state.networks = [a.to_json() for a in self.result]
+        c.state.ports = [p.to_json() for p in self.mappings]
+        try:
+            write_hosts(engine, c, self.peers, in_place=True)
+            for peer in self.peers:
+                if _shares_network(c, peer):
+                    write_hosts(engine, peer, [p for p in self.peers if p.id != peer.id]
+                                + [c], in_place=True)
+        except BaseException:
+            teardown(engine, c)
+            raise
+
+    def abandon(self) -> None:
+        """The start failed elsewhere: wait for the ADDs, then undo them."""
+        self._thread.join()
+        teardown(self.engine, self.c)
+
+
+def begin(engine: Any, c: Any) -> Pending | None:
+    """Before the runtime creates the container: the netns made (bridge) and its CNI
+    ADDs started in a thread, or the target's netns path set (container:). Call
+    `finish()` on the result before the container starts."""
     mode = c.config.network or "bridge"
     if mode.startswith("container:"):
         _join_container(engine, c, mode.partition(":")[2])
-        return
+        return None
     if mode != "bridge":
-        return
+        return None
     from corral.network.manager import Request
     from corral.network.ports import parse_publish, reserve
 
@@ -176,18 +222,15 @@ def setup(engine: Any, c: Any) -> None:
                                 mac=c.config.mac_address if index == 0 else None,
                                 aliases=list(c.config.network_aliases),
                                 ports=mappings if index == 0 else []))
-    attached = m.setup(c.id, requests)
-    c.state.networks = [a.to_json() for a in attached]
-    c.state.ports = [p.to_json() for p in mappings]
-    try:
-        write_hosts(engine, c, peers, in_place=False)
-        for peer in peers:
-            if _shares_network(c, peer):
-                write_hosts(engine, peer, [p for p in peers if p.id != peer.id] + [c],
-                            in_place=True)
-    except BaseException:
-        teardown(engine, c)
-        raise
+    m.prepare(c.id, requests)
+    return Pending(engine, c, requests, mappings, peers)
+
+
+def setup(engine: Any, c: Any) -> None:
+    """`begin` and `finish` in one go (network connect, tests)."""
+    pending = begin(engine, c)
+    if pending is not None:
+        pending.finish()
 
 
 def _join_container(engine: Any, c: Any, target_id: str) -> None:
@@ -262,6 +305,23 @@ def teardown(engine: Any, c: Any) -> None:
             for peer in peers:
                 write_hosts(engine, peer, [p for p in peers if p.id != peer.id],
                             in_place=True)
+
+
+@contextlib.contextmanager
+def teardown_alongside(engine: Any, c: Any) -> Iterator[None]:
+    """`teardown` in a thread while the body runs (the runtime's delete, the unmount):
+    the CNI DELs are the slowest part of a container's cleanup."""
+    if (c.config.network or "bridge") != "bridge" and not c.state.networks:
+        yield
+        return
+    import threading
+
+    thread = threading.Thread(target=teardown, args=(engine, c), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def reconcile(engine: Any) -> list[str]:

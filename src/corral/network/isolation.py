@@ -6,13 +6,18 @@ traffic to the outside (NAT) still flows.
     CORRAL-ISOLATION-1: -i <bridge> ! -o <bridge> -j CORRAL-ISOLATION-2   (per network)
     CORRAL-ISOLATION-2: -o <bridge> -j DROP                               (per network)
 
-Rules are added when a container joins a network (idempotent: `iptables -C` first, so
-they come back after a reboot) and removed with the network.
+Rules are added when a container joins a network (idempotent: `iptables -C` first) and
+removed with the network. A marker in /run (a tmpfs, empty after a reboot) saves the
+iptables calls once a bridge's rules were ensured since boot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
+
+MARKERS = "/run/corral/isolation"
 
 STAGE1 = "CORRAL-ISOLATION-1"
 STAGE2 = "CORRAL-ISOLATION-2"
@@ -32,14 +37,21 @@ def _ensure_rule(chain: str, rule: list[str], *, first: bool = False) -> None:
         _iptables("-I" if first else "-A", chain, *rule)
 
 
-def ensure(bridge: str) -> None:
+def ensure(bridge: str, *, force: bool = False) -> None:
     """The chains, the FORWARD jump and this bridge's two rules."""
+    marker = os.path.join(MARKERS, bridge)
+    if not force and os.path.exists(marker):
+        return
     for chain in (STAGE1, STAGE2):
         if not _iptables("-n", "-L", chain):
             _iptables("-N", chain)
     _ensure_rule("FORWARD", ["-j", STAGE1], first=True)
     _ensure_rule(STAGE1, ["-i", bridge, "!", "-o", bridge, "-j", STAGE2])
     _ensure_rule(STAGE2, ["-o", bridge, "-j", "DROP"])
+    with contextlib.suppress(OSError):
+        os.makedirs(MARKERS, exist_ok=True)
+        with open(marker, "w"):
+            pass
 
 
 def remove(bridge: str) -> None:
@@ -48,3 +60,5 @@ def remove(bridge: str) -> None:
         pass
     while _iptables("-D", STAGE2, "-o", bridge, "-j", "DROP"):
         pass
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(MARKERS, bridge))

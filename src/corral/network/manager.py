@@ -92,6 +92,12 @@ class NetworkManager:
     # -- up -------------------------------------------------------------------------------------
     def setup(self, container_id: str, requests: list[Request]) -> list[Attached]:
         """A fresh netns for the container, then ADD on each network in order."""
+        self.prepare(container_id, requests)
+        return self.attach(container_id, requests)
+
+    def prepare(self, container_id: str, requests: list[Request]) -> Path:
+        """Checks, isolation rules and the (empty) netns: what must exist before the
+        runtime creates the container. `attach` may then run alongside that create."""
         for request in requests:
             ensure_available(self.cni, request.network.conflist())
             if request.ip:
@@ -103,6 +109,11 @@ class NetworkManager:
         for request in requests:
             isolation.ensure(request.network.bridge)
         netns_mod.create(path)
+        return path
+
+    def attach(self, container_id: str, requests: list[Request]) -> list[Attached]:
+        """ADD on each network in order (`eth0`, `eth1`, ...); all undone on failure."""
+        path = self.netns_path(container_id)
         done: list[Attached] = []
         try:
             for index, request in enumerate(requests):
