@@ -523,3 +523,19 @@ def test_missing_base_is_pulled_and_pull_refreshes(corral, tmp_path):
                        capture_output=True, timeout=120)
         _unmount_under(fresh.root)
         shutil.rmtree(fresh.root, ignore_errors=True)
+
+
+def test_from_scratch(corral, tmp_path):
+    tag, empty = _tag(), _tag()
+    ctx = _context(tmp_path, 'FROM scratch\nCOPY busybox /bin/busybox\n'
+                             'CMD ["/bin/busybox", "echo", "from scratch"]\n',
+                   {"busybox": Path("/bin/busybox").read_bytes()})
+    os.chmod(ctx / "busybox", 0o755)
+    corral.build(ctx, "-t", tag)
+    assert corral.run(tag) == "from scratch\n"
+    assert len(corral.config(tag)["rootfs"]["diff_ids"]) == 1
+    (ctx / "Dockerfile").write_text("FROM scratch\nLABEL only=metadata\n")
+    corral.build(ctx, "-t", empty)
+    config = corral.config(empty)
+    assert config["rootfs"]["diff_ids"] == [] and config["config"]["Labels"] == {"only": "metadata"}
+    assert [h.get("empty_layer") for h in config["history"]] == [True]
