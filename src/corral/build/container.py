@@ -24,8 +24,6 @@ from typing import Any, Self
 from corral.errors import SystemFailure
 from corral.oci.image import OCI_LAYER, Descriptor
 
-#: Host files a RUN step sees (host network), bind-mounted read-only like buildah's.
-HOST_FILES = ("/etc/resolv.conf", "/etc/hosts")
 OUTPUT_TAIL = 64 << 10
 
 
@@ -189,4 +187,4 @@ def _drop_blob(store: Any, digest: str) -> None:
         pass
 
 
-__all__ = ["HOST_FILES", "StepContainer", "StepFailed"]
+__all__ = ["OUTPUT_TAIL", "StepContainer", "StepFailed"]

@@ -60,7 +60,7 @@ def parse_chmod(text: str | None, what: str) -> int | None:
     return value
 
 
-def _mkdirs(rootfs: str, rel: str, owner: Owner | None) -> str:
+def make_dirs(rootfs: str, rel: str, owner: Owner | None) -> str:
     """Make the directories of `rel` inside the rootfs; its real path."""
     path = secure_join(rootfs, rel)
     if os.path.isdir(path):
@@ -146,7 +146,7 @@ def copy_items(rootfs: Path, items: Sequence[CopyItem], dest: str, workdir: str,
     effective = owner or Owner()
     if dest_is_dir:
         base_rel = dest.rstrip("/") or "/"
-        base = _mkdirs(root, base_rel, owner)
+        base = make_dirs(root, base_rel, owner)
         for item in items:
             if item.data is not None:
                 _write_data(secure_join(root, base_rel + "/" + item.name), item, effective,
@@ -158,7 +158,7 @@ def copy_items(rootfs: Path, items: Sequence[CopyItem], dest: str, workdir: str,
                 parent = os.path.dirname(rel)
                 secure_parent = secure_join(root, parent)
                 if not os.path.isdir(secure_parent):
-                    _mkdirs(root, parent, owner)
+                    make_dirs(root, parent, owner)
                     secure_parent = secure_join(root, parent)
                 target = os.path.join(secure_parent, os.path.basename(rel))
                 _place(entry, target, effective, chmod)
@@ -170,7 +170,7 @@ def copy_items(rootfs: Path, items: Sequence[CopyItem], dest: str, workdir: str,
         return
     item = items[0]
     parent_rel = os.path.dirname(dest.rstrip("/")) or "/"
-    parent = _mkdirs(root, parent_rel, owner)
+    parent = make_dirs(root, parent_rel, owner)
     target = os.path.join(parent, os.path.basename(dest.rstrip("/")))
     if item.data is not None:
         _write_data(target, item, effective, chmod)
@@ -211,7 +211,7 @@ def extract_archive(path: str, rootfs: Path, dest: str, workdir: str,
     if not dest.startswith("/"):
         dest = (workdir.rstrip("/") or "") + "/" + dest
     base_rel = dest.rstrip("/") or "/"
-    _mkdirs(root, base_rel, owner)
+    make_dirs(root, base_rel, owner)
     dirs: list[tuple[str, tarfile.TarInfo]] = []
     with tarfile.open(path, "r:*") as tar:
         for member in tar:
@@ -224,7 +224,7 @@ def extract_archive(path: str, rootfs: Path, dest: str, workdir: str,
                                       "leaves the destination")
             rel = base_rel.rstrip("/") + "/" + "/".join(parts)
             parent_rel = os.path.dirname(rel)
-            _mkdirs(root, parent_rel, owner)
+            make_dirs(root, parent_rel, owner)
             target = os.path.join(secure_join(root, parent_rel), parts[-1])
             uid = owner.uid if owner else member.uid
             gid = owner.gid if owner else member.gid
@@ -270,4 +270,5 @@ def extract_archive(path: str, rootfs: Path, dest: str, workdir: str,
         os.utime(target, (member.mtime, member.mtime))
 
 
-__all__ = ["CopyItem", "Owner", "copy_items", "extract_archive", "is_archive", "parse_chmod"]
+__all__ = ["CopyItem", "Owner", "copy_items", "extract_archive", "is_archive", "make_dirs",
+           "parse_chmod"]

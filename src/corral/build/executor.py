@@ -36,12 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.build import config_ops
-from corral.build.container import HOST_FILES, StepContainer, StepFailed
+from corral.build import config_ops, run_step
+from corral.build.container import OUTPUT_TAIL, StepContainer, StepFailed
 from corral.build.context import BuildContext, HashCache
-from corral.build.copy_files import Owner, copy_items, extract_archive, parse_chmod
+from corral.build.copy_files import (
+    Owner,
+    copy_items,
+    extract_archive,
+    make_dirs,
+    parse_chmod,
+)
 from corral.build.copy_sources import collect
-from corral.build.dockerfile import Dockerfile, DockerfileError, Instruction, parse
+from corral.build.dockerfile import DockerfileError, Instruction, parse
 from corral.build.expand import ExpansionError, Lexer
 from corral.build.stages import (
     PROXY_ARGS,
@@ -139,7 +145,7 @@ class Builder:
         self.total = sum(1 + len(s.instructions) for s in stages if s.index in needed)
         for stage in stages:
             if stage.index in needed:
-                self.stage_states[stage.index] = self._run_stage(stages, stage, dockerfile)
+                self.stage_states[stage.index] = self._run_stage(stages, stage)
             if stage is target:
                 break
         final = self.stage_states[target.index]
@@ -221,7 +227,7 @@ class Builder:
                 exc.args[1:]
             raise
 
-    def _run_stage(self, stages: list[Stage], stage: Stage, dockerfile: Dockerfile) -> State:
+    def _run_stage(self, stages: list[Stage], stage: Stage) -> State:
         self._log_step(stage.from_ins)
         state = self._base_state(stages, stage)
         scope = _Scope(state, {})
@@ -325,37 +331,18 @@ class Builder:
         self.opts.log(f"--> {new.image_id.split(':', 1)[1][:12]}")
 
     def _run(self, scope: _Scope, ins: Instruction) -> None:
-        from corral.image.runtime_spec import spec_for
-        from corral.oci.image import ImageConfig
-
         state = scope.state
         network = ins.flag("network") or self.opts.network
-        if network not in ("host", "none", "default"):
+        if network not in run_step.NETWORKS:
             raise ins.error(f"--network={network}: expected host, none or default")
         if ins.flag("mount") is not None or ins.flag("security") is not None:
             raise ins.error("--mount and --security are not supported yet")
-        script: str | None = None
-        if ins.json:
-            argv = list(ins.args)
-        elif ins.heredocs and ins.rest.strip() == ins.rest.strip().split()[0] and \
-                ins.rest.strip().startswith("<<"):
-            body = ins.heredocs[0].body
-            if body.startswith("#!"):
-                script = body
-                argv = ["/dev/corral-heredoc"]
-            else:
-                argv = config_ops.command_of(
-                    Instruction("RUN", body, ins.line, ins.end_line, body), state.config)
-        elif ins.heredocs:
-            text = ins.rest + "\n" + "".join(h.body + h.name + "\n" for h in ins.heredocs)
-            argv = config_ops.command_of(
-                Instruction("RUN", text, ins.line, ins.end_line, text), state.config)
-        else:
-            argv = config_ops.command_of(ins, state.config)
+        argv, script = run_step.command(ins, state.config)
         if not argv or not argv[0]:
             raise ins.error("requires a command")
+        image_env = config_ops.env_map(state.config)
         arg_env = [f"{k}={v}" for k, v in scope.args.items()
-                   if v is not None and k not in config_ops.env_map(state.config)]
+                   if v is not None and k not in image_env]
         proxies = [f"{k}={v}" for k, v in self.opts.build_args.items()
                    if k in PROXY_ARGS and k not in scope.args]
         description = "RUN " + json.dumps(argv) + (f" script={script!r}" if script else "") + \
@@ -364,41 +351,25 @@ class Builder:
         if self._cache_hit(scope, key, ins):
             return
         created_by = "RUN " + (" ".join(argv) if not ins.json else json.dumps(argv))
-        tmp = None
+        script_file = None
         try:
             with StepContainer(self.store, state.top, state.image_id) as ctr:
                 workdir = state.c.get("WorkingDir") or "/"
                 if workdir != "/":
-                    from corral.build.copy_files import _mkdirs
-
-                    _mkdirs(str(ctr.rootfs), workdir, None)
-                config = {k: v for k, v in state.config.items()}
-                config["config"] = {k: v for k, v in state.c.items() if v is not None}
-                spec = spec_for(ImageConfig(config), ctr.rootfs, command=argv, entrypoint=[],
-                                env=arg_env + proxies, workdir=workdir, user=state.c.get("User") or "",
-                                network="host" if network in ("host", "default") else "none",
-                                root_path="merged")
-                mounts = []
-                if network != "none":
-                    for host_file in HOST_FILES:
-                        if os.path.exists(host_file):
-                            mounts.append({"destination": host_file, "type": "bind",
-                                           "source": host_file,
-                                           "options": ["rbind", "ro", "nosuid", "nodev"]})
+                    make_dirs(str(ctr.rootfs), workdir, None)
+                spec, mounts = run_step.process_spec(state.config, ctr.rootfs, argv,
+                                                     arg_env + proxies, network)
                 if script is not None:
-                    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
-                        "w", dir=self.store.root / "tmp" if (self.store.root / "tmp").is_dir()
-                        else None, prefix="heredoc-", delete=False)
-                    tmp.write(script)
-                    tmp.close()
-                    os.chmod(tmp.name, 0o755)
-                    mounts.append({"destination": "/dev/corral-heredoc", "type": "bind",
-                                   "source": tmp.name, "options": ["bind", "ro"]})
+                    fd, script_file = tempfile.mkstemp(prefix="heredoc-", dir=self._tmp())
+                    with os.fdopen(fd, "w") as f:
+                        f.write(script)
+                    os.chmod(script_file, 0o755)
+                    mounts.append(run_step.script_mount(script_file))
                 tail = bytearray()
 
                 def output(chunk: bytes) -> None:
                     tail.extend(chunk)
-                    del tail[:-65536]
+                    del tail[:-OUTPUT_TAIL]
                     self.opts.output(chunk)
 
                 code = ctr.run(spec, self.opts.runtime, self.opts.runtime_root, output,
@@ -409,8 +380,8 @@ class Builder:
                                      tail.decode(errors="replace"))
                 self._commit_step(scope, ctr, key, created_by, ins)
         finally:
-            if tmp is not None:
-                os.unlink(tmp.name)
+            if script_file is not None:
+                os.unlink(script_file)
 
     # -- COPY / ADD -------------------------------------------------------------------
     def _copy(self, stages: list[Stage], stage: Stage, scope: _Scope,
