@@ -403,6 +403,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN useradd -m -u 1234 app && echo ran:useradd
 WORKDIR /home/app/work
 COPY --chown=app:app hello.txt ./
+RUN chown app: . && echo ran:chown
 USER app
 RUN <<'EOT' bash
 set -euo pipefail
@@ -412,11 +413,11 @@ EOT
 CMD ["cat", "out.txt"]
 """, {"hello.txt": "hi\n"})
     out = corral.build(ctx, "-t", tag).stdout
-    assert _ran(out) == ["ran:useradd"]
+    assert _ran(out) == ["ran:useradd", "ran:chown"]
     assert corral.run(tag) == "whoami=app pwd=/home/app/work\nowned\n"
     assert corral.run(tag, "id", "-u").strip() == "1234"
-    # the directories COPY --chown makes are the user's too (BuildKit's rule)
-    assert corral.run(tag, "stat", "-c", "%U", "/home/app/work").strip() == "app"
+    # WORKDIR made the directory (root's); COPY --chown owns only what it copies
+    assert corral.run(tag, "stat", "-c", "%U", "/home/app/work/hello.txt").strip() == "app"
 
 
 def test_network_platform_args_and_proxy(corral, tmp_path):
@@ -539,3 +540,23 @@ def test_from_scratch(corral, tmp_path):
     config = corral.config(empty)
     assert config["rootfs"]["diff_ids"] == [] and config["config"]["Labels"] == {"only": "metadata"}
     assert [h.get("empty_layer") for h in config["history"]] == [True]
+
+
+def test_workdir_is_created_and_chmod_chown_forms(corral, tmp_path):
+    tag, exists = _tag(), _tag()
+    ctx = _context(tmp_path, "FROM busybox\nCOPY --chown=daemon --chmod=u=rwX,go=rX d /d\n"
+                             "COPY --chmod=+x s.sh /s.sh\nWORKDIR /made/by/workdir\n",
+                   {"d/f": "f", "d/sub/g": "g", "s.sh": "echo"})
+    os.chmod(ctx / "d" / "f", 0o600)
+    corral.build(ctx, "-t", tag)
+    out = corral.run(tag, "stat", "-c", "%a %u:%g %n", "/d", "/d/f", "/d/sub", "/s.sh",
+                     "/made/by/workdir")
+    assert out.splitlines() == ["755 1:1 /d", "644 1:1 /d/f", "755 1:1 /d/sub",
+                                "755 0:0 /s.sh", "755 0:0 /made/by/workdir"]
+    history = corral.config(tag)["history"]
+    assert history[-1]["created_by"] == "WORKDIR /made/by/workdir"
+    assert not history[-1].get("empty_layer")  # the directory needed a layer
+    (ctx / "Dockerfile").write_text("FROM busybox\nWORKDIR /tmp\n")
+    corral.build(ctx, "-t", exists)
+    config = corral.config(exists)
+    assert config["history"][-1].get("empty_layer") and config["config"]["WorkingDir"] == "/tmp"

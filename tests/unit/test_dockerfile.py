@@ -246,3 +246,26 @@ def test_content_digest_follows_contents_not_times(context):
     (context / "dir" / "sub" / "f").write_text("f")
     os.chmod(context / "dir" / "sub" / "f", 0o600)
     assert digest() != first
+
+
+# -- COPY --chmod -------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "mode", "is_dir", "expected"), [
+    ("755", 0o600, False, 0o755), ("0640", 0o777, True, 0o640),
+    ("+x", 0o644, False, 0o755), ("u=rwX,go=rX", 0o600, True, 0o755),
+    ("u=rwX,go=rX", 0o600, False, 0o644), ("u=rwX,go=rX", 0o700, False, 0o755),
+    ("g=u", 0o740, False, 0o770), ("o-r,g+w", 0o644, False, 0o660), ("u+s,+t", 0o755, True,
+                                                                    0o5755),
+])
+def test_chmod(text, mode, is_dir, expected):
+    from corral.build.copy_files import Chmod
+
+    assert Chmod(text, "COPY").apply(mode, is_dir) == expected
+
+
+@pytest.mark.parametrize("text", ["999", "u=q", "rwx", "77777"])
+def test_chmod_errors(text):
+    from corral.build.copy_files import Chmod
+    from corral.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="--chmod"):
+        Chmod(text, "COPY")

@@ -19,6 +19,7 @@ Rules, as docker's:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -48,16 +49,67 @@ class CopyItem:
     data_mode: int = 0o644
 
 
-def parse_chmod(text: str | None, what: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        value = int(text, 8)
-    except ValueError:
-        raise InvalidArgument(f"{what} --chmod={text}: expected an octal mode") from None
-    if value < 0 or value > 0o7777:
-        raise InvalidArgument(f"{what} --chmod={text}: out of range")
-    return value
+_SHIFT = {"u": 6, "g": 3, "o": 0}
+
+
+class Chmod:
+    """A `--chmod` value: octal (`755`) or chmod(1) symbolic clauses (`u=rwX,go=rX`,
+    `+x`, `g=u`), applied to each copied file or directory's own mode."""
+
+    _CLAUSE = re.compile(r"([ugoa]*)([-+=])([rwxXst]*|[ugo])")
+
+    def __init__(self, text: str, what: str) -> None:
+        self.text = text
+        self.octal: int | None = None
+        self.clauses: list[tuple[str, str, str]] = []
+        if text and all(c in "01234567" for c in text):
+            self.octal = int(text, 8)
+            if self.octal > 0o7777:
+                raise InvalidArgument(f"{what} --chmod={text}: out of range")
+            return
+        for clause in text.split(","):
+            match = self._CLAUSE.fullmatch(clause)
+            if not match:
+                raise InvalidArgument(f"{what} --chmod={text}: expected an octal mode or "
+                                      "symbolic clauses like u=rwX,go=rX")
+            who, op, perms = match.groups()
+            self.clauses.append((who or "ugo", op, perms))
+
+    def apply(self, mode: int, is_dir: bool) -> int:
+        if self.octal is not None:
+            return self.octal
+        mode = stat.S_IMODE(mode)
+        for who, op, perms in self.clauses:
+            who = who.replace("a", "ugo")
+            for cls in "ugo":
+                if cls not in who:
+                    continue
+                shift = _SHIFT[cls]
+                if perms in ("u", "g", "o"):
+                    bits = (mode >> _SHIFT[perms]) & 7
+                else:
+                    bits = (4 if "r" in perms else 0) | (2 if "w" in perms else 0) | \
+                        (1 if "x" in perms or ("X" in perms and (is_dir or mode & 0o111))
+                         else 0)
+                special = 0
+                if "s" in perms and cls in "ug":
+                    special |= stat.S_ISUID if cls == "u" else stat.S_ISGID
+                if "t" in perms and cls == "o":
+                    special |= stat.S_ISVTX
+                value = (bits << shift) | special
+                if op == "+":
+                    mode |= value
+                elif op == "-":
+                    mode &= ~value
+                else:
+                    clear = (7 << shift) | {"u": stat.S_ISUID, "g": stat.S_ISGID,
+                                            "o": stat.S_ISVTX}[cls]
+                    mode = (mode & ~clear) | value
+        return mode
+
+
+def parse_chmod(text: str | None, what: str) -> Chmod | None:
+    return None if text is None else Chmod(text, what)
 
 
 def make_dirs(rootfs: str, rel: str, owner: Owner | None) -> str:
@@ -88,10 +140,10 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def _place(entry: Entry, target: str, owner: Owner, chmod: int | None) -> None:
+def _place(entry: Entry, target: str, owner: Owner, chmod: Chmod | None) -> None:
     st = entry.st
     mode = st.st_mode
-    perm = chmod if chmod is not None else stat.S_IMODE(mode)
+    perm = chmod.apply(mode, stat.S_ISDIR(mode)) if chmod is not None else stat.S_IMODE(mode)
     if stat.S_ISDIR(mode):
         if not os.path.isdir(target) or os.path.islink(target):
             _remove(target)
@@ -136,7 +188,7 @@ def _place(entry: Entry, target: str, owner: Owner, chmod: int | None) -> None:
 
 
 def copy_items(rootfs: Path, items: Sequence[CopyItem], dest: str, workdir: str,
-               owner: Owner | None, chmod: int | None) -> None:
+               owner: Owner | None, chmod: Chmod | None) -> None:
     """Copy `items` to `dest` in `rootfs` (see the module docstring)."""
     root = str(rootfs)
     if not dest.startswith("/"):
@@ -178,14 +230,15 @@ def copy_items(rootfs: Path, items: Sequence[CopyItem], dest: str, workdir: str,
         _place(item.entries[0], target, effective, chmod)
 
 
-def _write_data(target: str, item: CopyItem, owner: Owner, chmod: int | None) -> None:
+def _write_data(target: str, item: CopyItem, owner: Owner, chmod: Chmod | None) -> None:
     if os.path.lexists(target):
         _remove(target)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with open(fd, "wb") as f:
         f.write(item.data or b"")
     os.chown(target, owner.uid, owner.gid)
-    os.chmod(target, chmod if chmod is not None else item.data_mode)
+    os.chmod(target, chmod.apply(item.data_mode, False) if chmod is not None
+             else item.data_mode)
 
 
 def is_archive(path: str) -> bool:
@@ -270,5 +323,5 @@ def extract_archive(path: str, rootfs: Path, dest: str, workdir: str,
         os.utime(target, (member.mtime, member.mtime))
 
 
-__all__ = ["CopyItem", "Owner", "copy_items", "extract_archive", "is_archive", "make_dirs",
+__all__ = ["Chmod", "CopyItem", "Owner", "copy_items", "extract_archive", "is_archive", "make_dirs",
            "parse_chmod"]

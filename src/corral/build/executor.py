@@ -248,7 +248,27 @@ class Builder:
         for ins in stage.instructions:
             self._log_step(ins)
             self._dispatch(stages, stage, scope, ins)
+        if scope.workdir_pending is not None:
+            self._ensure_workdir(scope, scope.workdir_pending)
         return scope.state
+
+    def _ensure_workdir(self, scope: _Scope, ins: Instruction) -> None:
+        """WORKDIR creates its directory (reference: WORKDIR) — here only when no later
+        RUN/COPY/ADD made it: a layer holding the directory, if it is missing."""
+        state = scope.state
+        workdir = state.c.get("WorkingDir") or "/"
+        if workdir == "/":
+            return
+        key = chain_key(state.key, "WORKDIR-MKDIR " + workdir)
+        if self._cache_hit(scope, key, ins):
+            return
+        from corral.linux.mounts import secure_join
+
+        with StepContainer(self.store, state.top, state.image_id) as ctr:
+            if os.path.isdir(secure_join(str(ctr.rootfs), workdir)):
+                return
+            make_dirs(str(ctr.rootfs), workdir, None)
+            self._commit_step(scope, ctr, key, "WORKDIR " + workdir, ins)
 
     # -- instructions -------------------------------------------------------------------
     def _dispatch(self, stages: list[Stage], stage: Stage, scope: _Scope,
@@ -282,6 +302,8 @@ class Builder:
                                          self._expand_env(scope))
         if ins.cmd == "CMD":
             scope.cmd_set = True
+        if ins.cmd == "WORKDIR":
+            scope.workdir_pending = ins
         if ins.cmd == "ENTRYPOINT" and not scope.cmd_set:
             state.c["Cmd"] = None  # ENTRYPOINT resets a CMD inherited from the base
         state.add_history(text, empty_layer=True)
@@ -309,6 +331,7 @@ class Builder:
         if hit is None:
             return False
         scope.state = state_of_image(self.store, hit, key)
+        scope.workdir_pending = None
         self.opts.log(f"--> Using cache {hit.split(':', 1)[1]}")
         self.result.cached.append(f"{ins.line} {ins.cmd}")
         return True
@@ -327,6 +350,7 @@ class Builder:
             self.store.layers.release_hold(chain)
             raise
         scope.state = new
+        scope.workdir_pending = None
         self.result.ran.append(f"{ins.line} {ins.cmd}")
         self.opts.log(f"--> {new.image_id.split(':', 1)[1][:12]}")
 
@@ -401,7 +425,9 @@ class Builder:
         if len(sources) > 1 and not dest.endswith("/"):
             raise ins.error(f"with more than one source the destination must be a directory "
                             f"and end with a /: {dest}")
-        chmod = parse_chmod(ins.flag("chmod"), ins.cmd)
+        chmod_text = ins.flag("chmod")
+        chmod_text = self.lexer.word(chmod_text, env) if chmod_text else None
+        chmod = parse_chmod(chmod_text, ins.cmd)
         chown = ins.flag("chown")
         chown = self.lexer.word(chown, env) if chown else None
         workdir = state.c.get("WorkingDir") or "/"
@@ -426,7 +452,7 @@ class Builder:
             collected = collect(ins, sources, context=self.context, from_root=mount_dir,
                                 lexer=self.lexer, env=env, cache=self.hash_cache,
                                 tmpdir=self._tmp())
-            description = (f"{ins.cmd} chown={chown} chmod={chmod} dest={dest} "
+            description = (f"{ins.cmd} chown={chown} chmod={chmod_text} dest={dest} "
                            f"workdir={workdir} {origin} " + json.dumps(collected.digests))
             key = chain_key(state.key, description)
             if self._cache_hit(scope, key, ins):
@@ -434,6 +460,8 @@ class Builder:
             created_by = f"{ins.cmd} {' '.join(sources)} {dest}"
             with StepContainer(self.store, state.top, state.image_id) as ctr:
                 owner = _owner(ctr.rootfs, chown, ins) if chown else None
+                if workdir != "/":
+                    make_dirs(str(ctr.rootfs), workdir, None)
                 if collected.items:
                     copy_items(ctr.rootfs, collected.items, dest, workdir, owner, chmod)
                 for archive in collected.archives:
@@ -461,6 +489,7 @@ class _Scope:
         self.state = state
         self.args = args
         self.cmd_set = False
+        self.workdir_pending: Instruction | None = None  # a WORKDIR no layer made yet
 
 
 def _default_dockerfile(context: Path) -> Path:
@@ -477,6 +506,8 @@ def _owner(rootfs: Path, chown: str, ins: Instruction) -> Owner:
         user = resolve_user(rootfs, chown)
     except NotFound as exc:
         raise ins.error(f"--chown={chown}: {exc}") from None
+    if ":" not in chown:  # "If you specify only a user, the GID is set to the same
+        return Owner(user["uid"], user["uid"])  # numeric value as the UID."
     return Owner(user["uid"], user["gid"])
 
 
