@@ -254,6 +254,29 @@ def test_several_networks_at_once(net_corral):
     assert " eth0 " in out and " eth1 " in out
 
 
+def test_publish_all_maps_exposed_ports(net_corral):
+    net_corral("create", "--name", "base", "--network", "none", "busybox", "true")
+    net_corral("commit", "-c", "EXPOSE 80/tcp", "base", "corral-test-exposed")
+    net_corral("run", "-d", "--name", "web", "-P", "corral-test-exposed", "sh", "-c", HTTPD,
+               "published-all")
+    line = net_corral("port", "web", "80").stdout.strip()
+    assert line.startswith("80/tcp -> 0.0.0.0:")
+    port = int(line.rsplit(":", 1)[1])
+    assert _wait_http(f"http://127.0.0.1:{port}/") == b"published-all\n"
+
+
+def test_cni_check_passes_then_sees_a_broken_interface(net_corral):
+    net = net_corral.network()
+    cid = net_corral("run", "-d", "--network", net.name, "busybox", "sleep", "1000"
+                     ).stdout.strip()
+    assert net_corral("network", "check", cid).returncode == 0
+    pid = net_corral.inspect(cid)["State"]["Pid"]
+    subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "addr", "flush", "dev", "eth0"],
+                   check=True)
+    r = net_corral("network", "check", cid, check=False)
+    assert r.returncode == 1 and "bridge" in r.stdout and net.name in r.stdout
+
+
 # -- cleanup on every path ------------------------------------------------------------------
 def test_twenty_create_rm_cycles_leave_nothing(net_corral):
     net = net_corral.network()

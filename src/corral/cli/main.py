@@ -82,17 +82,45 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(errors.EXIT_ERROR)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from corral.cli import (
-        build,
-        container,
-        image,
-        network,
-        registry,
-        registry_client,
-        system,
-        volume,
-    )
+#: the modules that register commands, in registration order (later ones may add verbs
+#: to nouns that earlier ones made: `build` to `image`, `system` to `container`)
+MODULES = ("image", "build", "container", "registry_client", "registry", "volume", "network",
+           "system")
+#: top-level command -> the modules it needs; any other word loads them all (help, typos)
+OWNERS: dict[str, tuple[str, ...]] = {
+    **{c: ("image",) for c in ("history", "images", "import", "inspect", "load", "rmi",
+                               "save", "tag")},
+    "image": ("image", "build"),
+    "build": ("build",),
+    **{c: ("container",) for c in ("attach", "create", "exec", "export", "kill", "logs",
+                                   "pause", "ps", "restart", "rm", "run", "start", "stop",
+                                   "unpause", "wait")},
+    "container": ("container", "system"),
+    **{c: ("registry_client",) for c in ("login", "logout", "pull", "push")},
+    "registry": ("registry",), "volume": ("volume",), "network": ("network",),
+    **{c: ("system",) for c in ("commit", "cp", "info", "port", "rename", "stats", "top",
+                                "version")},
+}
+_GLOBAL_WITH_VALUE = ("--root", "--storage-driver", "--runtime")
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The first word after the global options (None if there is none)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given `argv`, only the modules its command needs are imported and
+    registered (most of `corral`'s start-up time was building every subcommand)."""
+    import importlib
 
     parser = _Parser(prog="corral", description="Corral: images and containers.")
     parser.add_argument("--root", help="store directory (default $CORRAL_ROOT or /var/lib/corral)")
@@ -102,19 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    image.register(commands)
-    build.register(commands)
-    container.register(commands)
-    registry_client.register(commands)
-    registry.register(commands)
-    volume.register(commands)
-    network.register(commands)
-    system.register(commands)
+    word = command_word(argv) if argv is not None else None
+    needed = OWNERS.get(word or "", MODULES)
+    for name in MODULES:
+        if name in needed:
+            importlib.import_module(f"corral.cli.{name}").register(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     ctx: Any = None
     try:

@@ -63,6 +63,10 @@ def register(commands: Any) -> None:
     p.add_argument("-f", "--force", action="store_true", help="do not ask (never asks)")
     p.set_defaults(func=cmd_prune)
 
+    p = sub.add_parser("check", help="CNI CHECK a running container's networks")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("reload", help="tear down the networking of stopped containers and "
                        "restore the isolation rules")
     p.set_defaults(func=cmd_reload)
@@ -196,3 +200,12 @@ def cmd_reload(args: argparse.Namespace, ctx: Any) -> int:
     for network in manager(engine).networks.list():
         isolation.ensure(network.bridge, force=True)
     return 0
+
+
+def cmd_check(args: argparse.Namespace, ctx: Any) -> int:
+    from corral.engine.networking import check
+
+    problems = check(_engine(ctx), args.container)
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0

@@ -476,9 +476,40 @@ def prune_networks(engine: Any) -> list[str]:
     m = manager(engine)
     removed = []
     for net in m.networks.list():
-        if net.name == m.networks.default_name:
-            continue
-        if not users(engine, net.name):
+        if net.name != m.networks.default_name and not users(engine, net.name):
             m.networks.remove(net.name)
             removed.append(net.name)
+            continue
+        # GC (CNI 1.1): plugins may drop what no remaining attachment holds
+        valid = [(e.container_id, e.ifname) for e in m.cni.cached_entries(net.name)]
+        for error in m.cni.gc(net.conflist(), valid):
+            import sys
+
+            print(f"corral: network prune: {error}", file=sys.stderr)
     return removed
+
+
+def check(engine: Any, ref: str) -> list[str]:
+    """CNI CHECK of each of a running container's attachments; returns the problems."""
+    from corral.network.cni.client import Attachment, CNIError
+
+    c = engine.get(ref)
+    if c.status not in ("running", "paused"):
+        raise FailedPrecondition(f"container {c.name} is {c.status}, not running")
+    m = manager(engine)
+    problems = []
+    for a in c.state.networks:
+        entry = m.cni.cached(a["network"], c.id, a["ifname"])
+        if entry is None:
+            problems.append(f"{a['network']}/{a['ifname']}: no cached result")
+            continue
+        from corral.network.cni.config import parse_conflist
+
+        try:
+            m.cni.check(parse_conflist(entry.config, str(entry.path)),
+                        Attachment(c.id, a["ifname"], str(m.netns_path(c.id)),
+                                   tuple((k, v) for k, v in entry.cni_args),
+                                   dict(entry.capability_args)))
+        except CNIError as exc:
+            problems.append(f"{a['network']}/{a['ifname']}: {exc}")
+    return problems
