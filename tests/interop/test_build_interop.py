@@ -44,6 +44,9 @@ COPY --chmod=0750 run.sh /usr/local/bin/
 COPY --from=builder /out /opt/out
 RUN echo "v=$VERSION" > version && mkdir -p data && chown nobody data && \\
     ln -s version current && rm /bin/vi && chmod 0444 conf/app.conf
+ADD bundle.tar.gz /opt/bundle/
+COPY --chown=1:1 owned/ /owned/
+RUN rm -rf /var/spool && mkdir -p /var/spool/fresh && ln /srv/app/version /hardlink
 USER nobody
 EXPOSE 8080/tcp
 VOLUME /srv/app/data
@@ -88,6 +91,16 @@ def env():
         (ctx / "files" / "conf" / "app.conf").write_text("key=value\n")
         (ctx / "files" / "readme").write_text("readme\n")
         (ctx / "run.sh").write_text("#!/bin/sh\necho run\n")
+        (ctx / "files" / "link").symlink_to("readme")
+        (ctx / "owned" / "deep").mkdir(parents=True)
+        (ctx / "owned" / "deep" / "x").write_text("x\n")
+        os.chmod(ctx / "owned" / "deep", 0o750)
+        with tarfile.open(ctx / "bundle.tar.gz", "w:gz") as tar:
+            for name, data in (("bin/tool", b"#!/bin/sh\n"), ("share/doc", b"doc\n")):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.uid, info.gid = len(data), 0o755, 7, 8
+                info.mtime = 1_600_000_000
+                tar.addfile(info, io.BytesIO(data))
         yield podman, corral_root, ctx
     finally:
         podman.remove_all_named()
@@ -97,20 +110,30 @@ def env():
 
 
 def _tree(data: bytes) -> dict[str, tuple]:
-    """A flattened rootfs tar as {path: (type, mode, uid, gid, content digest | link)}."""
+    """A flattened rootfs tar as {path: (type, mode, uid, gid, content digest | link)};
+    hard links count as regular files with their target's content (which name of a
+    hard-linked pair a tar stores as the link is the exporter's choice)."""
     tree = {}
+    links: dict[str, str] = {}
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for m in tar.getmembers():
             name = m.name.removeprefix("./").rstrip("/")
             if not name:
                 continue
             content = ""
+            kind = m.type
             if m.isfile():
                 f = tar.extractfile(m)
                 content = hashlib.sha256(f.read() if f else b"").hexdigest()
-            elif m.issym() or m.islnk():
+            elif m.islnk():
+                links[name] = m.linkname.removeprefix("./")
+                kind = tarfile.REGTYPE
+            elif m.issym():
                 content = m.linkname
-            tree[name] = (m.type, m.mode & 0o7777, m.uid, m.gid, content)
+            tree[name] = (kind, m.mode & 0o7777, m.uid, m.gid, content)
+    for name, target in links.items():
+        kind, mode, uid, gid, _ = tree[name]
+        tree[name] = (kind, mode, uid, gid, tree[target][4])
     return tree
 
 
