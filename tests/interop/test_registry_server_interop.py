@@ -347,3 +347,63 @@ def test_podman_pushed_image_pulled_by_corral_runs(podman, registry, auth_regist
     corral("pull", "-q", "--tls-verify", "false", *creds, ref)
     assert corral("run", "--rm", ref, "echo", "from-corral-registry").stdout == \
         "from-corral-registry\n"
+
+
+# -- bearer tokens: podman and corral through a token server ------------------------
+
+@pytest.fixture(scope="module")
+def token_registry(workdir):
+    from tests.support.token_server import ISSUER, OPENSSL, SERVICE, TokenServer
+
+    if not os.path.exists(OPENSSL):
+        pytest.skip("needs openssl (the token signer)")
+    with TokenServer(workdir / "token", users={USER: PASSWORD}) as tokens:
+        proc = ServeProcess(workdir / "token-registry", "--token-realm", tokens.realm,
+                            "--token-service", SERVICE, "--token-issuer", ISSUER,
+                            "--token-rootcertbundle", str(tokens.cert))
+        try:
+            yield proc, tokens
+        finally:
+            proc.stop()
+
+
+def _asked(tokens, repo: str, actions: set[str], with_creds: bool) -> bool:
+    for _, scopes, creds in tokens.requests:
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, acts = rest.rpartition(":")
+            if kind == "repository" and name == repo and set(acts.split(",")) == actions \
+                    and creds == with_creds:
+                return True
+    return False
+
+
+def test_podman_and_corral_through_bearer_tokens(podman, token_registry, corral_store):
+    """corral registry serve --token-*: podman pushes with a token it gets with
+    its credentials (anonymous tokens are pull-only), podman and corral pull with
+    anonymous tokens, and corral runs what it pulled."""
+    reg, tokens = token_registry
+    ref = f"{reg.addr}/corral-test/token:v1"
+    denied = podman("push", "--tls-verify=false", IMAGE, f"docker://{ref}")
+    assert denied.returncode != 0
+    assert _asked(tokens, "corral-test/token", {"pull", "push"}, with_creds=False)
+    tokens.requests.clear()
+    podman("push", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}", IMAGE,
+           f"docker://{ref}", check=True)
+    podman.pulled.append(ref)
+    assert _asked(tokens, "corral-test/token", {"pull", "push"}, with_creds=True)
+    podman("rmi", "-f", ref)
+    tokens.requests.clear()
+    podman("pull", "--tls-verify=false", ref, check=True, timeout=120)
+    assert _asked(tokens, "corral-test/token", {"pull"}, with_creds=False)
+
+    def corral(*args: str) -> subprocess.CompletedProcess:
+        result = run_cmd([CORRAL, "--root", str(corral_store), *args], timeout=180)
+        assert result.returncode == 0, f"corral {args}: {result.stdout}\n{result.stderr}"
+        return result
+
+    corral("pull", "-q", ref)
+    assert corral("run", "--rm", ref, "echo", "via-token").stdout == "via-token\n"
+    refused = run_cmd([CORRAL, "--root", str(corral_store), "push", "--retry", "0", ref,
+                       f"{reg.addr}/corral-test/token:v2"], timeout=120)
+    assert refused.returncode == 125 and "corral login" in refused.stderr

@@ -5,6 +5,7 @@
 - `app`: the API handlers (`Registry.handle(Request) -> Response`), HTTP-free
 - `httpd`: the HTTP/1.1 server (`RegistryServer`), TLS
 - `auth`: basic auth (htpasswd with bcrypt, or one plain user)
+- `token`: bearer-token auth (distribution's `auth: token:`, JWTs from a token server)
 """
 
 from corral.registry.server.app import Registry, Request, Response
@@ -12,6 +13,7 @@ from corral.registry.server.auth import HtpasswdAuth, PlainAuth
 from corral.registry.server.errors import RegistryError
 from corral.registry.server.httpd import RegistryServer, parse_addr, tls_context
 from corral.registry.server.storage import RegistryStorage
+from corral.registry.server.token import TokenAuth
 
 __all__ = [
     "HtpasswdAuth",
@@ -22,6 +24,7 @@ __all__ = [
     "RegistryStorage",
     "Request",
     "Response",
+    "TokenAuth",
     "parse_addr",
     "tls_context",
 ]

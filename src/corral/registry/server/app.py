@@ -30,6 +30,7 @@ from corral.registry.server.storage import (
     UploadRangeError,
     UploadUnknown,
 )
+from corral.registry.server.token import Access, TokenAuth, allowed
 
 #: Manifests larger than this are refused with 413 (the spec asks for >= 4 MB).
 MANIFEST_MAX = 4 << 20
@@ -68,6 +69,19 @@ class Request:
             return list(get_all(name) or [])
         value = self.header(name)
         return [value] if value is not None else []
+
+
+def needed_access(method: str, route: routes.Route) -> list[Access]:
+    """The token access a request needs (distribution's: pull, pull+push, delete, catalog)."""
+    if route.kind == "base":
+        return []
+    if route.kind == "catalog":
+        return [Access("registry", "catalog", ("*",))]
+    if route.kind in ("upload_start", "upload") or (route.kind == "manifest" and method == "PUT"):
+        return [Access("repository", route.name, ("pull", "push"))]
+    if method == "DELETE":
+        return [Access("repository", route.name, ("delete",))]
+    return [Access("repository", route.name, ("pull",))]
 
 
 def accepted_types(values: list[str]) -> frozenset[str] | None:
@@ -204,7 +218,8 @@ def _content_range(value: str) -> tuple[int, int]:
 class Registry:
     """The API over one storage root, with optional authentication."""
 
-    def __init__(self, storage: RegistryStorage, auth: Authenticator | None = None) -> None:
+    def __init__(self, storage: RegistryStorage,
+                 auth: Authenticator | TokenAuth | None = None) -> None:
         self.storage = storage
         self.auth = auth
 
@@ -212,10 +227,14 @@ class Registry:
 
     def handle(self, req: Request) -> Response:
         try:
-            if self.auth is not None and not self.auth.check(req.header("Authorization")):
+            token = self.auth if isinstance(self.auth, TokenAuth) else None
+            if self.auth is not None and token is None \
+                    and not self.auth.check(req.header("Authorization")):
                 raise RegistryError("UNAUTHORIZED", headers=[
                     ("WWW-Authenticate", f'Basic realm="{self.auth.realm}"')])
             route = routes.match(req.path, req.method)
+            if token is not None:
+                req = self._authorize(token, req, route)
             handler = getattr(self, f"_{route.kind}_{req.method.lower()}", None)
             if handler is None and req.method == "HEAD":
                 handler = getattr(self, f"_{route.kind}_get")
@@ -226,6 +245,27 @@ class Registry:
             response = error_response(err)
         response.headers.append(API_VERSION_HEADER)
         return response
+
+    def _authorize(self, token: TokenAuth, req: Request, route: routes.Route) -> Request:
+        """Bearer tokens: 401 with the scope this request needs unless the token grants it.
+
+        A mount from a repository the token cannot pull from becomes a plain
+        upload session (as distribution does)."""
+        needed = needed_access(req.method, route)
+        granted = token.grants(req.header("Authorization"))
+        if granted is None:
+            raise RegistryError("UNAUTHORIZED", headers=[
+                ("WWW-Authenticate", token.challenge(needed))])
+        if not allowed(granted, needed):
+            raise RegistryError("UNAUTHORIZED", "insufficient scope: " + " ".join(
+                a.scope() for a in needed), headers=[
+                ("WWW-Authenticate", token.challenge(needed, insufficient=True))])
+        source = req.param("from")
+        if route.kind == "upload_start" and req.param("mount") and source \
+                and not allowed(granted, [Access("repository", source, ("pull",))]):
+            query = {k: v for k, v in req.query.items() if k not in ("mount", "from")}
+            req = Request(req.method, req.path, query, req.headers, req.body)
+        return req
 
     # -- base and catalog -----------------------------------------------------
 

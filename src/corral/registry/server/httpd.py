@@ -40,6 +40,7 @@ from corral.registry.server.app import (
 from corral.registry.server.auth import Authenticator
 from corral.registry.server.errors import RegistryError
 from corral.registry.server.storage import UPLOAD_TTL_SECONDS, RegistryStorage
+from corral.registry.server.token import TokenAuth
 
 log = logging.getLogger("corral.registry.server")
 
@@ -303,7 +304,7 @@ class RegistryServer:
     """A registry on `addr` serving `root`; `start()` runs it in a thread, `close()` stops it."""
 
     def __init__(self, root: Path | str, addr: str | tuple[str, int] = "127.0.0.1:5000", *,
-                 auth: Authenticator | None = None, tls: ssl.SSLContext | None = None,
+                 auth: Authenticator | TokenAuth | None = None, tls: ssl.SSLContext | None = None,
                  access_log: bool = False) -> None:
         address = parse_addr(addr) if isinstance(addr, str) else addr
         self.storage = RegistryStorage(root)
