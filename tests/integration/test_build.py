@@ -219,6 +219,16 @@ ONBUILD RUN echo triggered
     history = config["history"]
     layered = [h for h in history if not h.get("empty_layer")]
     assert len(layered) == len(config["rootfs"]["diff_ids"])  # image-spec: one per layer
+    from corral.oci import digest
+    from corral.oci.image import ImageConfig, Manifest, parse_manifest
+    from corral.storage import Store
+
+    ImageConfig(config)  # validates every field
+    store = Store.open(corral.root)
+    manifest = parse_manifest(store.content.read_bytes(store.image(tag).manifest_digest))
+    assert isinstance(manifest, Manifest) and manifest.config.digest == store.image(tag).id
+    assert [digest.of_bytes(store.content.read_bytes(layer.digest)) for layer in
+            manifest.layers] == config["rootfs"]["diff_ids"]  # uncompressed: digest = diff id
     assert [h["created_by"].split()[0] for h in history[-10:]] == [
         "LABEL", "EXPOSE", "VOLUME", "ENTRYPOINT", "CMD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
         "RUN", "ONBUILD"]
