@@ -570,3 +570,41 @@ def test_workdir_is_created_and_chmod_chown_forms(corral, tmp_path):
     corral.build(ctx, "-t", exists)
     config = corral.config(exists)
     assert config["history"][-1].get("empty_layer") and config["config"]["WorkingDir"] == "/tmp"
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killed_build_leaves_nothing(corral, tmp_path, sig):
+    import signal
+    import time
+
+    from corral.storage import Store
+
+    before = corral.state()
+    ctx = _context(tmp_path, f"FROM busybox\nRUN echo {sig} && sleep 60\n")
+    proc = subprocess.Popen([CORRAL, "--root", str(corral.root), "build", str(ctx)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not Store.open(corral.root).list_containers():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        time.sleep(0.5)  # the step is running
+        if sig == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:  # corral and the runtime's `run` it started; the container stays
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if sig == "SIGTERM":
+        assert proc.returncode == 128 + signal.SIGTERM and corral.state() == before
+        return
+    # killed outright: the next build removes what the dead one left (runtime delete
+    # --force of its step's container, unmount, RW layer)
+    assert Store.open(corral.root).list_containers()
+    out = corral.build(_context(tmp_path / "next", "FROM busybox\nLABEL next=1\n")).stdout
+    assert "of a build that was killed" in out
+    assert corral.state() == before

@@ -27,6 +27,31 @@ from corral.oci.image import OCI_LAYER, Descriptor
 OUTPUT_TAIL = 64 << 10
 
 
+#: Container-record metadata: the building process (a storage hold string), and the
+#: runtime command + id of the step's runtime container.
+BUILD_KEY = "corral.build"
+RUNTIME_KEY = "corral.build.runtime"
+
+
+def remove_stale(store: Any) -> list[str]:
+    """Remove working containers of builds whose process is gone (killed mid-step):
+    their runtime container, mount and RW layer. Returns their ids."""
+    from corral.storage import holds
+
+    removed = []
+    for record in store.list_containers():
+        owner = (record.metadata or {}).get(BUILD_KEY)
+        if not isinstance(owner, str) or holds.alive(owner):
+            continue
+        runtime = record.metadata.get(RUNTIME_KEY)
+        if isinstance(runtime, list) and len(runtime) >= 4:
+            subprocess.run(runtime[:-1] + ["delete", "--force", runtime[-1]],
+                           capture_output=True, check=False, timeout=60)
+        store.remove_container(record.id)
+        removed.append(record.id)
+    return removed
+
+
 class StepFailed(SystemFailure):
     """A RUN step exited non-zero; `.code` is its exit code, `.output` its last output."""
 
@@ -49,8 +74,10 @@ class StepContainer:
         self._runtime: list[str] | None = None
 
     def __enter__(self) -> Self:
+        from corral.storage import holds
+
         record = self.store.containers.create(self.top, image=self.image_id,
-                                              metadata={"corral.build": True})
+                                              metadata={BUILD_KEY: holds.current()})
         self.id = record.id
         try:
             self.rootfs = self.store.mount(record.id)
@@ -80,6 +107,8 @@ class StepContainer:
         (self.bundle / "config.json").write_text(json.dumps(spec))
         self.runtime_id = "corral-build-" + secrets.token_hex(8)
         self._runtime = [runtime, "--root", runtime_root]
+        self.store.containers.set_metadata(self.id, **{RUNTIME_KEY: self._runtime +
+                                                       [self.runtime_id]})
         proc = subprocess.Popen(self._runtime + ["run", "--bundle", str(self.bundle),
                                                  self.runtime_id],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -187,4 +216,4 @@ def _drop_blob(store: Any, digest: str) -> None:
         pass
 
 
-__all__ = ["OUTPUT_TAIL", "StepContainer", "StepFailed"]
+__all__ = ["BUILD_KEY", "OUTPUT_TAIL", "RUNTIME_KEY", "StepContainer", "StepFailed", "remove_stale"]

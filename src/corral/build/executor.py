@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.build import config_ops, run_step
-from corral.build.container import OUTPUT_TAIL, StepContainer, StepFailed
+from corral.build.container import OUTPUT_TAIL, StepContainer, StepFailed, remove_stale
 from corral.build.context import BuildContext, HashCache
 from corral.build.copy_files import (
     Owner,
@@ -128,6 +128,8 @@ class Builder:
             except FileNotFoundError:
                 raise NotFound(f"Dockerfile {path} not found") from None
         dockerfile = parse(text, filename)
+        for stale in remove_stale(self.store):
+            opts.log(f"removed the working container {stale[:12]} of a build that was killed")
         self.lexer = Lexer(dockerfile.escape)
         self.context = BuildContext(opts.context, self.hash_cache)
         meta, _ = meta_args(dockerfile, opts.build_args)

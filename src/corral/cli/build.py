@@ -104,6 +104,12 @@ def cmd_build(args: argparse.Namespace, ctx: Any) -> int:
         pull=args.pull, network=args.network, runtime=ctx.runtime,
         runtime_root=ctx.runtime_root, platform=args.platform, log=log, output=output,
         pull_image=pull)
+    def terminated(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)  # unwinds: the step's container is removed
+
+    import signal
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         result = run_build(ctx.store, options)
     except StepFailed as exc:
