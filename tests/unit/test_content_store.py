@@ -345,3 +345,61 @@ def test_store_is_usable_after_the_ingest_dir_vanished(root, store):
     os.rmdir(root / "ingest")
     desc = store.write_bytes(b"again")
     assert _blob_file(root, desc.digest).read_bytes() == b"again"
+
+
+# -- resumable writers (ingest/partial-<alg>-<hex>) -------------------------------------
+
+def test_a_resumable_writer_leaves_a_partial_the_next_writer_continues(root, store):
+    data = os.urandom(300_000)
+    want = digest.of_bytes(data)
+    with store.writer(want, len(data), resumable=True) as w:
+        assert w.offset == 0
+        w.write(data[:120_000])
+    partial = root / "ingest" / f"partial-sha256-{want.split(':')[1]}"
+    assert partial.read_bytes() == data[:120_000] and not store.exists(want)
+    _age(partial, 3600)                       # a stale *partial* survives repair for a day
+    assert ContentStore(root, stale_after=0).repair() == []
+    with store.writer(want, len(data), resumable=True) as w:
+        assert w.offset == 120_000            # rehashed, not refetched
+        w.write(data[120_000:])
+        desc = w.commit()
+    assert desc == Descriptor("application/octet-stream", want, len(data))
+    assert _blob_file(root, want).read_bytes() == data and not partial.exists()
+
+
+def test_a_partial_whose_bytes_are_wrong_is_removed_at_commit(root, store):
+    data = b"the real content" * 1000
+    want = digest.of_bytes(data)
+    partial = root / "ingest" / f"partial-sha256-{want.split(':')[1]}"
+    partial.write_bytes(b"X" * 100)
+    with store.writer(want, len(data), resumable=True) as w:
+        assert w.offset == 100
+        w.write(data[100:])
+        with pytest.raises(DigestMismatch):
+            w.commit()
+    assert not partial.exists() and not store.exists(want)
+    # too long for the blob: started over
+    partial.write_bytes(b"Y" * (len(data) + 1))
+    with store.writer(want, len(data), resumable=True) as w:
+        assert w.offset == 0 and partial.stat().st_size == 0
+
+
+def test_a_partial_another_writer_holds_is_not_shared(root, store):
+    data = b"abc" * 1000
+    want = digest.of_bytes(data)
+    with store.writer(want, len(data), resumable=True) as first:
+        first.write(data[:10])
+        with store.writer(want, len(data), resumable=True) as second:
+            assert second.offset == 0 and second.path != first.path
+            second.write(data)
+            second.commit()
+    assert store.read_bytes(want) == data
+    assert os.listdir(root / "ingest") == [f"partial-sha256-{want.split(':')[1]}"]
+
+
+def test_a_writer_without_commit_leaves_nothing_unless_resumable(root, store):
+    with store.writer(digest.of_bytes(b"x"), 1) as w:
+        w.write(b"x")
+    with store.writer(digest.of_bytes(b"y"), 1, resumable=True):
+        pass                                  # no bytes: no partial
+    assert os.listdir(root / "ingest") == []
