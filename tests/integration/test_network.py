@@ -160,6 +160,7 @@ def test_published_port_on_loopback_reaches_httpd(net_corral):
     assert net_corral("port", "web").stdout.strip() == f"80/tcp -> 127.0.0.1:{port}"
     ports = net_corral.inspect("web")["NetworkSettings"]["Ports"]
     assert ports == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert f"127.0.0.1:{port}->80/tcp" in net_corral("ps").stdout
 
 
 def test_published_port_without_host_port_gets_a_free_one(net_corral):
@@ -303,6 +304,18 @@ def test_exit_and_rm_clean_up(net_corral):
     _until(lambda: net_corral.inspect(cid)["State"]["Status"] == "exited")
     _until(lambda: _veths_on(net.bridge) == [] and _leases(net.name) == [])
     assert net_corral.inspect(cid)["NetworkSettings"]["Networks"] == {}
+
+
+def test_restart_policy_reattaches_without_leaking(net_corral):
+    net = net_corral.network()
+    cid = net_corral("run", "-d", "--network", net.name, "--restart", "on-failure:2",
+                     "busybox", "sh", "-c", "ip -4 -o addr show eth0 >> /proc/1/fd/1; "
+                     "exit 3").stdout.strip()
+    _until(lambda: net_corral.inspect(cid)["RestartCount"] == 2 and
+           net_corral.inspect(cid)["State"]["Status"] == "exited", timeout=30)
+    logs = net_corral("logs", cid).stdout
+    assert logs.count("inet ") == 3  # a fresh attachment for each run
+    _until(lambda: _leases(net.name) == [] and _veths_on(net.bridge) == [])
 
 
 def test_killed_monitor_is_reconciled(net_corral):

@@ -399,7 +399,15 @@ def _row(c: Any) -> dict[str, Any]:
             "Created": c.created, "State": c.status, "Status": _status_text(c),
             "ExitCode": c.state.exit_code, "Pid": c.state.pid or 0,
             "Labels": c.config.labels, "RestartCount": c.state.restart_count,
-            "Runtime": os.path.basename(c.runtime)}
+            "Runtime": os.path.basename(c.runtime), "Ports": _ports_text(c),
+            "Networks": [a["network"] for a in c.state.networks]}
+
+
+def _ports_text(c: Any) -> str:
+    """docker ps's PORTS: `127.0.0.1:8080->80/tcp, 0.0.0.0:32768->53/udp`."""
+    return ", ".join(f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}->"
+                     f"{p['container_port']}/{p.get('protocol') or 'tcp'}"
+                     for p in c.state.ports)
 
 
 def cmd_ps(args: argparse.Namespace, ctx: Any) -> int:
@@ -437,13 +445,13 @@ def cmd_ps(args: argparse.Namespace, ctx: Any) -> int:
         for c in containers:
             print(c.id if args.no_trunc else c.id[:12])
         return 0
-    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for c in containers:
         command = " ".join(c.command)
         if not args.no_trunc and len(command) > 20:
             command = command[:17] + "..."
         table.append((c.id if args.no_trunc else c.id[:12], c.image_name, command,
-                      human_ago(c.created), _status_text(c), c.name))
+                      human_ago(c.created), _status_text(c), _ports_text(c), c.name))
     _print_table(table)
     return 0
 
