@@ -208,6 +208,7 @@ class HashCache:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.data: dict[str, list] = {}
+        self.used: set[str] = set()
         self.dirty = False
         if path is not None:
             try:
@@ -217,6 +218,7 @@ class HashCache:
 
     def digest(self, path: str, st: os.stat_result) -> str:
         key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        self.used.add(path)
         known = self.data.get(path)
         if known is not None and known[:4] == key:
             return known[4]
@@ -229,7 +231,15 @@ class HashCache:
         self.dirty = True
         return value
 
-    def save(self) -> None:
+    def save(self, context: Path | None = None) -> None:
+        """Write the cache; entries under `context` that this build did not use (files
+        gone or no longer copied) are dropped, other contexts' entries kept."""
+        if context is not None:
+            prefix = str(context).rstrip("/") + "/"
+            stale = [p for p in self.data if p.startswith(prefix) and p not in self.used]
+            for path in stale:
+                del self.data[path]
+            self.dirty = self.dirty or bool(stale)
         if self.path is None or not self.dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

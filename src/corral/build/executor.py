@@ -152,7 +152,7 @@ class Builder:
                 break
         final = self.stage_states[target.index]
         image_id = self._finish(final)
-        self.hash_cache.save()
+        self.hash_cache.save(self.context.root)
         unused = sorted(set(opts.build_args) - self.used_args)
         if unused:
             opts.log(f"[Warning] one or more build args were not consumed: {unused}")
