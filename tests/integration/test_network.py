@@ -337,6 +337,32 @@ def test_killed_monitor_is_reconciled(net_corral):
     assert _leases(net.name) != []
 
 
+def test_concurrent_starts_get_distinct_addresses_and_one_port_owner(net_corral):
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = net_corral.network()
+    port = _free_port()
+
+    def run(i: int) -> subprocess.CompletedProcess:
+        return net_corral("run", "-d", "--name", f"par{i}", "--network", net.name, "-p",
+                          f"127.0.0.1:{port}:80", "busybox", "sleep", "1000", check=False)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, range(4)))
+    winners = [r for r in results if r.returncode == 0]
+    assert len(winners) == 1, [r.stderr for r in results]
+    assert all("in use" in r.stderr or "published" in r.stderr
+               for r in results if r.returncode != 0)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: net_corral(
+            "run", "-d", "--name", f"free{i}", "--network", net.name, "busybox", "sleep",
+            "1000", check=False), range(4)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    ips = {_ip_of(net_corral, f"free{i}", net.name) for i in range(4)}
+    assert len(ips) == 4
+    assert len(_leases(net.name)) == 5
+
+
 # -- bad input ------------------------------------------------------------------------------
 def test_unknown_network_is_refused_and_nothing_made(net_corral):
     r = net_corral("run", "--network", "corral-test-nope", "busybox", "true", check=False)

@@ -206,15 +206,15 @@ def begin(engine: Any, c: Any) -> Pending | None:
     if mode != "bridge":
         return None
     from corral.network.manager import Request
-    from corral.network.ports import parse_publish, reserve
+    from corral.network.ports import parse_publish
 
     m = manager(engine)
     with contextlib.suppress(Exception):
         reconcile(engine)
     peers = _running_peers(engine, c.id)
-    taken = {(p.get("host_ip") or "", int(p["host_port"]), p.get("protocol") or "tcp")
-             for peer in peers for p in peer.state.ports}
-    mappings = reserve([pm for text in c.config.publish for pm in parse_publish(text)], taken)
+    m.teardown(c.id)  # anything a crash left for this id
+    mappings = m.reserve_ports(c.id, [pm for text in c.config.publish
+                                      for pm in parse_publish(text)])
     requests = []
     for index, name in enumerate(network_names(engine, c.config)):
         requests.append(Request(network=m.networks.get(name),
@@ -222,7 +222,11 @@ def begin(engine: Any, c: Any) -> Pending | None:
                                 mac=c.config.mac_address if index == 0 else None,
                                 aliases=list(c.config.network_aliases),
                                 ports=mappings if index == 0 else []))
-    m.prepare(c.id, requests)
+    try:
+        m.prepare(c.id, requests, clean=False)
+    except BaseException:
+        m.teardown(c.id)  # the port reservation
+        raise
     return Pending(engine, c, requests, mappings, peers)
 
 
@@ -333,12 +337,33 @@ def reconcile(engine: Any) -> list[str]:
         return []
 
     def live(container_id: str) -> bool:
+        if _busy(engine, container_id):
+            return True  # being started or cleaned up right now: its owner decides
         try:
             return engine.get(container_id).status in ("running", "paused")
         except NotFound:
             return False
 
     return m.reconcile(live)
+
+
+def _busy(engine: Any, container_id: str) -> bool:
+    """Another process holds the container's lock (a start or cleanup in progress)."""
+    import fcntl
+    import os
+
+    path = Path(engine.locks) / f"{container_id}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def port_lines(c: Any) -> list[str]:

@@ -85,9 +85,37 @@ class NetworkManager:
         self.networks = networks or NetworkStore(self.root / "networks")
         self.cni = CNIClient(paths=plugin_dirs, cache_dir=self.root / "networks" / "cni")
         self.netns_dir = self.root / "engine" / "netns"
+        self.ports_dir = self.root / "networks" / "ports"
 
     def netns_path(self, container_id: str) -> Path:
         return self.netns_dir / container_id
+
+    # -- ports ----------------------------------------------------------------------------------
+    def reserve_ports(self, container_id: str, wanted: list[PortMapping]) -> list[PortMapping]:
+        """Free host ports for `wanted`, recorded under `networks/ports/<id>` while the
+        container has them: concurrent starts see each other's ports (portmap's DNAT
+        rules hold no socket, so a bind() test alone would let both win)."""
+        import json
+
+        from corral.network.ports import reserve
+        from corral.storage.records import FileLock
+
+        if not wanted:
+            return []
+        self.ports_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.ports_dir / ".lock").held():
+            taken: set[tuple[str, int, str]] = set()
+            for path in self.ports_dir.iterdir():
+                if path.name.startswith(".") or path.name == container_id:
+                    continue
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    for p in json.loads(path.read_text()):
+                        taken.add((p["host_ip"], int(p["host_port"]), p["protocol"]))
+            final = reserve(wanted, taken)
+            tmp = self.ports_dir / f".{container_id}.tmp"
+            tmp.write_text(json.dumps([p.to_json() for p in final]))
+            tmp.replace(self.ports_dir / container_id)
+        return final
 
     # -- up -------------------------------------------------------------------------------------
     def setup(self, container_id: str, requests: list[Request]) -> list[Attached]:
@@ -95,15 +123,18 @@ class NetworkManager:
         self.prepare(container_id, requests)
         return self.attach(container_id, requests)
 
-    def prepare(self, container_id: str, requests: list[Request]) -> Path:
+    def prepare(self, container_id: str, requests: list[Request], *,
+                clean: bool = True) -> Path:
         """Checks, isolation rules and the (empty) netns: what must exist before the
-        runtime creates the container. `attach` may then run alongside that create."""
+        runtime creates the container. `attach` may then run alongside that create.
+        `clean=False`: the caller already tore down what a crash left for this id."""
         for request in requests:
             ensure_available(self.cni, request.network.conflist())
             if request.ip:
                 _check_ip_in(request.network, request.ip)
         path = self.netns_path(container_id)
-        self.teardown(container_id)  # anything a crash left for this id
+        if clean:
+            self.teardown(container_id)  # anything a crash left for this id
         from corral.network import isolation
 
         for request in requests:
@@ -176,13 +207,16 @@ class NetworkManager:
                 errors.append(exc)
                 # the cached result stays, so a later reconcile tries again
         netns_mod.remove(path)
+        with contextlib.suppress(FileNotFoundError):
+            (self.ports_dir / container_id).unlink()
         return errors
 
     def attached_ids(self) -> set[str]:
-        """Containers with CNI attachments or a netns file (live or stale)."""
+        """Containers with CNI attachments, a netns file or reserved ports (live or stale)."""
         ids = {e.container_id for e in self.cni.cached_entries()}
-        with contextlib.suppress(FileNotFoundError):
-            ids.update(p.name for p in self.netns_dir.iterdir() if not p.name.startswith("."))
+        for directory in (self.netns_dir, self.ports_dir):
+            with contextlib.suppress(FileNotFoundError):
+                ids.update(p.name for p in directory.iterdir() if not p.name.startswith("."))
         return ids
 
     def reconcile(self, is_live: Callable[[str], bool]) -> list[str]:
