@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from corral.build.dockerfile import Instruction
+from corral.build.dockerfile import Instruction, json_array
 from corral.build.expand import Lexer
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -47,7 +47,7 @@ def parse_key_values(ins: Instruction, lexer: Lexer, env: Mapping[str, str], *,
     rest = ins.rest.strip()
     if not rest:
         raise ins.error("requires at least one argument")
-    raw_words = _split_raw(rest, lexer.escape)
+    raw_words = split_words(rest, lexer.escape)
     if legacy and "=" not in raw_words[0]:
         name = raw_words[0]
         value = rest[len(name):].strip()
@@ -63,7 +63,7 @@ def parse_key_values(ins: Instruction, lexer: Lexer, env: Mapping[str, str], *,
     return pairs
 
 
-def _split_raw(text: str, escape: str) -> list[str]:
+def split_words(text: str, escape: str) -> list[str]:
     """Blank-separated words, quotes and escapes kept (BuildKit's parseWords)."""
     words: list[str] = []
     current: list[str] = []
@@ -219,9 +219,7 @@ def _healthcheck(ins: Instruction, c: dict[str, Any]) -> str:
     if word.upper() != "CMD":
         raise ins.error("expected CMD or NONE")
     after = after.strip()
-    from corral.build.dockerfile import _json_array
-
-    array = _json_array(after)
+    array = json_array(after)
     test = ["CMD"] + array if array is not None else ["CMD-SHELL", after]
     if not after:
         raise ins.error("CMD requires a command")
@@ -241,4 +239,4 @@ def _healthcheck(ins: Instruction, c: dict[str, Any]) -> str:
 
 
 __all__ = ["DEFAULT_SHELL", "apply_metadata", "command_of", "env_map", "parse_key_values",
-           "set_env"]
+           "set_env", "split_words"]

@@ -152,7 +152,7 @@ def _split_flags(cmd: str, text: str, line: int,
     return flags, rest
 
 
-def _json_array(text: str) -> list[str] | None:
+def json_array(text: str) -> list[str] | None:
     text = text.strip()
     if not text.startswith("["):
         return None
@@ -228,7 +228,7 @@ def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
         is_json = False
         args: tuple[str, ...] = ()
         if cmd in JSON_FORM:
-            array = _json_array(rest)
+            array = json_array(rest)
             if array is not None:
                 is_json, args = True, tuple(array)
         result.instructions.append(Instruction(
@@ -237,4 +237,5 @@ def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
     return result
 
 
-__all__ = ["INSTRUCTIONS", "Dockerfile", "DockerfileError", "Heredoc", "Instruction", "parse"]
+__all__ = ["INSTRUCTIONS", "Dockerfile", "DockerfileError", "Heredoc", "Instruction", "json_array",
+           "parse"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from corral.build.config_ops import split_words
 from corral.build.dockerfile import Dockerfile, DockerfileError, Instruction
 from corral.build.expand import Lexer
 
@@ -68,9 +69,7 @@ def meta_args(dockerfile: Dockerfile, build_args: Mapping[str, str]
 def parse_arg(ins: Instruction, lexer: Lexer, env: Mapping[str, str]
               ) -> list[tuple[str, str | None]]:
     """`ARG name[=default] ...`: names with their (expanded) defaults."""
-    from corral.build.config_ops import _split_raw
-
-    words = _split_raw(ins.rest.strip(), lexer.escape)
+    words = split_words(ins.rest.strip(), lexer.escape)
     if not words:
         raise ins.error("requires at least one argument")
     out: list[tuple[str, str | None]] = []
