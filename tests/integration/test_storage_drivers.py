@@ -231,3 +231,26 @@ def test_reopen_keeps_everything(store):
     assert again.image("example.com/test:1").id == image.id
     assert again.container("kept").mounts == 1
     again.unmount("kept")
+
+
+def test_layer_directories_are_spread_over_block_groups(store):
+    """`layers/` carries ext4's top-of-hierarchy flag (chattr +T), so each new layer
+    directory is placed like /home's children (Orlov), away from freshly freed inodes."""
+    import shutil
+    import subprocess
+
+    from corral.storage.drivers._util import spread_subdirs
+
+    layers = store.driver.layers
+    probe = store.root / "topdir-probe"
+    probe.mkdir()
+    if not spread_subdirs(probe):
+        pytest.skip("the store's file system has no FS_TOPDIR_FL (not ext2/3/4)")
+    if shutil.which("lsattr") is None:
+        pytest.skip("needs lsattr")
+    for path, marked in ((layers, True), (store.root, False)):
+        flags = subprocess.run(["lsattr", "-d", str(path)], capture_output=True, text=True,
+                               check=True).stdout.split()[0]
+        assert ("T" in flags) is marked, (path, flags)
+    store.put_layer(io.BytesIO(BASE))        # layers are made under it as before
+    assert any(p.is_dir() for p in layers.iterdir())

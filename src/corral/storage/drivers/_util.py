@@ -34,6 +34,41 @@ def remove_tree(path: Path) -> None:
         raise SystemFailure(f"cannot remove {path}")
 
 
+#: ext2/3/4 inode flag "top of directory hierarchies" (linux/fs.h FS_TOPDIR_FL, chattr +T)
+FS_TOPDIR_FL = 0x00020000
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+
+
+def spread_subdirs(path: Path) -> bool:
+    """Mark `path` as a top of directory hierarchies (chattr +T); whether it is marked.
+
+    ext4's Orlov allocator then places each new subdirectory (a layer) in a
+    fresh block group with free inodes, as it does for /home's children,
+    instead of next to its parent. A layer's ~10 000 inodes then stay out of
+    groups where many inodes were just freed: on ext4 without a journal each
+    allocation scans past those one by one (ialloc.c recently_deleted), which
+    made unpacking right after an `rm -rf` several times slower. Other file
+    systems ignore or refuse the flag; both are fine.
+    """
+    import fcntl
+    import struct
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, b"\0" * 4))[0]
+        if not flags & FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | FS_TOPDIR_FL))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def empty_dir(home: Path) -> Path:
     """An always-empty directory (the lower of a container from scratch, diff base)."""
     path = home / "empty"

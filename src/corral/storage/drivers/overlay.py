@@ -22,7 +22,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from corral.storage.drivers._util import empty_dir, remove_tree
+from corral.storage.drivers._util import empty_dir, remove_tree, spread_subdirs
 from corral.storage.errors import InvalidArgument, LayerNotFound
 from corral.storage.mount import Mount
 
@@ -44,6 +44,7 @@ class OverlayDriver:
         self.layers = self.home / "layers"
         self.links = self.home / "l"
         self.layers.mkdir(parents=True, exist_ok=True)
+        spread_subdirs(self.layers)   # each layer in its own block group (ext4)
         self.links.mkdir(parents=True, exist_ok=True)
 
     # -- layers -----------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from corral.storage.drivers._util import copy_tree, empty_dir, remove_tree
+from corral.storage.drivers._util import copy_tree, empty_dir, remove_tree, spread_subdirs
 from corral.storage.errors import LayerNotFound
 from corral.storage.mount import Mount
 
@@ -26,6 +26,7 @@ class VfsDriver:
         self.home = Path(home)
         self.layers = self.home / "layers"
         self.layers.mkdir(parents=True, exist_ok=True)
+        spread_subdirs(self.layers)   # each layer in its own block group (ext4)
 
     def _root(self, layer_id: str) -> Path:
         root = self.layers / layer_id / "root"
