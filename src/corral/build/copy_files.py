@@ -26,6 +26,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corral.build.context import Entry
 from corral.errors import InvalidArgument
@@ -140,6 +141,24 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
+def _copy_data(src: Any, dst: Any, size: int) -> None:
+    """Copy a file's bytes in the kernel (sendfile works across file systems, unlike
+    copy_file_range from the context into an overlay); read/write if it cannot."""
+    offset = 0
+    try:
+        while offset < size:
+            sent = os.sendfile(dst.fileno(), src.fileno(), offset, min(size - offset, 1 << 30))
+            if sent == 0:
+                break
+            offset += sent
+    except OSError:
+        pass
+    if offset < size or size == 0:
+        src.seek(offset)
+        dst.seek(offset)
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
 def _place(entry: Entry, target: str, owner: Owner, chmod: Chmod | None) -> None:
     st = entry.st
     mode = st.st_mode
@@ -159,21 +178,7 @@ def _place(entry: Entry, target: str, owner: Owner, chmod: Chmod | None) -> None
         with open(entry.path, "rb") as src, \
                 open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                              0o600), "wb") as dst:
-            try:
-                os.copy_file_range  # noqa: B018
-                remaining = st.st_size
-                while remaining > 0:
-                    n = os.copy_file_range(src.fileno(), dst.fileno(), remaining)
-                    if n == 0:
-                        break
-                    remaining -= n
-                if remaining:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            except OSError:
-                src.seek(0)
-                dst.seek(0)
-                dst.truncate()
-                shutil.copyfileobj(src, dst, 1 << 20)
+            _copy_data(src, dst, st.st_size)
         os.chown(target, owner.uid, owner.gid)
         os.chmod(target, perm)
         os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns))
