@@ -608,3 +608,16 @@ def test_killed_build_leaves_nothing(corral, tmp_path, sig):
     out = corral.build(_context(tmp_path / "next", "FROM busybox\nLABEL next=1\n")).stdout
     assert "of a build that was killed" in out
     assert corral.state() == before
+
+
+def test_dockerfile_specific_ignore_file_and_iidfile(corral, tmp_path):
+    tag = _tag()
+    ctx = _context(tmp_path, "unused", {".dockerignore": "a\n", "a": "a", "b": "b"})
+    dockerfile = ctx / "app.Dockerfile"
+    dockerfile.write_text("FROM busybox\nCOPY . /ctx/\n")
+    (ctx / "app.Dockerfile.dockerignore").write_text("b\n*.dockerignore\n")
+    iid = tmp_path / "iid"
+    out = corral("build", "-t", tag, "-f", str(dockerfile), "--iidfile", str(iid), str(ctx))
+    assert iid.read_text() == "sha256:" + out.stdout.split()[-1]
+    assert sorted(corral.run(tag, "ls", "-A", "/ctx").split()) == ["Dockerfile", "a",
+                                                                  "app.Dockerfile"]

@@ -1,7 +1,8 @@
 """The build context: `.dockerignore`, COPY/ADD sources, and their content hash
 (Dockerfile reference: .dockerignore file, COPY Source, ADD Source).
 
-- `.dockerignore` (moby's patternmatcher): one pattern a line, `#` comments,
+- `.dockerignore` (moby's patternmatcher; `<Dockerfile>.dockerignore` beside the
+  Dockerfile wins): one pattern a line, `#` comments,
   `!` exceptions, leading `/` and `./` dropped, Go `filepath.Match` syntax plus
   `**` (any number of directories); a path is excluded when the last pattern
   matching it or one of its parent directories is not an exception.
@@ -121,12 +122,18 @@ class DockerIgnore:
         self.has_exceptions = any(r.exception for r in self.rules)
 
     @classmethod
-    def load(cls, context: Path) -> DockerIgnore:
-        path = context / ".dockerignore"
-        try:
-            return cls(path.read_text().splitlines())
-        except FileNotFoundError:
-            return cls([])
+    def load(cls, context: Path, dockerfile: Path | None = None) -> DockerIgnore:
+        """`<Dockerfile>.dockerignore` beside the Dockerfile when there is one (BuildKit),
+        else the context's `.dockerignore`."""
+        candidates = [context / ".dockerignore"]
+        if dockerfile is not None:
+            candidates.insert(0, Path(str(dockerfile) + ".dockerignore"))
+        for path in candidates:
+            try:
+                return cls(path.read_text().splitlines())
+            except FileNotFoundError:
+                continue
+        return cls([])
 
     def excluded(self, rel: str) -> bool:
         """Whether the context-relative path `rel` is excluded."""
@@ -269,11 +276,12 @@ def digest_entries(entries: list[Entry], cache: HashCache) -> str:
 class BuildContext:
     """A context directory with its `.dockerignore` applied."""
 
-    def __init__(self, root: Path, hash_cache: HashCache | None = None) -> None:
+    def __init__(self, root: Path, hash_cache: HashCache | None = None, *,
+                 dockerfile: Path | None = None) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise NotFound(f"build context {root} is not a directory")
-        self.ignore = DockerIgnore.load(self.root)
+        self.ignore = DockerIgnore.load(self.root, dockerfile)
         self.cache = hash_cache or HashCache(None)
         self._listing: list[str] | None = None
 

@@ -120,6 +120,7 @@ class Builder:
         opts = self.opts
         text = opts.dockerfile_text
         filename = "Dockerfile"
+        text_from_file = text is None
         if text is None:
             path = opts.dockerfile or _default_dockerfile(opts.context)
             filename = str(path)
@@ -131,7 +132,8 @@ class Builder:
         for stale in remove_stale(self.store):
             opts.log(f"removed the working container {stale[:12]} of a build that was killed")
         self.lexer = Lexer(dockerfile.escape)
-        self.context = BuildContext(opts.context, self.hash_cache)
+        self.context = BuildContext(opts.context, self.hash_cache,
+                                    dockerfile=Path(filename) if text_from_file else None)
         meta, _ = meta_args(dockerfile, opts.build_args)
         self.meta = meta
         self.used_args.update(meta)

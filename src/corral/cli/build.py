@@ -2,7 +2,7 @@
 
     corral build [-t NAME]... [-f FILE] [--target STAGE] [--build-arg K=V]...
                  [--label K=V]... [--no-cache] [--pull] [--network host|none]
-                 [--platform linux/ARCH] [-q] [CONTEXT]
+                 [--platform linux/ARCH] [--iidfile FILE] [-q] [CONTEXT]
 
 Steps are printed as they run (`STEP n/N: ...`, RUN output, `--> Using cache`),
 the image id last on stdout. The work is `corral.build.executor.run_build`.
@@ -34,6 +34,7 @@ def _flags(p: argparse.ArgumentParser) -> None:
                    help="RUN steps' network (default host)")
     p.add_argument("--platform", help="only linux/<host arch>")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    p.add_argument("--iidfile", metavar="FILE", help="write the image id to FILE")
     p.set_defaults(func=cmd_build)
 
 
@@ -116,6 +117,8 @@ def cmd_build(args: argparse.Namespace, ctx: Any) -> int:
         if quiet and exc.output:
             sys.stderr.write(exc.output)
         raise
+    if args.iidfile:
+        Path(args.iidfile).write_text(result.image_id)
     print(result.image_id.split(":", 1)[1])
     return 0
 
