@@ -203,3 +203,42 @@ def test_podman_build_gives_the_same_file_tree(env):
     (config.get("Labels") or {}).pop("io.buildah.version", None)  # buildah's own label
     for key in CONFIG_KEYS:
         assert (config.get(key) or None) == (ours_config.get(key) or None), key
+
+
+EXPANSION = """\
+FROM {base}
+ARG A=alpha
+ARG EMPTY=
+ENV B=${{A:-x}}_b C="${{UNSET:-def}}" D=${{A:+set}} E='$A single' F="double $A" G=\\$A H=${{A}}${{A}}
+ENV K=${{EMPTY:-fallback}} L=${{EMPTY:+never}}x
+ENV legacy value with  spaces $A
+LABEL "quoted key"="v w" plain=${{B}} multi="a \\
+b"
+WORKDIR /w/${{A}}
+WORKDIR sub
+EXPOSE 80 81/udp ${{PORT:-8080}}
+USER ${{A}}
+STOPSIGNAL ${{SIG:-SIGQUIT}}
+CMD echo "$A"
+"""
+
+
+def test_variable_expansion_matches_podman_build(env):
+    """The builder-side expansion (ENV, LABEL, WORKDIR, EXPOSE, USER, STOPSIGNAL; quotes,
+    escapes, :- and :+) gives the same config as podman build's."""
+    podman, root, ctx = env
+    tag = "localhost/corral-test-expansion:latest"
+    work = ctx.parent / "expansion"
+    work.mkdir()
+    (work / "Dockerfile").write_text(EXPANSION.format(base=BASE))
+    _corral(root, "build", "-t", tag, "--build-arg", "EMPTY=", str(work))
+    podman("build", "-t", tag, "--build-arg", "EMPTY=", str(work), check=True, timeout=300)
+    theirs = json.loads(podman("image", "inspect", tag, check=True).stdout)[0]["Config"]
+    (theirs.get("Labels") or {}).pop("io.buildah.version", None)
+    from corral.storage import Store
+
+    store = Store.open(root)
+    ours = json.loads(store.content.read_bytes(store.image(tag).id))["config"]
+    assert ours["Env"][-1] == "legacy=value with  spaces alpha"
+    for key in CONFIG_KEYS:
+        assert (theirs.get(key) or None) == (ours.get(key) or None), key
