@@ -361,6 +361,10 @@ def test_concurrent_starts_get_distinct_addresses_and_one_port_owner(net_corral)
     ips = {_ip_of(net_corral, f"free{i}", net.name) for i in range(4)}
     assert len(ips) == 4
     assert len(_leases(net.name)) == 5
+    # started at the same moment, each still knows every other by name
+    for i in range(4):
+        hosts = net_corral("exec", f"free{i}", "cat", "/etc/hosts").stdout
+        assert all(f"free{j}" in hosts for j in range(4)), hosts
 
 
 # -- bad input ------------------------------------------------------------------------------

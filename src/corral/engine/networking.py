@@ -142,22 +142,14 @@ def adjust_spec(engine: Any, config: Any, spec: dict, container_id: str) -> None
 
 
 # -- start ----------------------------------------------------------------------------------
-def _running_peers(engine: Any, exclude: str) -> list[Any]:
-    out = []
-    for c in engine.list(all=False):
-        if c.id != exclude and c.state.networks:
-            out.append(c)
-    return out
-
-
 class Pending:
     """A CNI ADD running in a thread while the runtime creates the container."""
 
-    def __init__(self, engine: Any, c: Any, requests: list[Any], mappings: list[Any],
-                 peers: list[Any]) -> None:
+    def __init__(self, engine: Any, c: Any, requests: list[Any], mappings: list[Any]
+                 ) -> None:
         import threading
 
-        self.engine, self.c, self.peers, self.mappings = engine, c, peers, mappings
+        self.engine, self.c, self.mappings = engine, c, mappings
         self.result: list[Any] = []
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(requests,), daemon=True)
@@ -180,11 +172,7 @@ class Pending:
         c.state.networks = [a.to_json() for a in self.result]
         c.state.ports = [p.to_json() for p in self.mappings]
         try:
-            write_hosts(engine, c, self.peers, in_place=True)
-            for peer in self.peers:
-                if _shares_network(c, peer):
-                    write_hosts(engine, peer, [p for p in self.peers if p.id != peer.id]
-                                + [c], in_place=True)
+            publish_names(engine, c)
         except BaseException:
             teardown(engine, c)
             raise
@@ -211,7 +199,6 @@ def begin(engine: Any, c: Any) -> Pending | None:
     m = manager(engine)
     with contextlib.suppress(Exception):
         reconcile(engine)
-    peers = _running_peers(engine, c.id)
     m.teardown(c.id)  # anything a crash left for this id
     mappings = m.reserve_ports(c.id, [pm for text in c.config.publish
                                       for pm in parse_publish(text)])
@@ -227,7 +214,7 @@ def begin(engine: Any, c: Any) -> Pending | None:
     except BaseException:
         m.teardown(c.id)  # the port reservation
         raise
-    return Pending(engine, c, requests, mappings, peers)
+    return Pending(engine, c, requests, mappings)
 
 
 def setup(engine: Any, c: Any) -> None:
@@ -259,30 +246,24 @@ def _join_container(engine: Any, c: Any, target_id: str) -> None:
     write_json(spec_file, spec)
 
 
-def _shares_network(a: Any, b: Any) -> bool:
-    mine = {n["network"] for n in a.state.networks}
-    return any(n["network"] in mine for n in b.state.networks)
-
-
-def write_hosts(engine: Any, c: Any, peers: list[Any], *, in_place: bool) -> None:
-    """The container's /etc/hosts: its addresses with hostname, name and aliases, then
-    every peer sharing a network, then `--add-host` entries."""
+def publish_names(engine: Any, c: Any) -> None:
+    """Record the container's names and addresses for /etc/hosts and rewrite its file
+    and those of every container sharing a network (`network.hosts.HostsRegistry`)."""
     from corral.engine.spec import parse_add_hosts
-    from corral.network import hosts
 
-    own_names = [c.config.hostname or c.id[:12], c.name]
-    own = [(ip, own_names + list(a.get("aliases") or []))
-           for a in c.state.networks for ip in _addresses(a)]
-    mine = {a["network"] for a in c.state.networks}
-    peer_entries = []
-    for peer in peers:
-        for a in peer.state.networks:
-            if a["network"] in mine:
-                names = [peer.name, peer.config.hostname or peer.id[:12],
-                         *(a.get("aliases") or [])]
-                peer_entries.extend((ip, names) for ip in _addresses(a))
-    text = hosts.render(own, peer_entries, parse_add_hosts(c.config.add_hosts))
-    hosts.write(c.bundle / "hosts", text, in_place=in_place)
+    m = manager(engine)
+    if not c.state.networks:
+        m.hosts.leave(c.id)
+        return
+    networks: dict[str, dict] = {}
+    for a in c.state.networks:
+        entry = networks.setdefault(a["network"], {"ips": [], "aliases": []})
+        entry["ips"] += _addresses(a)
+        entry["aliases"] += list(a.get("aliases") or [])
+    m.hosts.join(c.id, {"hosts_path": str(c.bundle / "hosts"),
+                        "names": [c.config.hostname or c.id[:12], c.name],
+                        "networks": networks,
+                        "extra": parse_add_hosts(c.config.add_hosts)})
 
 
 def _addresses(attached: dict) -> list[str]:
@@ -297,18 +278,11 @@ def teardown(engine: Any, c: Any) -> None:
         return
     m = manager(engine)
     errors = m.teardown(c.id)
-    had = bool(c.state.networks)
     c.state.networks, c.state.ports = [], []
     for error in errors:
         import sys
 
         print(f"corral: network cleanup of {c.name}: {error}", file=sys.stderr)
-    if had:
-        with contextlib.suppress(Exception):
-            peers = _running_peers(engine, c.id)
-            for peer in peers:
-                write_hosts(engine, peer, [p for p in peers if p.id != peer.id],
-                            in_place=True)
 
 
 @contextlib.contextmanager
@@ -439,9 +413,9 @@ def connect(engine: Any, ref: str, network: str, *, aliases: list[str] | None = 
                                                aliases=list(aliases or [])), f"eth{index}")
             c.state.networks.append(attached.to_json())
             engine._save_state(c)
+            publish_names(engine, c)
         c.config.networks = [*names, net.name]
         _save_config(engine, c)
-    _refresh_hosts(engine)
     return c
 
 
@@ -461,20 +435,14 @@ def disconnect(engine: Any, ref: str, network: str) -> Any:
         c.state.networks = [a for a in c.state.networks if a["network"] != net.name]
         c.state.ports = c.state.ports if c.state.networks else []
         engine._save_state(c)
+        if attached:
+            publish_names(engine, c)
         rest = [n for n in names if n != net.name]
         if not rest:
             c.config.network, rest = "none", []
         c.config.networks = rest
         _save_config(engine, c)
-    _refresh_hosts(engine)
     return c
-
-
-def _refresh_hosts(engine: Any) -> None:
-    peers = _running_peers(engine, "")
-    for peer in peers:
-        with contextlib.suppress(OSError):
-            write_hosts(engine, peer, [p for p in peers if p.id != peer.id], in_place=True)
 
 
 def remove_network(engine: Any, name: str, *, force: bool = False) -> Any:

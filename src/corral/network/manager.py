@@ -86,6 +86,9 @@ class NetworkManager:
         self.cni = CNIClient(paths=plugin_dirs, cache_dir=self.root / "networks" / "cni")
         self.netns_dir = self.root / "engine" / "netns"
         self.ports_dir = self.root / "networks" / "ports"
+        from corral.network.hosts import HostsRegistry
+
+        self.hosts = HostsRegistry(self.root / "networks" / "hosts")
 
     def netns_path(self, container_id: str) -> Path:
         return self.netns_dir / container_id
@@ -209,12 +212,13 @@ class NetworkManager:
         netns_mod.remove(path)
         with contextlib.suppress(FileNotFoundError):
             (self.ports_dir / container_id).unlink()
+        self.hosts.leave(container_id)
         return errors
 
     def attached_ids(self) -> set[str]:
         """Containers with CNI attachments, a netns file or reserved ports (live or stale)."""
         ids = {e.container_id for e in self.cni.cached_entries()}
-        for directory in (self.netns_dir, self.ports_dir):
+        for directory in (self.netns_dir, self.ports_dir, self.hosts.dir):
             with contextlib.suppress(FileNotFoundError):
                 ids.update(p.name for p in directory.iterdir() if not p.name.startswith("."))
         return ids
