@@ -621,3 +621,22 @@ def test_dockerfile_specific_ignore_file_and_iidfile(corral, tmp_path):
     assert iid.read_text() == "sha256:" + out.stdout.split()[-1]
     assert sorted(corral.run(tag, "ls", "-A", "/ctx").split()) == ["Dockerfile", "a",
                                                                   "app.Dockerfile"]
+
+
+def test_copy_into_merged_usr_keeps_the_links(corral, debian, tmp_path):
+    import io as io_
+
+    tag = _tag()
+    archive = io_.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name in ("lib/", "lib/from-tar.so"):
+            info = tarfile.TarInfo(name.rstrip("/"))
+            if name.endswith("/"):
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info, io_.BytesIO(b"") if not name.endswith("/") else None)
+    ctx = _context(tmp_path, f"FROM {debian}\nCOPY root/ /\nADD lib.tar /\n",
+                   {"root/bin/mytool": "#!/bin/sh\necho mytool\n", "lib.tar": archive.getvalue()})
+    os.chmod(ctx / "root" / "bin" / "mytool", 0o755)
+    corral.build(ctx, "-t", tag)
+    out = corral.run(tag, "sh", "-c", "readlink /bin /lib; mytool; ls /usr/lib/from-tar.so")
+    assert out.splitlines() == ["usr/bin", "usr/lib", "mytool", "/usr/lib/from-tar.so"]

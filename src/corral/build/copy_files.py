@@ -11,7 +11,9 @@ Rules, as docker's:
   owners are 0:0 unless `--chown` (names resolved in the image's /etc/passwd
   and /etc/group); symlinks are copied as links;
 - every path in the rootfs is resolved with symlinks confined to the rootfs
-  (`secure_join`), so an image's `/etc -> /host` link cannot send a copy out;
+  (`secure_join`), so an image's `/etc -> /host` link cannot send a copy out; a
+  directory copied onto an image's symlink to a directory goes through the link
+  (`/bin -> usr/bin` of a merged-/usr image stays a link); a file replaces a link;
 - ADD of a local tar (plain, gzip, bzip2, xz) extracts it into the destination;
   members with `..` or absolute links out of the tree are refused.
 """
@@ -218,6 +220,9 @@ def copy_items(rootfs: Path, items: Sequence[CopyItem], dest: str, workdir: str,
                     make_dirs(root, parent, owner)
                     secure_parent = secure_join(root, parent)
                 target = os.path.join(secure_parent, os.path.basename(rel))
+                if stat.S_ISDIR(entry.st.st_mode) and os.path.islink(target) and \
+                        os.path.isdir(secure_join(root, rel)):
+                    continue  # an image's link to a directory (/bin -> usr/bin) is followed
                 _place(entry, target, effective, chmod)
                 if stat.S_ISDIR(entry.st.st_mode):
                     dirs.append((target, entry))
@@ -287,6 +292,8 @@ def extract_archive(path: str, rootfs: Path, dest: str, workdir: str,
             uid = owner.uid if owner else member.uid
             gid = owner.gid if owner else member.gid
             if member.isdir():
+                if os.path.islink(target) and os.path.isdir(secure_join(root, rel)):
+                    continue  # an image's link to a directory is followed
                 if not os.path.isdir(target) or os.path.islink(target):
                     _remove(target)
                     os.mkdir(target, 0o700)
