@@ -85,7 +85,7 @@ class _Parser(argparse.ArgumentParser):
 #: the modules that register commands, in registration order (later ones may add verbs
 #: to nouns that earlier ones made: `build` to `image`, `system` to `container`)
 MODULES = ("image", "build", "container", "registry_client", "registry", "volume", "network",
-           "system")
+           "system", "cri")
 #: top-level command -> the modules it needs; any other word loads them all (help, typos)
 OWNERS: dict[str, tuple[str, ...]] = {
     **{c: ("image",) for c in ("history", "images", "import", "inspect", "load", "rmi",
@@ -98,6 +98,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "container": ("container", "system"),
     **{c: ("registry_client",) for c in ("login", "logout", "pull", "push")},
     "registry": ("registry",), "volume": ("volume",), "network": ("network",),
+    "cri": ("cri",),
     **{c: ("system",) for c in ("commit", "cp", "info", "port", "rename", "stats", "top",
                                 "version")},
 }

@@ -1,0 +1,549 @@
+"""`runtime.v1.RuntimeService` over the engine: pod sandboxes and their containers.
+
+A pod sandbox is an engine container running the pause image (`catatonit -P`) on a
+CNI network (or the node's network): it holds the pod's network, IPC and UTS
+namespaces. An app container is an engine container with `network=container:<infra>`
+whose OCI spec joins the infra process's IPC/UTS (and, when the pod shares it, PID)
+namespaces (`translate.patch_spec`). The CRI configs and the sandbox state live in
+`records.Records`; everything else (processes, exit codes, logs, CNI attachments) is
+the engine's. See docs/design/cri.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from corral.cri import pause, translate
+from corral.cri._gen import api_pb2 as pb
+from corral.cri._gen import api_pb2_grpc as pb_grpc
+from corral.cri.errors import DeadlineExceeded, grpc_errors
+from corral.cri.records import ContainerNotFound, Records, SandboxNotFound, decode, encode
+from corral.errors import FailedPrecondition, InvalidArgument, NotFound
+from corral.storage.records import read_json, write_json
+
+RUNTIME_NAME = "corral"
+CRI_API_VERSION = "v1"
+EXEC_OUTPUT_CAP = 16 << 20  # ExecSyncResponse: output capped at 16 MiB (CVE-2022-1708)
+
+
+def _ns(text: str | None) -> int:
+    """An engine RFC 3339 timestamp → nanoseconds since the epoch (0 if unset)."""
+    if not text:
+        return 0
+    try:
+        from corral.engine.logs import parse_timestamp
+
+        return int(parse_timestamp(text) * 1e9)
+    except ValueError:
+        try:
+            return int(datetime.fromisoformat(text).timestamp() * 1e9)
+        except ValueError:
+            return 0
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("corral")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return "0.0.0"
+
+
+def _labels_match(labels: Any, selector: Any) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class RuntimeService(pb_grpc.RuntimeServiceServicer):
+    """The CRI runtime service of one store (`engine.root`)."""
+
+    def __init__(self, engine: Any, *, network: str | None = None,
+                 cgroup_driver: str = "cgroupfs") -> None:
+        self.engine = engine
+        self.records = Records(Path(engine.root))
+        self.network = network
+        self.cgroup_driver = cgroup_driver
+        self._lock = threading.RLock()  # sandbox and container lifecycle changes
+
+    # -- runtime ----------------------------------------------------------------------------
+    @grpc_errors
+    def Version(self, request: Any, context: Any) -> Any:
+        """VersionRequest → runtime name/version and the CRI API version."""
+        return pb.VersionResponse(version="0.1.0", runtime_name=RUNTIME_NAME,
+                                  runtime_version=_version(),
+                                  runtime_api_version=CRI_API_VERSION)
+
+    @grpc_errors
+    def Status(self, request: Any, context: Any) -> Any:
+        """StatusResponse: RuntimeReady (conmon and the OCI runtime found) and
+        NetworkReady (the CNI plugins the networks need are installed)."""
+        runtime_ok, runtime_why = self._runtime_ready()
+        net_ok, net_why = self._network_ready()
+        conditions = [
+            pb.RuntimeCondition(type="RuntimeReady", status=runtime_ok,
+                                reason="" if runtime_ok else "RuntimeNotReady",
+                                message=runtime_why),
+            pb.RuntimeCondition(type="NetworkReady", status=net_ok,
+                                reason="" if net_ok else "NetworkPluginNotReady",
+                                message=net_why),
+        ]
+        info = {}
+        if request.verbose:
+            import json
+
+            info["config"] = json.dumps({"root": str(self.engine.root),
+                                         "network": self.network or "",
+                                         "cgroupDriver": self.cgroup_driver})
+        return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), info=info,
+                                 runtime_handlers=[pb.RuntimeHandler(name="")])
+
+    def _runtime_ready(self) -> tuple[bool, str]:
+        from corral.engine import conmon
+        from corral.engine.oci import resolve_runtime
+
+        try:
+            conmon.conmon_path()
+            runtime = resolve_runtime(self.engine.default_runtime)
+        except Exception as exc:  # noqa: BLE001 - reported in the condition
+            return False, str(exc)
+        if not (os.path.isabs(runtime) and os.access(runtime, os.X_OK)):
+            import shutil
+
+            if shutil.which(runtime) is None:
+                return False, f"OCI runtime {runtime!r} not found"
+        return True, ""
+
+    def _network_ready(self) -> tuple[bool, str]:
+        from corral.engine import networking
+
+        try:
+            config = networking._engine_config(self.engine)
+            dirs = list(config.cni_plugin_dirs)
+        except Exception as exc:  # noqa: BLE001 - reported in the condition
+            return False, str(exc)
+        for plugin in ("bridge", "host-local", "loopback"):
+            if not any(os.access(os.path.join(d, plugin), os.X_OK) for d in dirs):
+                return False, (f"CNI plugin {plugin!r} not found in {':'.join(dirs)} "
+                               "(apt-get install containernetworking-plugins)")
+        return True, ""
+
+    @grpc_errors
+    def RuntimeConfig(self, request: Any, context: Any) -> Any:
+        """RuntimeConfigResponse.linux.cgroup_driver: CGROUPFS (corral drives cgroupfs)."""
+        driver = pb.SYSTEMD if self.cgroup_driver == "systemd" else pb.CGROUPFS
+        return pb.RuntimeConfigResponse(
+            linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+    @grpc_errors
+    def UpdateRuntimeConfig(self, request: Any, context: Any) -> Any:
+        """UpdateRuntimeConfigRequest (pod CIDR): accepted; the CNI network has its own."""
+        return pb.UpdateRuntimeConfigResponse()
+
+    # -- pod sandboxes ------------------------------------------------------------------------
+    @grpc_errors
+    def RunPodSandbox(self, request: Any, context: Any) -> Any:
+        """RunPodSandboxRequest → the infra container created and started on the pod's
+        network. Any failure (CNI ADD included) removes what was made."""
+        config = request.config
+        translate.check_sandbox_metadata(config if request.HasField("config") else None)
+        if request.runtime_handler not in ("", RUNTIME_NAME):
+            raise NotFound(f"runtime handler {request.runtime_handler!r} is not configured "
+                           "(only the default handler)")
+        engine = self.engine
+        image = pause.ensure(engine.store)
+        ccfg = translate.sandbox_config(config, image=image, network=self.network,
+                                        command=pause.COMMAND)
+        ccfg.name = translate.sandbox_name(config)
+        with self._lock:
+            c = engine.create(ccfg)
+            record = {"id": c.id, "created_at": time.time_ns(), "state": "ready",
+                      "config": encode(config), "runtime_handler": request.runtime_handler}
+            try:
+                self._patch(c, lambda spec: _patch_sandbox_spec(spec, config, c.id))
+                self.records.save_sandbox(record)
+                engine.start(c.id)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    engine.remove(c.id, force=True)
+                self.records.drop_sandbox(c.id)
+                raise
+        return pb.RunPodSandboxResponse(pod_sandbox_id=c.id)
+
+    def _patch(self, c: Any, change: Any) -> None:
+        path = c.bundle / "config.json"
+        spec = read_json(path, None)
+        if spec is None:
+            raise NotFound(f"container {c.id}: no OCI spec in its bundle")
+        change(spec)
+        write_json(path, spec)
+
+    def _containers_of(self, sandbox_id: str) -> list[dict]:
+        return [r for r in self.records.all_containers() if r.get("sandbox_id") == sandbox_id]
+
+    @grpc_errors
+    def StopPodSandbox(self, request: Any, context: Any) -> Any:
+        """StopPodSandboxRequest: every container of the pod and the infra stopped, the
+        pod's network torn down; SANDBOX_NOTREADY. Idempotent (a gone pod is no error)."""
+        try:
+            sid = self.records.sandbox_id(request.pod_sandbox_id)
+        except SandboxNotFound:
+            return pb.StopPodSandboxResponse()
+        with self._lock:
+            for rec in self._containers_of(sid):
+                with contextlib.suppress(NotFound):
+                    self.engine.stop(rec["id"], timeout=0)
+            with contextlib.suppress(NotFound):
+                self.engine.stop(sid, timeout=0)
+            with contextlib.suppress(SandboxNotFound):
+                record = self.records.sandbox(sid)
+                record["state"] = "notready"
+                self.records.save_sandbox(record)
+        return pb.StopPodSandboxResponse()
+
+    @grpc_errors
+    def RemovePodSandbox(self, request: Any, context: Any) -> Any:
+        """RemovePodSandboxRequest: the pod's containers and infra removed (forcibly).
+        Idempotent: removing a gone pod is no error."""
+        try:
+            sid = self.records.sandbox_id(request.pod_sandbox_id)
+        except SandboxNotFound:
+            return pb.RemovePodSandboxResponse()
+        with self._lock:
+            for rec in self._containers_of(sid):
+                with contextlib.suppress(NotFound):
+                    self.engine.remove(rec["id"], force=True)
+                self.records.drop_container(rec["id"])
+            with contextlib.suppress(NotFound):
+                self.engine.remove(sid, force=True)
+            self.records.drop_sandbox(sid)
+        return pb.RemovePodSandboxResponse()
+
+    def _sandbox_state(self, record: dict) -> tuple[int, Any]:
+        """(PodSandboxState, the infra engine container or None)."""
+        try:
+            c = self.engine.get(record["id"])
+        except NotFound:
+            return pb.SANDBOX_NOTREADY, None
+        ready = record.get("state") == "ready" and c.status == "running"
+        return (pb.SANDBOX_READY if ready else pb.SANDBOX_NOTREADY), c
+
+    @grpc_errors
+    def PodSandboxStatus(self, request: Any, context: Any) -> Any:
+        """PodSandboxStatusRequest → state, pod IP(s), namespaces options; with verbose,
+        info["info"] as JSON (the infra container's pid, image, network)."""
+        record = self.records.sandbox(request.pod_sandbox_id)
+        config = decode(pb.PodSandboxConfig, record["config"])
+        state, c = self._sandbox_state(record)
+        ips: list[str] = []
+        if c is not None and state == pb.SANDBOX_READY:
+            for attached in c.state.networks:
+                ips.extend(ip.split("/")[0] for ip in attached.get("ips") or [])
+        ns = translate.namespace_options(config.linux if config.HasField("linux") else None)
+        status = pb.PodSandboxStatus(
+            id=record["id"], metadata=config.metadata, state=state,
+            created_at=record["created_at"],
+            network=pb.PodSandboxNetworkStatus(
+                ip=ips[0] if ips else "",
+                additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]]),
+            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(
+                options=ns if ns is not None else pb.NamespaceOption())),
+            labels=config.labels, annotations=config.annotations,
+            runtime_handler=record.get("runtime_handler", ""))
+        info = {}
+        if request.verbose:
+            import json
+
+            info["info"] = json.dumps({
+                "pid": (c.state.pid or 0) if c is not None else 0,
+                "image": pause.PAUSE_IMAGE, "infraContainer": record["id"],
+                "networks": c.state.networks if c is not None else [],
+                "ports": c.state.ports if c is not None else []})
+        return pb.PodSandboxStatusResponse(status=status, info=info)
+
+    @grpc_errors
+    def ListPodSandbox(self, request: Any, context: Any) -> Any:
+        """ListPodSandboxRequest.filter: id (or a prefix), state, label_selector."""
+        f = request.filter if request.HasField("filter") else None
+        items = []
+        for record in self.records.all_sandboxes():
+            if f is not None and f.id and not record["id"].startswith(f.id):
+                continue
+            config = decode(pb.PodSandboxConfig, record["config"])
+            if f is not None and not _labels_match(config.labels, f.label_selector):
+                continue
+            state, _c = self._sandbox_state(record)
+            if f is not None and f.HasField("state") and f.state.state != state:
+                continue
+            items.append(pb.PodSandbox(
+                id=record["id"], metadata=config.metadata, state=state,
+                created_at=record["created_at"], labels=config.labels,
+                annotations=config.annotations,
+                runtime_handler=record.get("runtime_handler", "")))
+        return pb.ListPodSandboxResponse(items=items)
+
+    # -- containers ---------------------------------------------------------------------------
+    @grpc_errors
+    def CreateContainer(self, request: Any, context: Any) -> Any:
+        """CreateContainerRequest → an engine container in the pod's namespaces, its log
+        at PodSandboxConfig.log_directory/ContainerConfig.log_path."""
+        if not request.pod_sandbox_id:
+            raise InvalidArgument("CreateContainerRequest.pod_sandbox_id is required")
+        record = self.records.sandbox(request.pod_sandbox_id)
+        sid = record["id"]
+        sandbox = (decode(pb.PodSandboxConfig, record["config"])
+                   if not request.HasField("sandbox_config") else request.sandbox_config)
+        config = request.config if request.HasField("config") else None
+        if config is None or not config.HasField("metadata") or not config.metadata.name:
+            raise InvalidArgument("ContainerConfig.metadata.name is required")
+        if not config.HasField("image") or not config.image.image:
+            raise InvalidArgument("ContainerConfig.image.image is required")
+        state, infra = self._sandbox_state(record)
+        if state != pb.SANDBOX_READY or infra is None:
+            raise FailedPrecondition(f"pod sandbox {sid[:12]} is not ready")
+        image = self.engine.store.image(config.image.image)  # NotFound: not pulled
+        log_path = None
+        if config.log_path:
+            if os.path.isabs(config.log_path) or ".." in config.log_path.split("/"):
+                raise InvalidArgument(f"ContainerConfig.log_path {config.log_path!r} must be "
+                                      "relative to the pod's log_directory")
+            if not sandbox.log_directory:
+                raise InvalidArgument("ContainerConfig.log_path given but the pod has no "
+                                      "log_directory")
+            log_path = os.path.join(sandbox.log_directory, config.log_path)
+        ccfg = translate.container_config(config, sandbox, sandbox_id=sid, image=image.id,
+                                          log_path=log_path)
+        ccfg.name = translate.container_name(config, sandbox)
+        linux = sandbox.linux if sandbox.HasField("linux") else None
+        parent = linux.cgroup_parent if linux is not None else ""
+        with self._lock:
+            c = self.engine.create(ccfg)
+            try:
+                self._patch(c, lambda spec: translate.patch_spec(
+                    spec, config=config, sandbox=sandbox, infra_pid=infra.state.pid,
+                    cgroup_parent=parent or None, container_id=c.id))
+                if log_path:
+                    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+                    data = read_json(c.bundle / "corral.json", {})
+                    data["log_path"] = log_path
+                    write_json(c.bundle / "corral.json", data)
+                self.records.save_container({
+                    "id": c.id, "sandbox_id": sid, "created_at": time.time_ns(),
+                    "config": encode(config), "image_id": image.id,
+                    "image": config.image.image, "log_path": log_path or ""})
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.engine.remove(c.id, force=True)
+                self.records.drop_container(c.id)
+                raise
+        return pb.CreateContainerResponse(container_id=c.id)
+
+    @grpc_errors
+    def StartContainer(self, request: Any, context: Any) -> Any:
+        """StartContainerRequest: the created container started (FailedPrecondition when
+        it is not in CONTAINER_CREATED)."""
+        record = self.records.container(request.container_id)
+        c = self.engine.get(record["id"])
+        if c.status != "created":
+            raise FailedPrecondition(f"container {c.id[:12]} is {c.status}, not created")
+        self.engine.start(c.id)
+        return pb.StartContainerResponse()
+
+    @grpc_errors
+    def StopContainer(self, request: Any, context: Any) -> Any:
+        """StopContainerRequest: stop signal, then SIGKILL after `timeout` seconds.
+        Stopping a stopped container is no error."""
+        record = self.records.container(request.container_id)
+        try:
+            self.engine.stop(record["id"], timeout=max(0, int(request.timeout)))
+        except NotFound:
+            pass
+        return pb.StopContainerResponse()
+
+    @grpc_errors
+    def RemoveContainer(self, request: Any, context: Any) -> Any:
+        """RemoveContainerRequest: killed if running, then removed. Removing a gone
+        container is no error."""
+        try:
+            cid = self.records.container_id(request.container_id)
+        except ContainerNotFound:
+            return pb.RemoveContainerResponse()
+        with self._lock:
+            with contextlib.suppress(NotFound):
+                self.engine.remove(cid, force=True)
+            self.records.drop_container(cid)
+        return pb.RemoveContainerResponse()
+
+    def _container_state(self, record: dict) -> tuple[int, Any]:
+        try:
+            c = self.engine.get(record["id"])
+        except NotFound:
+            return pb.CONTAINER_UNKNOWN, None
+        return {"created": pb.CONTAINER_CREATED, "running": pb.CONTAINER_RUNNING,
+                "paused": pb.CONTAINER_RUNNING, "exited": pb.CONTAINER_EXITED,
+                "stopped": pb.CONTAINER_EXITED}.get(c.status, pb.CONTAINER_UNKNOWN), c
+
+    @grpc_errors
+    def ListContainers(self, request: Any, context: Any) -> Any:
+        """ListContainersRequest.filter: id (or prefix), state, pod_sandbox_id, labels."""
+        f = request.filter if request.HasField("filter") else None
+        out = []
+        for record in self.records.all_containers():
+            if f is not None:
+                if f.id and not record["id"].startswith(f.id):
+                    continue
+                if f.pod_sandbox_id and not record["sandbox_id"].startswith(f.pod_sandbox_id):
+                    continue
+            config = decode(pb.ContainerConfig, record["config"])
+            if f is not None and not _labels_match(config.labels, f.label_selector):
+                continue
+            state, _c = self._container_state(record)
+            if f is not None and f.HasField("state") and f.state.state != state:
+                continue
+            out.append(pb.Container(
+                id=record["id"], pod_sandbox_id=record["sandbox_id"],
+                metadata=config.metadata, image=pb.ImageSpec(image=record["image"]),
+                image_ref=record["image_id"], image_id=record["image_id"], state=state,
+                created_at=record["created_at"], labels=config.labels,
+                annotations=config.annotations))
+        return pb.ListContainersResponse(containers=out)
+
+    @grpc_errors
+    def ContainerStatus(self, request: Any, context: Any) -> Any:
+        """ContainerStatusRequest → state, times, exit code and reason, mounts, log path."""
+        record = self.records.container(request.container_id)
+        config = decode(pb.ContainerConfig, record["config"])
+        state, c = self._container_state(record)
+        st = c.state if c is not None else None
+        exit_code = (st.exit_code or 0) if st is not None else 0
+        reason = message = ""
+        if state == pb.CONTAINER_EXITED:
+            reason = "Completed" if exit_code == 0 else "Error"
+            if st is not None and st.error:
+                message = st.error
+            if _oom_killed(c):
+                reason = "OOMKilled"
+        elif state == pb.CONTAINER_CREATED and st is not None and st.error:
+            reason, message = "CreateContainerError", st.error
+        status = pb.ContainerStatus(
+            id=record["id"], metadata=config.metadata, state=state,
+            created_at=record["created_at"],
+            started_at=_ns(st.started_at) if st is not None else 0,
+            finished_at=_ns(st.finished_at) if st is not None and
+            state == pb.CONTAINER_EXITED else 0,
+            exit_code=exit_code, image=pb.ImageSpec(image=record["image"]),
+            image_ref=record["image_id"], image_id=record["image_id"], reason=reason,
+            message=message, labels=config.labels, annotations=config.annotations,
+            mounts=list(config.mounts), log_path=record.get("log_path", ""))
+        info = {}
+        if request.verbose and c is not None:
+            import json
+
+            info["info"] = json.dumps({"pid": st.pid or 0 if st else 0,
+                                       "sandboxID": record["sandbox_id"],
+                                       "bundle": str(c.bundle)})
+        return pb.ContainerStatusResponse(status=status, info=info)
+
+    @grpc_errors
+    def ReopenContainerLog(self, request: Any, context: Any) -> Any:
+        """ReopenContainerLogRequest: conmon reopens the log file (after kubelet's
+        rotation); FailedPrecondition unless the container runs."""
+        record = self.records.container(request.container_id)
+        c = self.engine.get(record["id"])
+        if c.status != "running":
+            raise FailedPrecondition(f"container {c.id[:12]} is {c.status}, not running")
+        ctl = c.bundle / "ctl"
+        fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, b"2 0 0\n")  # conmon's ctl: 2 = reopen the log file
+        finally:
+            os.close(fd)
+        return pb.ReopenContainerLogResponse()
+
+    # -- exec ---------------------------------------------------------------------------------
+    @grpc_errors
+    def ExecSync(self, request: Any, context: Any) -> Any:
+        """ExecSyncRequest → stdout, stderr (each capped at 16 MiB) and the exit code;
+        past `timeout` seconds the command is killed and DEADLINE_EXCEEDED returned."""
+        if not request.cmd:
+            raise InvalidArgument("ExecSyncRequest.cmd is required")
+        record = self.records.container(request.container_id)
+        stdout, stderr, code = exec_sync(self.engine, record["id"], list(request.cmd),
+                                         request.timeout or None)
+        return pb.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=code)
+
+
+def _patch_sandbox_spec(spec: dict, config: Any, container_id: str) -> None:
+    """The infra container's spec: hostPID/hostIPC (NODE) drop those namespaces, the
+    pod's cgroup parent. (No oom_score_adj -998 as kubelet's pause gets: lowering it
+    needs CAP_SYS_RESOURCE, which some hosts do not grant.)"""
+    linux_cfg = config.linux if config.HasField("linux") else None
+    ns = translate.namespace_options(linux_cfg)
+    linux = spec.setdefault("linux", {})
+    drop = set()
+    if ns is not None:
+        if ns.pid == translate.NODE:
+            drop.add("pid")
+        if ns.ipc == translate.NODE:
+            drop.add("ipc")
+        if ns.network == translate.NODE:
+            drop.add("uts")
+            spec.pop("hostname", None)
+    if drop:
+        linux["namespaces"] = [n for n in linux.get("namespaces") or []
+                               if n.get("type") not in drop]
+    if linux_cfg is not None and linux_cfg.cgroup_parent:
+        linux["cgroupsPath"] = translate.cgroup_path(linux_cfg.cgroup_parent, container_id)
+
+
+def _oom_killed(c: Any) -> bool:
+    """The container's cgroup recorded an OOM kill (memory.events oom_kill), kept by
+    the exit path in the bundle as `oom` (see `exec_sync`'s sibling: engine cleanup)."""
+    return (c.bundle / "oom").exists() if c is not None else False
+
+
+def exec_sync(engine: Any, container_id: str, argv: list[str],
+              timeout: float | None) -> tuple[bytes, bytes, int]:
+    """Run `argv` in the running container through the OCI runtime's `exec`, output
+    captured; on timeout the process (its pid from --pid-file) and the runtime are
+    killed and DeadlineExceeded raised."""
+    c = engine.get(container_id)
+    if c.status != "running":
+        raise FailedPrecondition(f"container {c.id[:12]} is {c.status}, not running")
+    spec = read_json(c.bundle / "config.json", {})
+    process = dict(spec.get("process") or {})
+    process["args"] = argv
+    process["terminal"] = False
+    process.pop("consoleSize", None)
+    rt = engine._runtime(c)
+    token = secrets.token_hex(6)
+    pfile = c.bundle / f"exec-{token}.json"
+    pidfile = c.bundle / f"exec-{token}.pid"
+    write_json(pfile, process)
+    try:
+        proc = subprocess.Popen(rt.argv("exec", "--process", str(pfile), "--pid-file",
+                                        str(pidfile), c.id),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+            proc.kill()
+            proc.communicate()
+            raise DeadlineExceeded(f"ExecSync {argv[0]!r} in {c.id[:12]}: timed out after "
+                                   f"{timeout}s") from None
+        return out[:EXEC_OUTPUT_CAP], err[:EXEC_OUTPUT_CAP], proc.returncode
+    finally:
+        for path in (pfile, pidfile):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

@@ -1,0 +1,349 @@
+"""CRI `runtime.v1` configs → the engine's `ContainerConfig` (no gRPC, no root needed).
+
+`sandbox_config()` turns a `PodSandboxConfig` into the infra container's config (the
+pod's network: a CNI network or the node's, port mappings, DNS, hostname);
+`container_config()` turns a `ContainerConfig` into an app container's config joining
+the infra container's network namespace (`network=container:<infra id>`). What the
+engine has no option for (shared IPC/UTS/PID namespaces, supplemental groups, exact
+masked/readonly paths, the cgroup parent, oom_score_adj) is applied to the OCI spec
+afterwards by `patch_spec()`.
+
+The messages are read by attribute only, so these functions take the generated
+protobuf messages or any object with the same fields.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from corral.engine.config import ContainerConfig
+from corral.errors import InvalidArgument
+
+# NamespaceMode (api.proto)
+POD, CONTAINER, NODE, TARGET = 0, 1, 2, 3
+# SecurityProfile.ProfileType
+RUNTIME_DEFAULT, UNCONFINED, LOCALHOST = 0, 1, 2
+# MountPropagation
+_PROPAGATION = {0: "rprivate", 1: "rslave", 2: "rshared"}
+# Protocol
+_PROTOCOL = {0: "tcp", 1: "udp", 2: "sctp"}
+
+#: labels the engine containers of pods carry (`corral ps --filter label=...`)
+LABEL_KIND = "io.corral.cri.kind"          # sandbox | container
+LABEL_SANDBOX = "io.corral.cri.sandbox"    # the pod sandbox id
+LABEL_NAME = "io.corral.cri.name"          # the CRI metadata name
+
+
+def _has(message: Any, field: str) -> bool:
+    """proto3 `HasField` for message fields; plain attribute objects: not None."""
+    has = getattr(message, "HasField", None)
+    if has is not None:
+        try:
+            return bool(has(field))
+        except ValueError:
+            return bool(getattr(message, field, None))
+    return getattr(message, field, None) is not None
+
+
+def _safe(text: str) -> str:
+    """A piece of an engine container name ([a-zA-Z0-9_.-])."""
+    return "".join(c if c.isalnum() or c in "_.-" else "-" for c in text) or "x"
+
+
+def check_sandbox_metadata(config: Any) -> None:
+    """PodSandboxConfig.metadata: name, namespace and uid are required."""
+    if config is None or not _has(config, "metadata"):
+        raise InvalidArgument("PodSandboxConfig.metadata is required")
+    md = config.metadata
+    missing = [f for f in ("name", "namespace", "uid") if not getattr(md, f)]
+    if missing:
+        raise InvalidArgument(f"PodSandboxConfig.metadata: {', '.join(missing)} "
+                              "required")
+
+
+def sandbox_name(config: Any) -> str:
+    """The infra container's engine name, unique per pod attempt (kubelet's k8s_POD_...)."""
+    md = config.metadata
+    return "_".join(["k8s", "POD", _safe(md.name), _safe(md.namespace), _safe(md.uid),
+                     str(md.attempt)])
+
+
+def container_name(config: Any, sandbox: Any) -> str:
+    """An app container's engine name: k8s_<name>_<pod>_<namespace>_<uid>_<attempt>."""
+    md, pod = config.metadata, sandbox.metadata
+    return "_".join(["k8s", _safe(md.name), _safe(pod.name), _safe(pod.namespace),
+                     _safe(pod.uid), str(md.attempt)])
+
+
+def namespace_options(linux: Any) -> Any:
+    """The NamespaceOption of a Linux(Pod|Container)Config's security context, or None."""
+    if linux is None or not _has(linux, "security_context"):
+        return None
+    sc = linux.security_context
+    return sc.namespace_options if _has(sc, "namespace_options") else None
+
+
+def sandbox_config(config: Any, *, image: str, network: str | None,
+                   command: list[str]) -> ContainerConfig:
+    """RunPodSandbox: the infra container (pause) holding the pod's namespaces."""
+    check_sandbox_metadata(config)
+    linux = config.linux if _has(config, "linux") else None
+    ns = namespace_options(linux)
+    host_network = ns is not None and ns.network == NODE
+    publish = []
+    for pm in config.port_mappings:
+        if pm.host_port <= 0:
+            continue  # containerd: only mappings with a host port are published
+        if not 0 < pm.container_port < 65536 or pm.host_port > 65535:
+            raise InvalidArgument(f"PortMapping {pm.host_port}->{pm.container_port}: "
+                                  "ports must be 1-65535")
+        proto = _PROTOCOL.get(pm.protocol, "tcp")
+        host = f"{pm.host_ip}:" if pm.host_ip else ""
+        if ":" in pm.host_ip:
+            host = f"[{pm.host_ip}]:"
+        publish.append(f"{host}{pm.host_port}:{pm.container_port}/{proto}")
+    if host_network and publish:
+        publish = []  # the node's network: ports are the host's already
+    dns = config.dns_config if _has(config, "dns_config") else None
+    out = ContainerConfig(
+        image=image, entrypoint=list(command), command=[],
+        hostname=None if host_network else (config.hostname or config.metadata.name),
+        network="host" if host_network else "bridge",
+        networks=[network] if network and not host_network else [],
+        publish=publish,
+        dns=list(dns.servers) if dns else [], dns_search=list(dns.searches) if dns else [],
+        dns_options=list(dns.options) if dns else [],
+        labels={LABEL_KIND: "sandbox", LABEL_NAME: config.metadata.name},
+        stop_timeout=0,
+    )
+    if linux is not None:
+        if linux.sysctls:
+            out.extra["sysctls"] = [f"{k}={v}" for k, v in sorted(linux.sysctls.items())]
+        sc = linux.security_context if _has(linux, "security_context") else None
+        if sc is not None and sc.privileged:
+            out.privileged = True
+    return out
+
+
+def _user(sc: Any) -> str | None:
+    """run_as_user / run_as_username / run_as_group → the engine's `user` (uid[:gid])."""
+    has_uid = _has(sc, "run_as_user")
+    if has_uid and sc.run_as_username:
+        raise InvalidArgument("LinuxContainerSecurityContext: run_as_user and "
+                              "run_as_username are exclusive")
+    if _has(sc, "run_as_group") and not (has_uid or sc.run_as_username):
+        raise InvalidArgument("LinuxContainerSecurityContext: run_as_group needs "
+                              "run_as_user or run_as_username")
+    if has_uid and sc.run_as_user.value < 0:
+        raise InvalidArgument(f"LinuxContainerSecurityContext.run_as_user "
+                              f"{sc.run_as_user.value} is negative")
+    if _has(sc, "run_as_group") and sc.run_as_group.value < 0:
+        raise InvalidArgument(f"LinuxContainerSecurityContext.run_as_group "
+                              f"{sc.run_as_group.value} is negative")
+    name = str(sc.run_as_user.value) if has_uid else (sc.run_as_username or None)
+    if name is None:
+        return None
+    if _has(sc, "run_as_group"):
+        return f"{name}:{sc.run_as_group.value}"
+    return name
+
+
+def _profile(profile: Any, deprecated: str, what: str) -> str | None:
+    """A SecurityProfile → None (runtime default), "unconfined", or a path/name."""
+    if profile is not None:
+        if profile.profile_type == UNCONFINED:
+            return "unconfined"
+        if profile.profile_type == LOCALHOST:
+            if not profile.localhost_ref:
+                raise InvalidArgument(f"{what}: Localhost profile needs localhost_ref")
+            return profile.localhost_ref
+        if profile.profile_type != RUNTIME_DEFAULT:
+            raise InvalidArgument(f"{what}: unknown profile type {profile.profile_type}")
+        return None
+    if deprecated in ("", "runtime/default", "docker/default"):
+        return None
+    if deprecated == "unconfined":
+        return "unconfined"
+    if deprecated.startswith("localhost/"):
+        return deprecated.removeprefix("localhost/")
+    raise InvalidArgument(f"{what}: unknown profile {deprecated!r}")
+
+
+def apparmor_enabled() -> bool:
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip().upper().startswith("Y")
+    except OSError:
+        return False
+
+
+def container_config(config: Any, sandbox: Any, *, sandbox_id: str, image: str,
+                     log_path: str | None) -> ContainerConfig:
+    """CreateContainer: the app container joining the infra container's namespaces."""
+    if config is None or not _has(config, "metadata") or not config.metadata.name:
+        raise InvalidArgument("ContainerConfig.metadata.name is required")
+    if not _has(config, "image") or not config.image.image:
+        raise InvalidArgument("ContainerConfig.image.image is required")
+    env = []
+    for kv in config.envs:
+        if not kv.key:
+            raise InvalidArgument("ContainerConfig.envs: an entry has an empty key")
+        env.append(f"{kv.key}={kv.value}")
+    pod_ns = namespace_options(sandbox.linux if _has(sandbox, "linux") else None)
+    host_network = pod_ns is not None and pod_ns.network == NODE
+    out = ContainerConfig(
+        image=image,
+        entrypoint=list(config.command) if config.command else None,
+        command=list(config.args) if config.args else None,
+        workdir=config.working_dir or None, env=env, tty=config.tty,
+        interactive=config.stdin,
+        network="host" if host_network else f"container:{sandbox_id}",
+        labels={LABEL_KIND: "container", LABEL_SANDBOX: sandbox_id,
+                LABEL_NAME: config.metadata.name},
+        stop_timeout=0,
+    )
+    if log_path:
+        out.extra["log_path"] = log_path
+    for m in config.mounts:
+        if not m.container_path or not os.path.isabs(m.container_path):
+            raise InvalidArgument(f"Mount.container_path {m.container_path!r} must be an "
+                                  "absolute path")
+        if not m.host_path or not os.path.isabs(m.host_path):
+            raise InvalidArgument(f"Mount {m.container_path}: host_path {m.host_path!r} "
+                                  "must be an absolute path")
+        if "," in m.host_path + m.container_path or "=" in m.host_path + m.container_path:
+            raise InvalidArgument(f"Mount {m.container_path}: ',' and '=' are not "
+                                  "supported in paths")
+        if not os.path.exists(m.host_path):
+            # kubelet creates hostPath dirs it needs; containerd makes a missing one
+            os.makedirs(m.host_path, exist_ok=True)
+        opts = [f"type=bind,source={m.host_path},target={m.container_path}",
+                f"bind-propagation={_PROPAGATION.get(m.propagation, 'rprivate')}"]
+        if m.readonly:
+            opts.append("readonly")
+        out.mounts.append(",".join(opts))
+    for d in config.devices:
+        if not d.host_path or not d.container_path:
+            raise InvalidArgument("Device: host_path and container_path are required")
+        out.devices.append(f"{d.host_path}:{d.container_path}:{d.permissions or 'rwm'}")
+    linux = config.linux if _has(config, "linux") else None
+    if linux is not None and _has(linux, "resources"):
+        r = linux.resources
+        if r.memory_limit_in_bytes < 0 or r.cpu_quota < -1 or r.cpu_period < 0:
+            raise InvalidArgument("LinuxContainerResources: negative limits")
+        if r.memory_limit_in_bytes > 0:
+            out.memory = str(r.memory_limit_in_bytes)
+        if r.cpu_quota > 0:
+            out.cpus = f"{r.cpu_quota / (r.cpu_period or 100000):.3f}"
+    if linux is not None and _has(linux, "security_context"):
+        sc = linux.security_context
+        out.user = _user(sc)
+        out.privileged = sc.privileged
+        if sc.privileged and not _sandbox_privileged(sandbox):
+            raise InvalidArgument("LinuxContainerSecurityContext.privileged: the pod "
+                                  "sandbox is not privileged")
+        out.read_only = sc.readonly_rootfs
+        if _has(sc, "capabilities"):
+            out.cap_add = [_cap(c) for c in sc.capabilities.add_capabilities]
+            out.cap_drop = [_cap(c) for c in sc.capabilities.drop_capabilities]
+        opts = []
+        if sc.no_new_privs:
+            opts.append("no-new-privileges")
+        seccomp = _profile(sc.seccomp if _has(sc, "seccomp") else None,
+                           sc.seccomp_profile_path, "seccomp")
+        if seccomp is not None:
+            if seccomp != "unconfined" and not os.path.isfile(seccomp):
+                raise InvalidArgument(f"seccomp: Localhost profile {seccomp!r} not found")
+            opts.append(f"seccomp={seccomp}")
+        apparmor = _profile(sc.apparmor if _has(sc, "apparmor") else None,
+                            sc.apparmor_profile, "apparmor")
+        if apparmor not in (None, "unconfined"):
+            if not apparmor_enabled():
+                raise InvalidArgument(f"apparmor: profile {apparmor!r} requested but "
+                                      "AppArmor is not enabled on this host")
+            opts.append(f"apparmor={apparmor}")
+        out.security_opt = opts
+    return out
+
+
+def _cap(name: str) -> str:
+    name = name.strip().upper()
+    if not name:
+        raise InvalidArgument("Capability: an empty capability name")
+    return name if name == "ALL" or name.startswith("CAP_") else f"CAP_{name}"
+
+
+def _sandbox_privileged(sandbox: Any) -> bool:
+    linux = sandbox.linux if _has(sandbox, "linux") else None
+    if linux is None or not _has(linux, "security_context"):
+        return False
+    return bool(linux.security_context.privileged)
+
+
+def patch_spec(spec: dict, *, config: Any, sandbox: Any, infra_pid: int | None,
+               cgroup_parent: str | None, container_id: str) -> dict:
+    """What the engine has no option for, applied to the created container's OCI spec:
+    the pod's IPC/UTS (and PID when the pod shares it) namespaces joined through the
+    infra process, supplemental groups, masked/readonly paths as given, oom_score_adj
+    and the pod's cgroup parent."""
+    linux = spec.setdefault("linux", {})
+    namespaces = linux.setdefault("namespaces", [])
+    pod_ns = namespace_options(sandbox.linux if _has(sandbox, "linux") else None)
+    ctr_linux = config.linux if _has(config, "linux") else None
+    ctr_ns = namespace_options(ctr_linux)
+    ipc = pod_ns.ipc if pod_ns is not None else POD
+    pid = (ctr_ns.pid if ctr_ns is not None else (pod_ns.pid if pod_ns is not None
+                                                  else CONTAINER))
+    if pod_ns is not None and pod_ns.pid == NODE:
+        pid = NODE
+    want = {"ipc": NODE if ipc == NODE else POD, "uts": NODE if pod_ns is not None and
+            pod_ns.network == NODE else POD, "pid": pid}
+    for kind, mode in want.items():
+        entries = [n for n in namespaces if n.get("type") == kind]
+        if mode == NODE:
+            namespaces[:] = [n for n in namespaces if n.get("type") != kind]
+        elif mode == POD and infra_pid:
+            path = f"/proc/{infra_pid}/ns/{kind}"
+            if entries:
+                for n in entries:
+                    n["path"] = path
+            else:
+                namespaces.append({"type": kind, "path": path})
+    if want["uts"] in (NODE, POD):
+        spec.pop("hostname", None)  # the pod's (or node's) UTS namespace has it
+    if ctr_linux is not None and _has(ctr_linux, "security_context"):
+        sc = ctr_linux.security_context
+        user = spec.setdefault("process", {}).setdefault("user", {})
+        if sc.supplemental_groups:
+            gids = list(user.get("additionalGids") or [])
+            user["additionalGids"] = list(dict.fromkeys(gids + list(sc.supplemental_groups)))
+        if not sc.privileged and (sc.masked_paths or sc.readonly_paths):
+            linux["maskedPaths"] = list(sc.masked_paths)
+            linux["readonlyPaths"] = list(sc.readonly_paths)
+    if ctr_linux is not None and _has(ctr_linux, "resources"):
+        r = ctr_linux.resources
+        if r.oom_score_adj:
+            spec.setdefault("process", {})["oomScoreAdj"] = int(r.oom_score_adj)
+        res = linux.setdefault("resources", {})
+        if r.cpu_shares:
+            res.setdefault("cpu", {})["shares"] = int(r.cpu_shares)
+        if r.cpuset_cpus:
+            res.setdefault("cpu", {})["cpus"] = r.cpuset_cpus
+        if r.cpuset_mems:
+            res.setdefault("cpu", {})["mems"] = r.cpuset_mems
+        if r.memory_swap_limit_in_bytes > 0:
+            res.setdefault("memory", {})["swap"] = int(r.memory_swap_limit_in_bytes)
+        if r.unified:
+            res["unified"] = dict(r.unified)
+    if cgroup_parent:
+        linux["cgroupsPath"] = cgroup_path(cgroup_parent, container_id)
+    return spec
+
+
+def cgroup_path(parent: str, container_id: str) -> str:
+    """LinuxPodSandboxConfig.cgroup_parent + the container id (cgroupfs driver)."""
+    if not parent.startswith("/"):
+        raise InvalidArgument(f"cgroup_parent {parent!r}: the cgroupfs driver needs an "
+                              "absolute cgroup path")
+    return os.path.join(parent, f"corral-{container_id}")

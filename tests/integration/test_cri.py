@@ -1,0 +1,392 @@
+"""The CRI server (`corral cri serve`) driven as kubelet drives it: through the gRPC
+client generated from cri-api's api.proto, over the unix socket.
+
+One server per module on its own store root (busybox image made locally, the pause
+image built from catatonit on first use); pods on the session's test network
+(`corral-test-def`, tests/conftest.py). Teardown stops and removes every pod, stops
+the server, kills any conmon left for the root and removes the root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+grpc = pytest.importorskip("grpc", reason="needs grpcio (scripts/setup)")
+try:
+    from corral.cri._gen import api_pb2 as pb
+    from corral.cri._gen import api_pb2_grpc as pb_grpc
+except ImportError:  # pragma: no cover - scripts/setup generates them
+    pytest.skip("CRI stubs not generated (run scripts/gen-cri)", allow_module_level=True)
+
+REPO = Path(__file__).resolve().parents[2]
+CORRAL = str(REPO / ".venv" / "bin" / "corral")
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (containers, CNI)"),
+    pytest.mark.skipif(shutil.which("conmon") is None, reason="needs conmon"),
+    pytest.mark.skipif(not os.path.exists("/usr/bin/catatonit"),
+                       reason="needs catatonit (the pause process)"),
+]
+
+
+def _conmons(root: Path) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"conmon") and any(str(root).encode() in a for a in cmd):
+            pids.append(int(entry))
+    return pids
+
+
+class Server:
+    """A `corral cri serve` process on `root`; `start()`/`stop()` may be repeated."""
+
+    def __init__(self, root: Path, sock: Path) -> None:
+        self.root, self.sock = root, sock
+        self.proc: subprocess.Popen | None = None
+        self.channel = None
+        self.runtime: pb_grpc.RuntimeServiceStub | None = None
+        self.images: pb_grpc.ImageServiceStub | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [CORRAL, "--root", str(self.root), "cri", "serve", "--listen",
+             f"unix://{self.sock}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on"):
+            self.proc.kill()
+            raise AssertionError(f"cri serve did not start: {line}{self.proc.stderr.read()}")
+        self.channel = grpc.insecure_channel(f"unix://{self.sock}")
+        self.runtime = pb_grpc.RuntimeServiceStub(self.channel)
+        self.images = pb_grpc.ImageServiceStub(self.channel)
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def cri():
+    root = Path(tempfile.mkdtemp(prefix="corral-test-cri-"))
+    sock_dir = Path(tempfile.mkdtemp(prefix="corral-test-cri-sock-"))
+    server = Server(root, sock_dir / "cri.sock")
+    try:
+        subprocess.run([CORRAL, "--root", str(root), "image", "busybox"], check=True,
+                       capture_output=True, timeout=120)
+        server.start()
+        yield server
+    finally:
+        if server.runtime is not None:
+            try:
+                for pod in server.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
+                    server.runtime.StopPodSandbox(
+                        pb.StopPodSandboxRequest(pod_sandbox_id=pod.id))
+                    server.runtime.RemovePodSandbox(
+                        pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+            except grpc.RpcError:
+                pass
+        server.stop()
+        subprocess.run([CORRAL, "--root", str(root), "rm", "-af"], capture_output=True,
+                       timeout=120)
+        for pid in _conmons(root):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        for point in sorted((p for p in points if p.startswith(str(root) + "/")),
+                            reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def logdir():
+    path = Path(tempfile.mkdtemp(prefix="corral-test-cri-logs-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _pod_config(name: str, logdir: Path | None = None, **kw) -> pb.PodSandboxConfig:
+    return pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, namespace="default",
+                                       uid=uuid.uuid4().hex, attempt=0),
+        hostname=name, log_directory=str(logdir) if logdir else "",
+        labels={"app": name}, annotations={"note": "test"}, **kw)
+
+
+class Pod:
+    """One pod through the API; `remove()` is safe to call twice."""
+
+    def __init__(self, cri: Server, name: str, logdir: Path | None = None, **kw) -> None:
+        self.cri = cri
+        self.config = _pod_config(name, logdir, **kw)
+        self.id = cri.runtime.RunPodSandbox(
+            pb.RunPodSandboxRequest(config=self.config)).pod_sandbox_id
+
+    def container(self, name: str, command: list[str], *, log_path: str = "",
+                  start: bool = True, **kw) -> str:
+        config = pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image="busybox"),
+            command=command, log_path=log_path, labels={"ctr": name}, **kw)
+        cid = self.cri.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=self.id, config=config, sandbox_config=self.config)).container_id
+        if start:
+            self.cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+        return cid
+
+    def exec(self, cid: str, cmd: list[str], timeout: int = 10) -> pb.ExecSyncResponse:
+        return self.cri.runtime.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=cmd,
+                                                            timeout=timeout))
+
+    def remove(self) -> None:
+        self.cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=self.id))
+        self.cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=self.id))
+
+
+@pytest.fixture
+def pod(cri):
+    made: list[Pod] = []
+
+    def make(name: str | None = None, logdir: Path | None = None, **kw) -> Pod:
+        p = Pod(cri, name or f"corral-test-{uuid.uuid4().hex[:6]}", logdir, **kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        try:
+            p.remove()
+        except grpc.RpcError:
+            pass
+
+
+def _until(pred, timeout: float = 10.0, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not reached")
+
+
+def _code(call, *args) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args)
+    return info.value.code(), info.value.details()
+
+
+# -- runtime ---------------------------------------------------------------------------------
+def test_version_status_runtime_config(cri):
+    v = cri.runtime.Version(pb.VersionRequest())
+    assert (v.runtime_name, v.runtime_api_version) == ("corral", "v1") and v.runtime_version
+    conditions = {c.type: c.status for c in
+                  cri.runtime.Status(pb.StatusRequest()).status.conditions}
+    assert conditions == {"RuntimeReady": True, "NetworkReady": True}
+    config = cri.runtime.RuntimeConfig(pb.RuntimeConfigRequest())
+    assert config.linux.cgroup_driver == pb.CGROUPFS
+
+
+# -- pods --------------------------------------------------------------------------------------
+def test_pod_two_containers_share_localhost_and_ipc_uts(cri, pod):
+    p = pod()
+    status = cri.runtime.PodSandboxStatus(
+        pb.PodSandboxStatusRequest(pod_sandbox_id=p.id)).status
+    assert status.state == pb.SANDBOX_READY
+    assert status.network.ip.startswith("10.99.200.")
+    assert status.metadata.name == p.config.metadata.name and status.labels["app"]
+    web = p.container("web", ["sh", "-c", "mkdir -p /www && echo hello-pod > /www/index.html"
+                                          " && exec httpd -f -p 127.0.0.1:8080 -h /www"])
+    client = p.container("client", ["sleep", "300"])
+    _until(lambda: p.exec(web, ["sh", "-c", "netstat -ltn | grep -q :8080"]).exit_code == 0)
+    r = p.exec(client, ["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"])
+    assert (r.exit_code, r.stdout) == (0, b"hello-pod\n")
+    # the pod's hostname (UTS) and IPC namespace are shared too
+    assert p.exec(client, ["hostname"]).stdout.decode().strip() == p.config.hostname
+    ipc = [p.exec(c, ["readlink", "/proc/self/ns/ipc"]).stdout for c in (web, client)]
+    assert ipc[0] == ipc[1] and ipc[0].startswith(b"ipc:")
+    listed = cri.runtime.ListContainers(pb.ListContainersRequest(
+        filter=pb.ContainerFilter(pod_sandbox_id=p.id))).containers
+    assert sorted(c.metadata.name for c in listed) == ["client", "web"]
+    assert all(c.state == pb.CONTAINER_RUNNING for c in listed)
+
+
+def test_exec_sync_output_exit_codes_and_timeout(cri, pod):
+    p = pod()
+    cid = p.container("main", ["sleep", "300"])
+    r = p.exec(cid, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (r.stdout, r.stderr, r.exit_code) == (b"out\n", b"err\n", 3)
+    assert p.exec(cid, ["true"]).exit_code == 0
+    started = time.monotonic()
+    code, _ = _code(p.exec, cid, ["sleep", "30"], 1)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < 10
+    # the timed-out command is gone
+    assert b"sleep 30" not in p.exec(cid, ["ps", "-o", "args"]).stdout
+
+
+def test_logs_in_cri_format_and_container_status(cri, pod, logdir):
+    p = pod(logdir=logdir)
+    cid = p.container("logger", ["sh", "-c", "echo line1; echo err1 >&2; printf partial"],
+                      log_path="logger/0.log")
+    status = _until(lambda: (s := cri.runtime.ContainerStatus(pb.ContainerStatusRequest(
+        container_id=cid)).status).state == pb.CONTAINER_EXITED and s)
+    assert (status.exit_code, status.reason) == (0, "Completed")
+    assert status.log_path == str(logdir / "logger/0.log")
+    assert status.started_at > 0 and status.finished_at >= status.started_at
+    assert status.metadata.name == "logger" and status.labels == {"ctr": "logger"}
+    lines = (logdir / "logger" / "0.log").read_text().splitlines()
+    parsed = [line.split(" ", 3) for line in lines]
+    assert [(s, t, m) for _, s, t, m in parsed] == [
+        ("stdout", "F", "line1"), ("stderr", "F", "err1"), ("stdout", "P", "partial")] or \
+        sorted((s, t, m) for _, s, t, m in parsed) == sorted(
+            [("stdout", "F", "line1"), ("stderr", "F", "err1"), ("stdout", "P", "partial")])
+    for ts, *_ in parsed:  # RFC 3339 with nanoseconds
+        assert len(ts) >= 20 and ts[4] == "-" and ts[10] == "T", ts
+    failing = p.container("failing", ["sh", "-c", "exit 7"])
+    status = _until(lambda: (s := cri.runtime.ContainerStatus(pb.ContainerStatusRequest(
+        container_id=failing)).status).state == pb.CONTAINER_EXITED and s)
+    assert (status.exit_code, status.reason) == (7, "Error")
+
+
+def test_stop_and_remove_are_idempotent(cri, pod):
+    p = pod()
+    cid = p.container("main", ["sleep", "300"])
+    rt = cri.runtime
+    for _ in range(2):
+        rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0))
+    state = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status.state
+    assert state == pb.CONTAINER_EXITED
+    for _ in range(2):
+        rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+    assert _code(rt.ContainerStatus, pb.ContainerStatusRequest(container_id=cid))[0] == \
+        grpc.StatusCode.NOT_FOUND
+    for _ in range(2):
+        rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=p.id))
+    status = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id)).status
+    assert status.state == pb.SANDBOX_NOTREADY and status.network.ip == ""
+    for _ in range(2):
+        rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))
+    assert p.id not in [s.id for s in rt.ListPodSandbox(pb.ListPodSandboxRequest()).items]
+    out = subprocess.run([CORRAL, "--root", str(cri.root), "ps", "-aq", "--no-trunc"],
+                         capture_output=True, text=True, check=True).stdout
+    assert p.id not in out and cid not in out
+
+
+def test_list_pod_sandbox_filters(cri, pod):
+    a, b = pod(), pod()
+    rt = cri.runtime
+    rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=b.id))
+
+    def ids(**kw) -> set[str]:
+        return {s.id for s in rt.ListPodSandbox(pb.ListPodSandboxRequest(
+            filter=pb.PodSandboxFilter(**kw))).items} & {a.id, b.id}
+
+    assert ids() == {a.id, b.id}
+    assert ids(id=a.id[:12]) == {a.id}
+    assert ids(state=pb.PodSandboxStateValue(state=pb.SANDBOX_READY)) == {a.id}
+    assert ids(state=pb.PodSandboxStateValue(state=pb.SANDBOX_NOTREADY)) == {b.id}
+    assert ids(label_selector={"app": b.config.metadata.name}) == {b.id}
+
+
+def test_bad_requests_get_proper_codes(cri, pod):
+    rt = cri.runtime
+    code, msg = _code(rt.RunPodSandbox, pb.RunPodSandboxRequest(config=pb.PodSandboxConfig()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "metadata" in msg
+    code, msg = _code(rt.PodSandboxStatus, pb.PodSandboxStatusRequest(pod_sandbox_id="ab" * 32))
+    assert code == grpc.StatusCode.NOT_FOUND and "not found" in msg
+    code, _ = _code(rt.ContainerStatus, pb.ContainerStatusRequest(container_id="cd" * 32))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, _ = _code(rt.ExecSync, pb.ExecSyncRequest(container_id="cd" * 32, cmd=["true"]))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, _ = _code(rt.CreateContainer, pb.CreateContainerRequest(
+        pod_sandbox_id="ef" * 32, config=pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name="x"), image=pb.ImageSpec(image="busybox"))))
+    assert code == grpc.StatusCode.NOT_FOUND
+    p = pod()
+    bad_user = pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+        run_as_group=pb.Int64Value(value=10)))
+    code, msg = _code(lambda: p.container("bad", ["true"], start=False, linux=bad_user))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "run_as_group" in msg
+    code, msg = _code(lambda: p.container("", ["true"]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "metadata.name" in msg
+    code, _ = _code(lambda: cri.runtime.CreateContainer(pb.CreateContainerRequest(
+        pod_sandbox_id=p.id, config=pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name="noimage"),
+            image=pb.ImageSpec(image="corral-test-no-such-image")))))
+    assert code == grpc.StatusCode.NOT_FOUND
+    # nothing was left behind by the failed creates
+    listed = rt.ListContainers(pb.ListContainersRequest(
+        filter=pb.ContainerFilter(pod_sandbox_id=p.id))).containers
+    assert list(listed) == []
+
+
+def test_security_context_user_and_readonly_rootfs(cri, pod):
+    p = pod()
+    linux = pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+        run_as_user=pb.Int64Value(value=1000), run_as_group=pb.Int64Value(value=1001),
+        supplemental_groups=[2000], readonly_rootfs=True, no_new_privs=True))
+    cid = p.container("sec", ["sleep", "300"], linux=linux)
+    r = p.exec(cid, ["id"])
+    assert r.stdout.decode().startswith("uid=1000 gid=1001") and "2000" in r.stdout.decode()
+    assert p.exec(cid, ["touch", "/x"]).exit_code != 0
+    status = p.exec(cid, ["grep", "NoNewPrivs", "/proc/self/status"]).stdout.decode()
+    assert status.split()[-1] == "1"
+
+
+def test_server_restart_keeps_pods_and_containers(cri, pod):
+    p = pod()
+    cid = p.container("main", ["sleep", "300"])
+    cri.stop()
+    cri.start()
+    rt = cri.runtime
+    status = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id)).status
+    assert status.state == pb.SANDBOX_READY and status.network.ip
+    c = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+    assert c.state == pb.CONTAINER_RUNNING
+    assert p.exec(cid, ["echo", "still"]).stdout == b"still\n"
+
+
+# -- images ------------------------------------------------------------------------------------
+def test_image_service_list_status_remove_fsinfo(cri):
+    im = cri.images
+    names = {t for i in im.ListImages(pb.ListImagesRequest()).images for t in i.repo_tags}
+    assert "docker.io/library/busybox:latest" in names
+    st = im.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image="busybox"),
+                                              verbose=True))
+    assert st.image.id.startswith("sha256:") and st.image.size > 0 and "imageSpec" in \
+        st.info["info"]
+    missing = im.ImageStatus(pb.ImageStatusRequest(
+        image=pb.ImageSpec(image="corral-test-absent:1")))
+    assert not missing.HasField("image")
+    im.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image="corral-test-absent:1")))
+    fs = im.ImageFsInfo(pb.ImageFsInfoRequest())
+    assert fs.image_filesystems[0].used_bytes.value > 0
+    assert fs.image_filesystems[0].fs_id.mountpoint == str(cri.root)
