@@ -640,3 +640,35 @@ def test_copy_into_merged_usr_keeps_the_links(corral, debian, tmp_path):
     corral.build(ctx, "-t", tag)
     out = corral.run(tag, "sh", "-c", "readlink /bin /lib; mytool; ls /usr/lib/from-tar.so")
     assert out.splitlines() == ["usr/bin", "usr/lib", "mytool", "/usr/lib/from-tar.so"]
+
+
+def test_run_mounts(corral, tmp_path):
+    tag = _tag()
+    ctx = _context(tmp_path, """\
+FROM busybox AS tools
+RUN mkdir /t && echo from-stage > /t/x
+FROM busybox
+RUN --mount=type=cache,target=/cache,id=corral-test-cache-%s \\
+    echo run >> /cache/count && wc -l < /cache/count > /count-seen
+RUN --mount=target=/ctx cat /ctx/data.txt > /copied && ls -A /ctx > /ctx-list && echo ran:bind
+RUN --mount=type=bind,from=tools,source=/t,target=/t cat /t/x > /from-stage
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/a && ls /scratch > /tmpfs-list
+RUN --mount=target=/ctx,rw touch /ctx/written && ls /ctx/written > /rw-seen
+""" % uuid.uuid4().hex[:8], {"data.txt": "data\n", ".dockerignore": "secret\n", "secret": "s"})
+    corral.build(ctx, "-t", tag)
+    out = corral.run(tag, "sh", "-c", "cat /count-seen /copied /ctx-list /from-stage "
+                                      "/tmpfs-list /rw-seen; ls -d /cache /ctx /t /scratch 2>&1; true")
+    lines = out.splitlines()
+    assert lines[:8] == ["1", "data", ".dockerignore", "Dockerfile", "data.txt", "from-stage",
+                         "a", "/ctx/written"]
+    assert len(lines) == 12 and all("No such file" in line for line in lines[8:])  # no mount points
+    assert not (ctx / "written").exists()  # rw writes went to a throw-away copy
+    assert corral.run(tag, "cat", "/count-seen") == "1\n"
+    corral.build(ctx, "-t", tag, "--no-cache")  # the cache mount kept its content
+    assert corral.run(tag, "cat", "/count-seen") == "2\n"
+    assert _ran(corral.build(ctx, "-t", tag).stdout) == []
+    (ctx / "data.txt").write_text("changed\n")  # what a bind mount shows is in the key
+    assert _ran(corral.build(ctx, "-t", tag).stdout) == ["ran:bind"]
+    bad = _context(tmp_path / "bad", "FROM busybox\nRUN --mount=type=secret,id=x true\n")
+    failed = corral.build(bad, check=False)
+    assert "Dockerfile:2: RUN: --mount type=secret is not supported" in failed.stderr

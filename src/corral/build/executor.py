@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.build import config_ops, run_step
+from corral.build import config_ops, run_mounts, run_step
 from corral.build.container import OUTPUT_TAIL, StepContainer, StepFailed, remove_stale
 from corral.build.context import BuildContext, HashCache
 from corral.build.copy_files import (
@@ -139,6 +139,7 @@ class Builder:
         self.used_args.update(meta)
         self.used_args.update(PROXY_ARGS)
         stages = split_stages(dockerfile, meta)
+        self._stages = stages
         target = stages[-1]
         if opts.target:
             found = find_stage(stages, opts.target, len(stages))
@@ -281,7 +282,7 @@ class Builder:
             if ins.cmd == "ARG":
                 self._arg(scope, ins)
             elif ins.cmd == "RUN":
-                self._run(scope, ins)
+                self._run(scope, stage, ins)
             elif ins.cmd in ("COPY", "ADD"):
                 self._copy(stages, stage, scope, ins)
             else:
@@ -358,13 +359,25 @@ class Builder:
         self.result.ran.append(f"{ins.line} {ins.cmd}")
         self.opts.log(f"--> {new.image_id.split(':', 1)[1][:12]}")
 
-    def _run(self, scope: _Scope, ins: Instruction) -> None:
+    def _mount_origin(self, ref: str, stage: Stage, ins: Instruction) -> tuple[str, str | None]:
+        """(cache-key text, image id) of a `from=` of RUN --mount: a stage or an image."""
+        other = find_stage(self._stages, ref, stage.index)
+        if other is not None:
+            state = self.stage_states[other.index]
+            return "stage:" + state.key, state.image_id
+        image = self._resolve_image(ref, ins)
+        return "image:" + image, image
+
+    def _run(self, scope: _Scope, stage: Stage, ins: Instruction) -> None:
         state = scope.state
         network = ins.flag("network") or self.opts.network
         if network not in run_step.NETWORKS:
             raise ins.error(f"--network={network}: expected host, none or default")
-        if ins.flag("mount") is not None or ins.flag("security") is not None:
-            raise ins.error("--mount and --security are not supported yet")
+        if ins.flag("security") is not None:
+            raise ins.error("--security is not supported yet")
+        planned = run_mounts.plan(ins, run_mounts.parse(ins, self.lexer, self._expand_env(scope)),
+                                  context=self.context,
+                                  stage_root=lambda ref: self._mount_origin(ref, stage, ins))
         argv, script = run_step.command(ins, state.config)
         if not argv or not argv[0]:
             raise ins.error("requires a command")
@@ -374,7 +387,8 @@ class Builder:
         proxies = [f"{k}={v}" for k, v in self.opts.build_args.items()
                    if k in PROXY_ARGS and k not in scope.args]
         description = "RUN " + json.dumps(argv) + (f" script={script!r}" if script else "") + \
-            f" network={network} args={json.dumps(sorted(arg_env))}"
+            f" network={network} args={json.dumps(sorted(arg_env))}" + \
+            (f" mounts={json.dumps(planned.keys)}" if planned.keys else "")
         key = chain_key(state.key, description)
         if self._cache_hit(scope, key, ins):
             return
@@ -393,6 +407,7 @@ class Builder:
                         f.write(script)
                     os.chmod(script_file, 0o755)
                     mounts.append(run_step.script_mount(script_file))
+                mounts += run_mounts.materialize(planned, store=self.store, tmpdir=self._tmp())
                 tail = bytearray()
 
                 def output(chunk: bytes) -> None:
@@ -408,6 +423,7 @@ class Builder:
                                      tail.decode(errors="replace"))
                 self._commit_step(scope, ctr, key, created_by, ins)
         finally:
+            planned.cleanup()
             if script_file is not None:
                 os.unlink(script_file)
 

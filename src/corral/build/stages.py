@@ -4,8 +4,8 @@ interact, multi-stage builds).
 `split_stages` cuts the instructions at each FROM: the ARGs before the first
 FROM are the global (meta) args, usable in FROM lines; `FROM [--platform=P]
 IMAGE [AS NAME]`. `needed_stages` is the target stage and, transitively, the
-stages it uses through `FROM <stage>` and `COPY --from=<stage>` — only those
-run.
+stages it uses through `FROM <stage>`, `COPY --from=<stage>` and `RUN
+--mount=...,from=<stage>` — only those run.
 """
 
 from __future__ import annotations
@@ -135,14 +135,21 @@ def needed_stages(stages: list[Stage], target: Stage, lexer: Lexer,
         if base is not None:
             todo.append(base)
         for ins in stage.instructions:
-            ref = ins.flag("from") if ins.cmd == "COPY" else None
-            if ref:
+            refs = [ins.flag("from")] if ins.cmd == "COPY" else []
+            if ins.cmd == "RUN":  # RUN --mount=...,from=<stage>
+                for mount in ins.flag_all("mount"):
+                    for part in mount.split(","):
+                        key, _, value = part.partition("=")
+                        if key.strip().lower() == "from":
+                            refs.append(value)
+            for ref in refs:
+                if not ref:
+                    continue
                 used = find_stage(stages, lexer.word(ref, env), stage.index)
                 if used is not None:
                     todo.append(used)
                 elif find_stage(stages, lexer.word(ref, env), len(stages)) is not None:
-                    raise ins.error(f"--from={ref}: a stage can only copy from an earlier "
-                                    "stage")
+                    raise ins.error(f"from={ref}: a stage can only use an earlier stage")
     return needed
 
 
