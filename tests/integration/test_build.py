@@ -643,18 +643,18 @@ def test_copy_into_merged_usr_keeps_the_links(corral, debian, tmp_path):
 
 
 def test_run_mounts(corral, tmp_path):
-    tag = _tag()
-    ctx = _context(tmp_path, """\
+    tag, cache_id = _tag(), _tag()
+    ctx = _context(tmp_path, f"""\
 FROM busybox AS tools
 RUN mkdir /t && echo from-stage > /t/x
 FROM busybox
-RUN --mount=type=cache,target=/cache,id=corral-test-cache-%s \\
+RUN --mount=type=cache,target=/cache,id={cache_id} \\
     echo run >> /cache/count && wc -l < /cache/count > /count-seen
 RUN --mount=target=/ctx cat /ctx/data.txt > /copied && ls -A /ctx > /ctx-list && echo ran:bind
 RUN --mount=type=bind,from=tools,source=/t,target=/t cat /t/x > /from-stage
 RUN --mount=type=tmpfs,target=/scratch touch /scratch/a && ls /scratch > /tmpfs-list
 RUN --mount=target=/ctx,rw touch /ctx/written && ls /ctx/written > /rw-seen
-""" % uuid.uuid4().hex[:8], {"data.txt": "data\n", ".dockerignore": "secret\n", "secret": "s"})
+""", {"data.txt": "data\n", ".dockerignore": "secret\n", "secret": "s"})
     corral.build(ctx, "-t", tag)
     out = corral.run(tag, "sh", "-c", "cat /count-seen /copied /ctx-list /from-stage "
                                       "/tmpfs-list /rw-seen; ls -d /cache /ctx /t /scratch 2>&1; true")
