@@ -437,8 +437,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             id=record["id"], metadata=config.metadata, state=state,
             created_at=record["created_at"],
             started_at=_ns(st.started_at) if st is not None else 0,
-            finished_at=_ns(st.finished_at) if st is not None and
-            state == pb.CONTAINER_EXITED else 0,
+            finished_at=self._finished_at(c) if state == pb.CONTAINER_EXITED else 0,
             exit_code=exit_code, image=pb.ImageSpec(image=record["image"]),
             image_ref=record["image_id"], image_id=record["image_id"], reason=reason,
             message=message, labels=config.labels, annotations=config.annotations,
@@ -451,6 +450,16 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                                        "sandboxID": record["sandbox_id"],
                                        "bundle": str(c.bundle)})
         return pb.ContainerStatusResponse(status=status, info=info)
+
+    def _finished_at(self, c: Any) -> int:
+        """The engine records finished_at in its exit path; until that ran, the time
+        conmon wrote the exit file."""
+        if c.state.finished_at:
+            return _ns(c.state.finished_at)
+        try:
+            return os.stat(self.engine._exit_file(c.id)).st_mtime_ns
+        except OSError:
+            return 0
 
     @grpc_errors
     def ReopenContainerLog(self, request: Any, context: Any) -> Any:
