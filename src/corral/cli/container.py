@@ -255,7 +255,11 @@ def _start_attached(engine: Any, c: Any, *, interactive: bool, keys: bytes,
                 engine.resize(container, *size)
 
     try:
-        engine.start(c.id, before_start=connect, rm_client=os.getpid() if rm else None)
+        # the foreground CLI cleans up itself (below), unless a restart policy applies:
+        # conmon's exit command then returns at once (engine/exit_hook.py)
+        cleans_up = rm or (c.config.restart or "no") == "no"
+        engine.start(c.id, before_start=connect,
+                     rm_client=os.getpid() if cleans_up else None)
     except BaseException:
         if remove_on_fail:
             engine.remove(c.id, force=True)

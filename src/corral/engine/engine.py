@@ -112,6 +112,12 @@ def _exit_command() -> list[str]:
     return [sys.executable, "-m", "corral.cli.main"]
 
 
+def _exit_hook(state: Path) -> list[str]:
+    """conmon's exit command starts with `engine/exit_hook.py` (see there)."""
+    hook = Path(__file__).with_name("exit_hook.py")
+    return [sys.executable, "-I", "-S", str(hook), str(state), "--"]
+
+
 class Engine:
     def __init__(self, root: Path | str | None = None, storage_driver: str | None = None,
                  runtime: str | None = None, store: Any = None) -> None:
@@ -337,8 +343,8 @@ class Engine:
                 container_id=c.id, name=c.name, runtime=c.runtime, runtime_root=rt.root,
                 bundle=c.bundle, log_path=c.log_path, exit_dir=self.exits,
                 sock_dir=conmon.socket_dir(self.root),
-                exit_command=_exit_command() + ["--root", str(self.root), "container",
-                                                "cleanup", c.id],
+                exit_command=_exit_hook(c.bundle / "state.json") + _exit_command() + [
+                    "--root", str(self.root), "container", "cleanup", c.id],
                 tty=c.config.tty, stdin=c.config.interactive)
         except conmon.CreateFailed as exc:
             rt.delete(c.id, force=True)
