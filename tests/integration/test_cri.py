@@ -56,8 +56,8 @@ def _conmons(root: Path) -> list[int]:
 class Server:
     """A `corral cri serve` process on `root`; `start()`/`stop()` may be repeated."""
 
-    def __init__(self, root: Path, sock: Path) -> None:
-        self.root, self.sock = root, sock
+    def __init__(self, root: Path, sock: Path, *args: str) -> None:
+        self.root, self.sock, self.args = root, sock, args
         self.proc: subprocess.Popen | None = None
         self.channel = None
         self.runtime: pb_grpc.RuntimeServiceStub | None = None
@@ -66,7 +66,7 @@ class Server:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [CORRAL, "--root", str(self.root), "cri", "serve", "--listen",
-             f"unix://{self.sock}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+             f"unix://{self.sock}", *self.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on"):
@@ -390,3 +390,85 @@ def test_image_service_list_status_remove_fsinfo(cri):
     fs = im.ImageFsInfo(pb.ImageFsInfoRequest())
     assert fs.image_filesystems[0].used_bytes.value > 0
     assert fs.image_filesystems[0].fs_id.mountpoint == str(cri.root)
+
+
+# -- CNI ---------------------------------------------------------------------------------------
+def _veths_on(bridge: str) -> list[str]:
+    try:
+        return sorted(os.listdir(f"/sys/class/net/{bridge}/brif"))
+    except FileNotFoundError:
+        return []
+
+
+def _leases(network: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(f"/var/lib/cni/networks/{network}")
+                      if n[0].isdigit() or ":" in n)
+    except FileNotFoundError:
+        return []
+
+
+@pytest.fixture
+def tiny_net_server(cri):
+    """A second server on the same store whose pods go on a /30 network: one address
+    for pods, so a second pod's CNI ADD fails (host-local: no addresses left)."""
+    tag = uuid.uuid4().hex
+    name, bridge = f"corral-test-{tag[:8]}", f"corral-test-{tag[8:11]}"
+    made = None
+    for third in range(160, 200):
+        r = subprocess.run([CORRAL, "--root", str(cri.root), "network", "create",
+                            "--interface-name", bridge, "--subnet", f"10.99.{third}.0/30",
+                            name], capture_output=True, text=True)
+        if r.returncode == 0:
+            made = name
+            break
+    if made is None:
+        pytest.skip(f"no free /30 subnet for a test network: {r.stderr}")
+    server = Server(cri.root, cri.sock.parent / "tiny.sock", "--network", name)
+    server.network, server.bridge = name, bridge
+    try:
+        server.start()
+        yield server
+    finally:
+        try:
+            for pod in server.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
+                if pod.metadata.name.startswith("corral-test-tiny"):
+                    server.runtime.StopPodSandbox(
+                        pb.StopPodSandboxRequest(pod_sandbox_id=pod.id))
+                    server.runtime.RemovePodSandbox(
+                        pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+        except (grpc.RpcError, AttributeError):
+            pass
+        server.stop()
+        subprocess.run([CORRAL, "--root", str(cri.root), "network", "rm", "-f", name],
+                       capture_output=True)
+        from corral.network.networks import remove_bridge, remove_leases
+
+        remove_bridge(bridge)
+        remove_leases(name)
+
+
+def test_pod_whose_cni_setup_fails_leaves_nothing_behind(tiny_net_server):
+    srv = tiny_net_server
+    rt = srv.runtime
+    first = Pod(srv, "corral-test-tiny1")
+    ip = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(
+        pod_sandbox_id=first.id)).status.network.ip
+    assert ip.endswith(".2")
+    pods = {s.id for s in rt.ListPodSandbox(pb.ListPodSandboxRequest()).items}
+    ctrs = subprocess.run([CORRAL, "--root", str(srv.root), "ps", "-aq", "--no-trunc"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    netns = sorted(os.listdir(srv.root / "engine" / "netns"))
+    veths, leases = _veths_on(srv.bridge), _leases(srv.network)
+    assert len(veths) == 1 and len(leases) == 1
+    code, msg = _code(lambda: Pod(srv, "corral-test-tiny2"))
+    assert code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+                    grpc.StatusCode.UNAVAILABLE) and msg
+    assert {s.id for s in rt.ListPodSandbox(pb.ListPodSandboxRequest()).items} == pods
+    assert subprocess.run([CORRAL, "--root", str(srv.root), "ps", "-aq", "--no-trunc"],
+                          capture_output=True, text=True,
+                          check=True).stdout.split() == ctrs
+    assert sorted(os.listdir(srv.root / "engine" / "netns")) == netns
+    assert (_veths_on(srv.bridge), _leases(srv.network)) == (veths, leases)
+    first.remove()
+    assert _veths_on(srv.bridge) == [] and _leases(srv.network) == []
