@@ -64,6 +64,7 @@ def _pairs(values: list[str], flag: str, *, from_env: bool) -> dict[str, str]:
 def cmd_build(args: argparse.Namespace, ctx: Any) -> int:
     from corral.build.container import StepFailed
     from corral.build.executor import BuildOptions, run_build
+    from corral.engine.oci import runtime_root
 
     context = Path(args.context)
     text = None
@@ -103,7 +104,7 @@ def cmd_build(args: argparse.Namespace, ctx: Any) -> int:
         target=args.target, build_args=_pairs(args.build_arg, "--build-arg", from_env=True),
         labels=_pairs(args.label, "--label", from_env=False), no_cache=args.no_cache,
         pull=args.pull, network=args.network, runtime=ctx.runtime,
-        runtime_root=ctx.runtime_root, platform=args.platform, log=log, output=output,
+        runtime_root=runtime_root(ctx.root, ctx.runtime), platform=args.platform, log=log, output=output,
         pull_image=pull)
     def terminated(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds: the step's container is removed
