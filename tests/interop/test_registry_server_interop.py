@@ -407,3 +407,15 @@ def test_podman_and_corral_through_bearer_tokens(podman, token_registry, corral_
     refused = run_cmd([CORRAL, "--root", str(corral_store), "push", "--retry", "0", ref,
                        f"{reg.addr}/corral-test/token:v2"], timeout=120)
     assert refused.returncode == 125 and "corral login" in refused.stderr
+    # corral's own login and push (a cross-repository mount: two scopes in one token)
+    authfile = str(corral_store / "auth.json")
+    corral("login", "--authfile", authfile, "-u", USER, "-p", PASSWORD, reg.addr)
+    tokens.requests.clear()
+    corral("push", "--authfile", authfile, ref, f"{reg.addr}/corral-test/token-copy:v1")
+    assert _asked(tokens, "corral-test/token-copy", {"pull", "push"}, with_creds=True)
+    assert _asked(tokens, "corral-test/token", {"pull"}, with_creds=True)
+    c = Client(reg.host, reg.port)
+    r = c.request("GET", "/v2/corral-test/token/tags/list")
+    assert r.status == 401 and 'scope="repository:corral-test/token:pull"' in \
+        r.header("WWW-Authenticate")
+    c.close()
