@@ -672,3 +672,17 @@ RUN --mount=target=/ctx,rw touch /ctx/written && ls /ctx/written > /rw-seen
     bad = _context(tmp_path / "bad", "FROM busybox\nRUN --mount=type=secret,id=x true\n")
     failed = corral.build(bad, check=False)
     assert "Dockerfile:2: RUN: --mount type=secret is not supported" in failed.stderr
+
+
+@pytest.mark.skipif(shutil.which("runc") is None and not os.path.exists("/usr/sbin/runc"),
+                    reason="runc is not installed (the reference runtime)")
+def test_runc_runs_the_steps_too(corral, tmp_path):
+    runc = shutil.which("runc") or "/usr/sbin/runc"
+    tag = _tag()
+    ctx = _context(tmp_path, "FROM busybox\nUSER nobody\nWORKDIR /tmp/w\n"
+                             "RUN --mount=type=tmpfs,target=/m id -un > /tmp/w/who; echo ran:runc\n")
+    out = corral("--runtime", runc, "build", "-t", tag, str(ctx)).stdout
+    assert _ran(out) == ["ran:runc"]
+    assert corral.run(tag, "cat", "/tmp/w/who") == "nobody\n"
+    assert not (corral.root / "runtime-runc").exists() or \
+        not any((corral.root / "runtime-runc").iterdir())  # runc's container was deleted

@@ -272,7 +272,7 @@ class Builder:
         with StepContainer(self.store, state.top, state.image_id) as ctr:
             if os.path.isdir(secure_join(str(ctr.rootfs), workdir)):
                 return
-            make_dirs(str(ctr.rootfs), workdir, None)
+            make_dirs(str(ctr.rootfs), workdir, _workdir_owner(ctr.rootfs, state, ins))
             self._commit_step(scope, ctr, key, "WORKDIR " + workdir, ins)
 
     # -- instructions -------------------------------------------------------------------
@@ -398,7 +398,7 @@ class Builder:
             with StepContainer(self.store, state.top, state.image_id) as ctr:
                 workdir = state.c.get("WorkingDir") or "/"
                 if workdir != "/":
-                    make_dirs(str(ctr.rootfs), workdir, None)
+                    make_dirs(str(ctr.rootfs), workdir, _workdir_owner(ctr.rootfs, state, ins))
                 spec, mounts = run_step.process_spec(state.config, ctr.rootfs, argv,
                                                      arg_env + proxies, network)
                 if script is not None:
@@ -481,7 +481,7 @@ class Builder:
             with StepContainer(self.store, state.top, state.image_id) as ctr:
                 owner = _owner(ctr.rootfs, chown, ins) if chown else None
                 if workdir != "/":
-                    make_dirs(str(ctr.rootfs), workdir, None)
+                    make_dirs(str(ctr.rootfs), workdir, _workdir_owner(ctr.rootfs, state, ins))
                 if collected.items:
                     copy_items(ctr.rootfs, collected.items, dest, workdir, owner, chmod)
                 for archive in collected.archives:
@@ -517,6 +517,20 @@ def _default_dockerfile(context: Path) -> Path:
         if (Path(context) / name).is_file():
             return Path(context) / name
     return Path(context) / "Dockerfile"
+
+
+def _workdir_owner(rootfs: Path, state: State, ins: Instruction) -> Owner | None:
+    """Who owns the WORKDIR directories a step makes: USER when set (BuildKit)."""
+    user = state.c.get("User")
+    if not user:
+        return None
+    from corral.image.runtime_spec import resolve_user
+
+    try:
+        found = resolve_user(rootfs, user)
+    except NotFound as exc:
+        raise ins.error(f"WORKDIR {state.c.get('WorkingDir')}: {exc}") from None
+    return Owner(found["uid"], found["gid"])
 
 
 def _owner(rootfs: Path, chown: str, ins: Instruction) -> Owner:
