@@ -226,7 +226,9 @@ class Engine:
         return out
 
     # -- create ----------------------------------------------------------------------------
-    def create(self, config: ContainerConfig) -> Container:
+    def create(self, config: ContainerConfig, *, keep_mounted: bool = False) -> Container:
+        """`keep_mounted`: leave the rootfs mounted for a `start` that follows at once
+        (`run`), saving an unmount and a mount; any cleanup or `rm` unmounts it."""
         from corral.oci.image import ImageConfig
 
         check_name(config.name)
@@ -267,7 +269,10 @@ class Engine:
             rootfs = store.mount(cid)
             try:
                 spec = self._build_spec(image_config, config, rootfs, cid)
-            finally:
+            except BaseException:
+                store.unmount(cid, force=True)
+                raise
+            if not keep_mounted:
                 store.unmount(cid, force=True)
             networking.adjust_spec(self, config, spec, cid)
             notes = spec.setdefault("annotations", {})
