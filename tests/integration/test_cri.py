@@ -474,3 +474,15 @@ def test_pod_whose_cni_setup_fails_leaves_nothing_behind(tiny_net_server):
     assert (_veths_on(srv.bridge), _leases(srv.network)) == (veths, leases)
     first.remove()
     assert _veths_on(srv.bridge) == [] and _leases(srv.network) == []
+
+
+def test_container_oom_killed_is_reported(cri, pod):
+    p = pod()
+    limit = 16 << 20
+    linux = pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(
+        memory_limit_in_bytes=limit, memory_swap_limit_in_bytes=limit))
+    cid = p.container("hog", ["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+                      linux=linux)
+    status = _until(lambda: (s := cri.runtime.ContainerStatus(pb.ContainerStatusRequest(
+        container_id=cid)).status).state == pb.CONTAINER_EXITED and s, timeout=20)
+    assert status.reason == "OOMKilled" and status.exit_code == 137, status

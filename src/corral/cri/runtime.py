@@ -514,8 +514,8 @@ def _patch_sandbox_spec(spec: dict, config: Any, container_id: str) -> None:
 
 
 def _oom_killed(c: Any) -> bool:
-    """The container's cgroup recorded an OOM kill (memory.events oom_kill), kept by
-    the exit path in the bundle as `oom` (see `exec_sync`'s sibling: engine cleanup)."""
+    """conmon watches the container's cgroup (memory.events oom_kill) and writes `oom`
+    in its working directory, the bundle, when the kernel's OOM killer struck."""
     return (c.bundle / "oom").exists() if c is not None else False
 
 
