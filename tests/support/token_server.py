@@ -1,7 +1,7 @@
 """A docker token server (distribution's docs/spec/auth/token.md) on 127.0.0.1 for tests.
 
 `TokenServer(tmp, users={"alice": "s3cret"}, anonymous=("pull",))` makes a
-throwaway RSA key and a self-signed certificate (`cert`, the registry's
+throwaway RSA key (P-256 with `key_type="ec"`: ES256) and a self-signed certificate (`cert`, the registry's
 `rootcertbundle`) with the openssl command, and answers
 `GET /token?service=&scope=...&account=` with a JWT signed RS256 whose header
 carries the certificate (`x5c`), as distribution's token auth verifies it:
@@ -37,7 +37,7 @@ def _b64(data: bytes) -> str:
 
 class TokenServer:
     def __init__(self, tmp: Path, users: dict[str, str] | None = None,
-                 anonymous: tuple[str, ...] = ("pull",)) -> None:
+                 anonymous: tuple[str, ...] = ("pull",), key_type: str = "rsa") -> None:
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.users = users or {}
@@ -45,7 +45,10 @@ class TokenServer:
         self.requests: list[tuple[str | None, list[str], bool]] = []
         self.key = self.tmp / "token-signer.key"
         self.cert = self.tmp / "token-signer.pem"
-        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+        self.alg = "ES256" if key_type == "ec" else "RS256"
+        newkey = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+                  if key_type == "ec" else ["-newkey", "rsa:2048"])
+        subprocess.run([OPENSSL, "req", "-x509", *newkey, "-nodes", "-sha256",
                         "-days", "1", "-subj", "/CN=corral test token signer",
                         "-keyout", str(self.key), "-out", str(self.cert)],
                        check=True, capture_output=True)
@@ -67,13 +70,23 @@ class TokenServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def sign(self, claims: dict[str, object]) -> str:
-        header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+        header = {"typ": "JWT", "alg": self.alg, "x5c": [self._x5c]}
         signing_input = (_b64(json.dumps(header).encode()) + "."
                          + _b64(json.dumps(claims).encode()))
+        return signing_input + "." + _b64(self.raw_signature(signing_input.encode()))
+
+    def raw_signature(self, data: bytes) -> bytes:
+        """RSASSA-PKCS1-v1_5, or for EC the JWS form r||s of openssl's DER (r, s)."""
         signature = subprocess.run([OPENSSL, "dgst", "-sha256", "-sign", str(self.key)],
-                                   input=signing_input.encode(), check=True,
-                                   capture_output=True).stdout    # RSASSA-PKCS1-v1_5
-        return signing_input + "." + _b64(signature)
+                                   input=data, check=True, capture_output=True).stdout
+        if self.alg != "ES256":
+            return signature
+        pos, ints = 2, []                     # SEQUENCE { INTEGER r, INTEGER s }, short form
+        for _ in range(2):
+            length = signature[pos + 1]
+            ints.append(int.from_bytes(signature[pos + 2:pos + 2 + length], "big"))
+            pos += 2 + length
+        return ints[0].to_bytes(32, "big") + ints[1].to_bytes(32, "big")
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         url = urlsplit(h.path)

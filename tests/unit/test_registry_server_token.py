@@ -38,6 +38,13 @@ def stranger(tmp_path_factory):
     server.httpd.server_close()
 
 
+@pytest.fixture(scope="module")
+def ec_signer(tmp_path_factory):
+    server = TokenServer(tmp_path_factory.mktemp("ec-signer"), key_type="ec")
+    yield server
+    server.httpd.server_close()
+
+
 @pytest.fixture
 def auth(signer):
     return TokenAuth(REALM, SERVICE, ISSUER, signer.cert)
@@ -83,10 +90,16 @@ def test_signatures_and_trust(auth, signer, stranger):
         auth.verify(f"{head}.{forged.rstrip(b'=').decode()}.{sig}")
     with pytest.raises(TokenError, match="not trusted"):
         auth.verify(stranger.sign(claims(("a", ["pull"]))))
-    for alg in ("none", "HS256", "ES256"):
+    for alg in ("none", "HS256", "PS256", "ES384"):
         h = base64.urlsafe_b64encode(json.dumps({"alg": alg}).encode()).rstrip(b"=").decode()
         with pytest.raises(TokenError, match="unsupported alg"):
             auth.verify(f"{h}.{body}.{sig}")
+    # the alg must fit the key: no ES256 claim over an RSA certificate
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    header["alg"] = "ES256"
+    h = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    with pytest.raises(TokenError, match="ES256 with a rsa key"):
+        auth.verify(f"{h}.{body}.{sig}")
     with pytest.raises(TokenError):
         auth.verify("not-a-jwt")
 
@@ -179,3 +192,25 @@ def test_handlers_ask_for_the_scope_they_need(tmp_path, auth, signer):
     assert call(registry, "POST", "/v2/c/blobs/uploads/", other, query=mount).status == 202
     both = signer.sign(claims(("c", ["pull", "push"]), ("a/b", ["pull"])))
     assert call(registry, "POST", "/v2/c/blobs/uploads/", both, query=mount).status == 201
+
+
+def test_es256_tokens_from_a_p256_certificate(tmp_path, ec_signer, signer):
+    auth = TokenAuth(REALM, SERVICE, ISSUER, ec_signer.cert)
+    cert = load_bundle(ec_signer.cert)[0]
+    assert cert.key is not None and cert.key.kind == "ec" and cert.key.on_curve()
+    assert cert.signed_by(cert, time.time())          # ecdsa-with-SHA256, DER (r, s)
+    token = ec_signer.sign(claims(("a", ["pull"])))
+    assert auth.verify(token)[0]["actions"] == ["pull"]
+    head, body, sig = token.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
+    raw[5] ^= 1
+    bad = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    with pytest.raises(TokenError, match="bad signature"):
+        auth.verify(f"{head}.{body}.{bad}")
+    with pytest.raises(TokenError, match="not trusted"):       # an RSA signer's token
+        auth.verify(signer.sign(claims(("a", ["pull"]))))
+    # a bundle of both: each token checked with its own certificate's key
+    both = tmp_path / "both.pem"
+    both.write_text(signer.cert.read_text() + ec_signer.cert.read_text())
+    mixed = TokenAuth(REALM, SERVICE, ISSUER, both)
+    assert mixed.verify(token) and mixed.verify(signer.sign(claims(("a", ["pull"]))))

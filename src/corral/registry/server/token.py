@@ -8,7 +8,7 @@ sent but does not grant it). The client fetches a JWT from the realm and
 sends it as `Authorization: Bearer <jwt>`.
 
 A token is accepted when:
-* its signature (RS256, RS384 or RS512) verifies with a trusted key: the
+* its signature (RS256, RS384, RS512 or ES256) verifies with a trusted key: the
   `x5c` certificate chain in its header ends in, or is signed by, a
   certificate of `rootcertbundle`; or its `kid` is the libtrust key id of
   one of those certificates' keys (what distribution computes);
@@ -19,9 +19,9 @@ A token is accepted when:
   `registry:catalog:*` for `_catalog`; `/v2/` needs only a valid token.
 
 Cryptography is done here with Python integers (RSASSA-PKCS1-v1_5 is one
-modular exponentiation) and a small DER reader for certificates, so the
-server needs no extra package; verified tokens are cached by their SHA-256
-until they expire. ECDSA (ES256) tokens are refused.
+modular exponentiation; ECDSA on P-256 a few hundred point operations, a few
+milliseconds) and a small DER reader for certificates, so the server needs no
+extra package; verified tokens are cached by their SHA-256 until they expire.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ from pathlib import Path
 from corral.errors import InvalidArgument
 
 LEEWAY = 60
-_HASHES = {"RS256": "sha256", "RS384": "sha384", "RS512": "sha512"}
+#: JWS alg -> (key type, hash)
+_ALGS = {"RS256": ("rsa", "sha256"), "RS384": ("rsa", "sha384"), "RS512": ("rsa", "sha512"),
+         "ES256": ("ec", "sha256")}
 # DigestInfo prefixes (RFC 8017 9.2 note 1)
 _DIGEST_INFO = {
     "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
@@ -48,11 +50,21 @@ _DIGEST_INFO = {
     "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
 }
 _OID_RSA = bytes.fromhex("2a864886f70d010101")
+_OID_EC = bytes.fromhex("2a8648ce3d0201")
+_OID_P256 = bytes.fromhex("2a8648ce3d030107")
 _CERT_SIG_OIDS = {
-    bytes.fromhex("2a864886f70d01010b"): "sha256",
-    bytes.fromhex("2a864886f70d01010c"): "sha384",
-    bytes.fromhex("2a864886f70d01010d"): "sha512",
+    bytes.fromhex("2a864886f70d01010b"): ("rsa", "sha256"),
+    bytes.fromhex("2a864886f70d01010c"): ("rsa", "sha384"),
+    bytes.fromhex("2a864886f70d01010d"): ("rsa", "sha512"),
+    bytes.fromhex("2a8648ce3d040302"): ("ec", "sha256"),
+    bytes.fromhex("2a8648ce3d040303"): ("ec", "sha384"),
 }
+# P-256 (SEC 2 2.4.2 / FIPS 186-4 D.1.2.3): y^2 = x^3 - 3x + b over GF(p), order n
+_P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffff
+_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551
+_B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b
+_G = (0x6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296,
+      0x4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5)
 
 
 class TokenError(Exception):
@@ -102,7 +114,10 @@ class RsaKey:
     n: int
     e: int
 
-    def verify(self, message: bytes, signature: bytes, hash_name: str) -> bool:
+    kind = "rsa"
+
+    def verify(self, message: bytes, signature: bytes, hash_name: str,
+               der: bool = False) -> bool:
         """RSASSA-PKCS1-v1_5 (RFC 8017 8.2.2)."""
         k = (self.n.bit_length() + 7) // 8
         if len(signature) != k or k < 128:
@@ -118,16 +133,83 @@ class RsaKey:
         return hmac.compare_digest(em, expected)
 
 
+Point = tuple[int, int] | None
+
+
+def _ec_add(a: Point, b: Point) -> Point:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    (x1, y1), (x2, y2) = a, b
+    if x1 == x2:
+        if (y1 + y2) % _P == 0:
+            return None
+        lam = (3 * x1 * x1 - 3) * pow(2 * y1, -1, _P) % _P
+    else:
+        lam = (y2 - y1) * pow(x2 - x1, -1, _P) % _P
+    x3 = (lam * lam - x1 - x2) % _P
+    return x3, (lam * (x1 - x3) - y1) % _P
+
+
+def _ec_mul2(u1: int, p: Point, u2: int, q: Point) -> Point:
+    """u1*p + u2*q (Shamir's trick)."""
+    both = _ec_add(p, q)
+    r: Point = None
+    for i in range(max(u1.bit_length(), u2.bit_length()) - 1, -1, -1):
+        r = _ec_add(r, r)
+        b1, b2 = (u1 >> i) & 1, (u2 >> i) & 1
+        if b1 or b2:
+            r = _ec_add(r, both if b1 and b2 else p if b1 else q)
+    return r
+
+
+@dataclass(frozen=True)
+class EcKey:
+    """A P-256 public key."""
+
+    x: int
+    y: int
+    kind = "ec"
+
+    def on_curve(self) -> bool:
+        return 0 <= self.x < _P and 0 <= self.y < _P and \
+            (self.y * self.y - (self.x ** 3 - 3 * self.x + _B)) % _P == 0
+
+    def verify(self, message: bytes, signature: bytes, hash_name: str,
+               der: bool = False) -> bool:
+        """ECDSA (FIPS 186-4 6.4): `signature` is r||s (JWS) or, with `der`, a DER SEQUENCE."""
+        if der:
+            try:
+                _, start, end, _ = _tlv(signature, 0)
+                r_el, s_el = _children(signature, start, end)[:2]
+            except (TokenError, ValueError):
+                return False
+            r = int.from_bytes(signature[r_el[1]:r_el[2]], "big")
+            s = int.from_bytes(signature[s_el[1]:s_el[2]], "big")
+        else:
+            if len(signature) != 64:
+                return False
+            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        if not (0 < r < _N and 0 < s < _N) or not self.on_curve():
+            return False
+        digest = hashlib.new(hash_name, message).digest()
+        e = int.from_bytes(digest, "big") >> max(0, len(digest) * 8 - 256)
+        w = pow(s, -1, _N)
+        point = _ec_mul2(e * w % _N, _G, r * w % _N, (self.x, self.y))
+        return point is not None and point[0] % _N == r
+
+
 @dataclass(frozen=True)
 class Certificate:
     der: bytes
     tbs: bytes
-    sig_hash: str | None
+    sig_alg: tuple[str, str] | None      # (key type, hash) of the issuer's signature
     signature: bytes
     not_before: float
     not_after: float
     spki: bytes
-    key: RsaKey | None
+    key: RsaKey | EcKey | None
 
     @classmethod
     def parse(cls, der: bytes) -> Certificate:
@@ -136,7 +218,7 @@ class Certificate:
             tbs_el, alg_el, sig_el = _children(der, start, end)[:3]
             tbs = der[tbs_el[3]:tbs_el[2]]
             alg_oid = _children(der, alg_el[1], alg_el[2])[0]
-            sig_hash = _CERT_SIG_OIDS.get(der[alg_oid[1]:alg_oid[2]])
+            sig_alg = _CERT_SIG_OIDS.get(der[alg_oid[1]:alg_oid[2]])
             signature = der[sig_el[1] + 1:sig_el[2]]          # BIT STRING: skip unused-bits
             fields = _children(der, tbs_el[1], tbs_el[2])
             if fields[0][0] == 0xA0:                          # [0] version
@@ -147,9 +229,15 @@ class Certificate:
             not_after = _der_time(der, times[1][0], times[1][1], times[1][2])
             spki = der[spki_el[3]:spki_el[2]]
             key_alg, key_bits = _children(der, spki_el[1], spki_el[2])[:2]
-            key_oid = _children(der, key_alg[1], key_alg[2])[0]
-            key = None
-            if der[key_oid[1]:key_oid[2]] == _OID_RSA:
+            key_oid, *params = _children(der, key_alg[1], key_alg[2])
+            key: RsaKey | EcKey | None = None
+            if der[key_oid[1]:key_oid[2]] == _OID_EC and params \
+                    and der[params[0][1]:params[0][2]] == _OID_P256:
+                point = der[key_bits[1] + 1:key_bits[2]]
+                if len(point) == 65 and point[0] == 4:
+                    key = EcKey(int.from_bytes(point[1:33], "big"),
+                                int.from_bytes(point[33:], "big"))
+            elif der[key_oid[1]:key_oid[2]] == _OID_RSA:
                 inner = der[key_bits[1] + 1:key_bits[2]]
                 _, s, e, _ = _tlv(inner, 0)
                 n_el, e_el = _children(inner, s, e)[:2]
@@ -157,12 +245,13 @@ class Certificate:
                              int.from_bytes(inner[e_el[1]:e_el[2]], "big"))
         except (IndexError, ValueError, UnicodeDecodeError) as exc:
             raise TokenError(f"certificate: cannot parse ({exc})") from None
-        return cls(der, tbs, sig_hash, signature, not_before, not_after, spki, key)
+        return cls(der, tbs, sig_alg, signature, not_before, not_after, spki, key)
 
     def signed_by(self, issuer: Certificate, now: float) -> bool:
-        return (issuer.key is not None and self.sig_hash is not None
+        return (issuer.key is not None and self.sig_alg is not None
+                and self.sig_alg[0] == issuer.key.kind
                 and issuer.not_before - LEEWAY <= now <= issuer.not_after + LEEWAY
-                and issuer.key.verify(self.tbs, self.signature, self.sig_hash))
+                and issuer.key.verify(self.tbs, self.signature, self.sig_alg[1], der=True))
 
     def key_id(self) -> str:
         """libtrust's key id: base32 of the first 240 bits of sha256(SPKI), in groups of 4."""
@@ -265,12 +354,14 @@ class TokenAuth:
             raise TokenError("header or claims are not JSON") from None
         if not isinstance(header, dict) or not isinstance(claims, dict):
             raise TokenError("header or claims are not objects")
-        hash_name = _HASHES.get(str(header.get("alg")))
-        if hash_name is None:
+        alg = _ALGS.get(str(header.get("alg")))
+        if alg is None:
             raise TokenError(f"unsupported alg {header.get('alg')!r}")
         signing_key = self._signing_key(header, now)
+        if signing_key.kind != alg[0]:
+            raise TokenError(f"alg {header.get('alg')} with a {signing_key.kind} key")
         if not signing_key.verify(f"{parts[0]}.{parts[1]}".encode(), _b64url(parts[2]),
-                                  hash_name):
+                                  alg[1]):
             raise TokenError("bad signature")
         if claims.get("iss") != self.issuer:
             raise TokenError(f"issuer {claims.get('iss')!r}")
@@ -292,7 +383,7 @@ class TokenAuth:
             self._cache[key] = (float(exp), granted)
         return granted
 
-    def _signing_key(self, header: dict, now: float) -> RsaKey:
+    def _signing_key(self, header: dict, now: float) -> RsaKey | EcKey:
         chain = header.get("x5c")
         if isinstance(chain, list) and chain:
             try:
