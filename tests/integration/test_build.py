@@ -686,3 +686,25 @@ def test_runc_runs_the_steps_too(corral, tmp_path):
     assert corral.run(tag, "cat", "/tmp/w/who") == "nobody\n"
     assert not (corral.root / "runtime-runc").exists() or \
         not any((corral.root / "runtime-runc").iterdir())  # runc's container was deleted
+
+
+def test_secrets_are_mounted_never_stored(corral, tmp_path):
+    tag = _tag()
+    secret = tmp_path / "token"
+    secret.write_text(f"s3cr3t-value-{tag}")
+    ctx = _context(tmp_path, "FROM busybox\n"
+                             "RUN --mount=type=secret,id=tok,required "
+                             "echo \"len=$(wc -c < /run/secrets/tok)\" > /seen && "
+                             "stat -c %a /run/secrets/tok >> /seen\n"
+                             "RUN --mount=type=secret,id=absent,target=/opt/s "
+                             "test ! -e /opt/s && echo optional-ok >> /seen\n")
+    corral("build", "-t", tag, "--secret", f"id=tok,src={secret}", str(ctx))
+    size = len(secret.read_text())
+    out = corral.run(tag, "sh", "-c", "cat /seen; ls -A /run /opt 2>&1; true")
+    assert out.splitlines()[:3] == [f"len={size}", "400", "optional-ok"]
+    assert "secrets" not in out and "ls: /opt" in out  # no mount point was kept
+    content = corral.root / "content" / "blobs" / "sha256"
+    assert not any(secret.read_bytes() in blob.read_bytes() for blob in content.iterdir())
+    failed = corral.build(ctx, check=False)  # `required` without --secret
+    assert failed.returncode == 125 and "Dockerfile:2: RUN: --mount type=secret: secret " \
+        "'tok' is required" in failed.stderr

@@ -91,6 +91,8 @@ class BuildOptions:
     #: progress lines (step headers, cache hits); RUN output bytes
     log: Callable[[str], None] = lambda line: None
     output: Callable[[bytes], None] = lambda data: None
+    #: `--secret id=ID,src=PATH`: RUN --mount=type=secret files, never in the image or cache
+    secrets: dict[str, str] = field(default_factory=dict)
     #: pulls a missing base image into the store (the CLI passes the registry client)
     pull_image: Callable[[str], None] | None = None
 
@@ -377,7 +379,8 @@ class Builder:
             raise ins.error("--security is not supported yet")
         planned = run_mounts.plan(ins, run_mounts.parse(ins, self.lexer, self._expand_env(scope)),
                                   context=self.context,
-                                  stage_root=lambda ref: self._mount_origin(ref, stage, ins))
+                                  stage_root=lambda ref: self._mount_origin(ref, stage, ins),
+                                  secrets=self.opts.secrets)
         argv, script = run_step.command(ins, state.config)
         if not argv or not argv[0]:
             raise ins.error("requires a command")

@@ -11,6 +11,10 @@
   takes an exclusive flock for the step (`shared` and `private` share it). Its
   content is not part of the cache key.
 - `tmpfs`: a tmpfs at `target` (`size`).
+- `secret`: the file given with `--secret id=ID,src=PATH`, copied (mode `mode`,
+  default 0400, `uid`/`gid`) and bind-mounted read-only at `target` (default
+  `/run/secrets/ID`); `required` fails the step when it was not given. Neither
+  the content nor the path is in the cache key or the image.
 
 Nothing mounted lands in the step's layer: the mounts live over the rootfs, and
 the mount points the runtime had to create are removed before the diff.
@@ -34,12 +38,13 @@ from corral.build.context import BuildContext, digest_entries
 from corral.build.dockerfile import Instruction
 from corral.build.expand import Lexer
 
-TYPES = ("bind", "cache", "tmpfs")
+TYPES = ("bind", "cache", "tmpfs", "secret")
 _TARGET = ("target", "dst", "destination")
 _FLAGS = ("rw", "readwrite", "ro", "readonly")
 _KNOWN = {"bind": {"source", "from", "rw", "readwrite"} | set(_TARGET),
           "cache": {"id", "ro", "readonly", "sharing", "mode", "uid", "gid"} | set(_TARGET),
-          "tmpfs": {"size"} | set(_TARGET)}
+          "tmpfs": {"size"} | set(_TARGET),
+          "secret": {"id", "required", "mode", "uid", "gid"} | set(_TARGET)}
 
 
 @dataclass
@@ -66,11 +71,18 @@ def parse(ins: Instruction, lexer: Lexer, env: Mapping[str, str]) -> list[RunMou
             options[key] = val if eq else ""
         kind = options.pop("type", "bind") or "bind"
         if kind not in TYPES:
-            raise ins.error(f"--mount type={kind} is not supported (bind, cache, tmpfs)")
+            raise ins.error(f"--mount type={kind} is not supported (bind, cache, tmpfs, "
+                            "secret)")
         unknown = set(options) - _KNOWN[kind]
         if unknown:
             raise ins.error(f"--mount type={kind}: unknown option {min(unknown)!r}")
         target = next((options[k] for k in _TARGET if options.get(k)), "")
+        if kind == "secret" and not target:
+            if not options.get("id"):
+                raise ins.error("--mount type=secret: an id or a target is required")
+            target = "/run/secrets/" + options["id"]
+        if kind == "secret" and not options.get("id"):
+            options["id"] = os.path.basename(target)
         if not target:
             raise ins.error(f"--mount type={kind}: a target is required")
         if not target.startswith("/"):
@@ -99,12 +111,21 @@ class Planned:
 
 
 def plan(ins: Instruction, mounts: list[RunMount], *, context: BuildContext | None,
-         stage_root: Callable[[str], tuple[str, str | None]]) -> Planned:
+         stage_root: Callable[[str], tuple[str, str | None]],
+         secrets: Mapping[str, str] | None = None) -> Planned:
     """Cache-key texts for `mounts`; `stage_root(ref)` gives (key text, image id) of a
-    stage or image named by `from=`."""
+    stage or image named by `from=`; `secrets` maps `--secret` ids to host files."""
     planned = Planned(mounts)
     for m in mounts:
-        if m.type == "bind":
+        if m.type == "secret":
+            ident = m.options["id"]
+            path = (secrets or {}).get(ident)
+            if path is None and m.flag("required"):
+                raise ins.error(f"--mount type=secret: secret {ident!r} is required but "
+                                "no --secret id={ident} was given")
+            planned.sources.append(("secret", path, None))
+            planned.keys.append(f"secret {m.target} id={ident}")  # never its content
+        elif m.type == "bind":
             source = m.options.get("source", "")
             origin = m.options.get("from")
             if origin:
@@ -137,6 +158,19 @@ def materialize(planned: Planned, *, store: Any, tmpdir: str) -> list[dict[str, 
 
     out: list[dict[str, Any]] = []
     for m, (kind, what, source) in zip(planned.mounts, planned.sources):
+        if kind == "secret":
+            if what is None:
+                continue  # an optional secret that was not given: nothing is mounted
+            scratch = tempfile.mkdtemp(prefix="run-secret-", dir=tmpdir)
+            planned.cleanups.append(functools.partial(shutil.rmtree, scratch,
+                                                      ignore_errors=True))
+            copy = os.path.join(scratch, "secret")
+            shutil.copyfile(what, copy)
+            os.chmod(copy, int(m.options.get("mode") or "400", 8))
+            os.chown(copy, int(m.options.get("uid") or 0), int(m.options.get("gid") or 0))
+            out.append({"destination": m.target, "type": "bind", "source": copy,
+                        "options": ["bind", "ro", "nosuid", "nodev", "noexec"]})
+            continue
         if kind == "tmpfs":
             options = ["nosuid", "nodev"]
             if m.options.get("size"):

@@ -2,7 +2,8 @@
 
     corral build [-t NAME]... [-f FILE] [--target STAGE] [--build-arg K=V]...
                  [--label K=V]... [--no-cache] [--pull] [--network host|none]
-                 [--platform linux/ARCH] [--iidfile FILE] [-q] [CONTEXT]
+                 [--platform linux/ARCH] [--iidfile FILE] [--secret id=ID,src=PATH]...
+                 [-q] [CONTEXT]
 
 Steps are printed as they run (`STEP n/N: ...`, RUN output, `--> Using cache`),
 the image id last on stdout. The work is `corral.build.executor.run_build`.
@@ -35,6 +36,8 @@ def _flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", help="only linux/<host arch>")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--iidfile", metavar="FILE", help="write the image id to FILE")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH",
+                   help="a file RUN --mount=type=secret,id=ID can read (repeatable)")
     p.set_defaults(func=cmd_build)
 
 
@@ -99,13 +102,23 @@ def cmd_build(args: argparse.Namespace, ctx: Any) -> int:
         log(f"Pulling {name}")
         transports.copy(source, dest)
 
+    secrets: dict[str, str] = {}
+    for spec in args.secret:
+        fields = dict(part.partition("=")[::2] for part in spec.split(","))
+        ident = fields.get("id")
+        source = fields.get("src") or fields.get("source")
+        if fields.get("type", "file") != "file" or not ident or not source:
+            raise errors.UsageError(f"--secret {spec!r}: expected id=ID,src=PATH")
+        if not os.path.isfile(source):
+            raise errors.UsageError(f"--secret {spec!r}: {source} is not a file")
+        secrets[ident] = os.path.abspath(source)
     options = BuildOptions(
         context=context, dockerfile=dockerfile, dockerfile_text=text, tags=list(args.tag),
         target=args.target, build_args=_pairs(args.build_arg, "--build-arg", from_env=True),
         labels=_pairs(args.label, "--label", from_env=False), no_cache=args.no_cache,
         pull=args.pull, network=args.network, runtime=ctx.runtime,
         runtime_root=runtime_root(ctx.root, ctx.runtime), platform=args.platform, log=log, output=output,
-        pull_image=pull)
+        pull_image=pull, secrets=secrets)
     def terminated(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds: the step's container is removed
 
