@@ -189,7 +189,10 @@ def container_config(config: Any, sandbox: Any, *, sandbox_id: str, image: str,
     for kv in config.envs:
         if not kv.key:
             raise InvalidArgument("ContainerConfig.envs: an entry has an empty key")
-        env.append(f"{kv.key}={kv.value}")
+        value = kv.value  # KeyValue.value is `bytes` in cri-api's api.proto
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "surrogateescape")
+        env.append(f"{kv.key}={value}")
     pod_ns = namespace_options(sandbox.linux if _has(sandbox, "linux") else None)
     host_network = pod_ns is not None and pod_ns.network == NODE
     out = ContainerConfig(
