@@ -10,7 +10,8 @@ triggers, then its instructions in order:
   copied in, the overlay upper dir diffed into a layer blob, the layer applied,
   and an intermediate image (no name) recorded with the step's cache key;
 - every other instruction only changes the config and adds a history entry with
-  `empty_layer: true`.
+  `empty_layer: true` — except a WORKDIR whose directory no later step made and
+  that is missing at the end of the stage, which gets a layer making it.
 
 The build cache: each step's key is sha256(previous key, the instruction as
 expanded — for COPY/ADD the content digest of the sources, for ARG its value),
@@ -69,8 +70,6 @@ from corral.build.state import (
     write_image,
 )
 from corral.errors import CorralError, InvalidArgument, NotFound
-
-LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
 
 
 @dataclass
