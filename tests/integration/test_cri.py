@@ -486,3 +486,36 @@ def test_container_oom_killed_is_reported(cri, pod):
     status = _until(lambda: (s := cri.runtime.ContainerStatus(pb.ContainerStatusRequest(
         container_id=cid)).status).state == pb.CONTAINER_EXITED and s, timeout=20)
     assert status.reason == "OOMKilled" and status.exit_code == 137, status
+
+
+def test_pull_image_with_auth_from_the_request(cri, tmp_path):
+    from tests.support.registry_server import ServeProcess
+
+    registry = ServeProcess(tmp_path / "registry", "--user", "corral:s3cret")
+    try:
+        ref = f"{registry.addr}/corral-test/bb:1"
+        subprocess.run([CORRAL, "--root", str(cri.root), "push", "-q", "--creds",
+                        "corral:s3cret", "busybox", f"docker://{ref}"], check=True,
+                       capture_output=True, timeout=120)
+        # pulled into a store of its own (the same content as the module's busybox:
+        # RemoveImage there would untag that too)
+        other = Server(tmp_path / "store", tmp_path / "pull.sock")
+        other.start()
+        im = other.images
+        code, _ = _code(im.PullImage, pb.PullImageRequest(image=pb.ImageSpec(image=ref)))
+        assert code != grpc.StatusCode.OK
+        pulled = im.PullImage(pb.PullImageRequest(
+            image=pb.ImageSpec(image=ref),
+            auth=pb.AuthConfig(username="corral", password="s3cret")))
+        assert pulled.image_ref.startswith("sha256:")
+        st = im.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=ref))).image
+        assert st.id == pulled.image_ref and ref in st.repo_tags
+        assert any(d.startswith(f"{registry.addr}/corral-test/bb@sha256:")
+                   for d in st.repo_digests)
+        im.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=ref)))
+        after = im.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=ref)))
+        assert not after.HasField("image")
+    finally:
+        if "other" in locals():
+            other.stop()
+        registry.stop()
