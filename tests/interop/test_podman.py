@@ -282,3 +282,41 @@ def test_restart(podman):
     assert _inspect(podman, name, "{{.State.Status}}") == "running"
     assert _inspect(podman, name, "{{.State.Pid}}") != first
     assert podman("exec", name, "true").returncode == 0
+
+
+def test_podman_cni_network_and_published_port(podman):
+    """podman makes the netns and runs the CNI plugins; the runtime joins that netns by
+    path: the container's httpd answers on a 127.0.0.1 port published by podman."""
+    import socket
+    import urllib.request
+    import uuid
+
+    network = f"corral-test-{uuid.uuid4().hex[:8]}"
+    podman("network", "create", "--subnet", "10.99.240.0/24", network, check=True)
+    bridge = json.loads(podman("network", "inspect", network, check=True).stdout
+                        )[0]["network_interface"]  # podman 4.3 names it cni-podmanN
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        name = podman.new_name()
+        podman("run", "-d", "--network", network, "-p", f"127.0.0.1:{port}:80", "--name",
+               name, IMAGE, "sh", "-c",
+               "mkdir /www && echo via-podman > /www/index.html && httpd -f -p 80 -h /www",
+               check=True)
+        body = wait_for(lambda: _get(f"http://127.0.0.1:{port}/", urllib.request), 20)
+        assert body == b"via-podman\n"
+        podman("rm", "-f", name, check=True)
+    finally:
+        podman("network", "rm", "-f", network)
+        if os.path.exists(f"/sys/class/net/{bridge}"):  # podman leaves CNI bridges behind
+            subprocess.run(["ip", "link", "delete", bridge], check=False)
+    assert not os.path.exists(f"/sys/class/net/{bridge}")
+
+
+def _get(url: str, request) -> bytes | None:
+    try:
+        with request.urlopen(url, timeout=2) as response:
+            return response.read()
+    except OSError:
+        return None
