@@ -242,3 +242,29 @@ def test_variable_expansion_matches_podman_build(env):
     assert ours["Env"][-1] == "legacy=value with  spaces alpha"
     for key in CONFIG_KEYS:
         assert (theirs.get(key) or None) == (ours.get(key) or None), key
+
+
+def test_dockerignore_matches_podman_build(env):
+    """The same .dockerignore leaves the same files in `COPY . /ctx/` as podman build."""
+    podman, root, ctx = env
+    tag = "localhost/corral-test-ignore:latest"
+    work = ctx.parent / "ignore"
+    files = ["a.log", "keep.log", "sub/a.log", "build/out", "build/keep", "x/tmp/t", "tmp/t2",
+             "docs/x.md", "docs/README.md", "docs/deeper/y.md", "sub/one/two/deep", "sub/deep",
+             "src/main.c", ".hidden", "notes.txt~", "Dockerfile.dockerignore.txt"]
+    for name in files:
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name + "\n")
+    (work / ".dockerignore").write_text(
+        "# comment\n*.log\n!keep.log\nbuild/\n!build/keep\n**/tmp\n/docs/*.md\n"
+        "!docs/README.md\nsub/**/deep\n*~\n  .hidden  \n")
+    (work / "Dockerfile").write_text(f"FROM {BASE}\nCOPY . /ctx/\n")
+    _corral(root, "build", "-t", tag, str(work))
+    podman("build", "-t", tag, str(work), check=True, timeout=300)
+    ours = {k: v for k, v in _tree(_export_corral(root, tag)).items() if k.startswith("ctx/")}
+    theirs = {k: v for k, v in _tree(_export_podman(podman, tag)).items()
+              if k.startswith("ctx/")}
+    assert "ctx/keep.log" in ours and "ctx/a.log" not in ours  # the rules did something
+    assert sorted(ours) == sorted(theirs)
+    assert ours == theirs  # modes, owners, contents too
