@@ -422,6 +422,19 @@ def test_missing_plugin_is_reported_and_nothing_left(net_corral, tmp_path, monke
     assert list((net_corral.root / "engine" / "netns").glob("*")) == []
 
 
+def test_info_reports_whether_the_plugins_are_ready(net_corral, tmp_path):
+    info = json.loads(net_corral("info", "--format", "json").stdout)["network"]
+    assert info["ready"] is True and "/usr/lib/cni" in info["cniPluginDirs"]
+    conf = tmp_path / "corral.conf"
+    conf.write_text(Path(os.environ["CORRAL_CONFIG"]).read_text()
+                    + f'cni_plugin_dirs = ["{tmp_path}/none"]\n')
+    r = subprocess.run([CORRAL, "--root", str(net_corral.root), "info", "--format", "json"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, CORRAL_CONFIG=str(conf)))
+    info = json.loads(r.stdout)["network"]
+    assert info["ready"] is False and "bridge" in info["problem"]
+
+
 def test_network_in_use_is_not_removed_without_force(net_corral):
     net = net_corral.network()
     net_corral("create", "--name", "user", "--network", net.name, "busybox", "true")

@@ -261,6 +261,7 @@ def cmd_info(args: argparse.Namespace, ctx: Any) -> int:
             "configFiles": list(config.sources),
         },
         "version": {"Version": _version(), "PythonVersion": platform.python_version()},
+        "network": _network_info(ctx, config),
     }
     if args.format == "json":
         print(json.dumps(info, indent=4))
@@ -269,6 +270,31 @@ def cmd_info(args: argparse.Namespace, ctx: Any) -> int:
         raise errors.UsageError("--format: only json is supported")
     _print_yamlish(info)
     return 0
+
+
+def _network_info(ctx: Any, config: Any) -> dict[str, Any]:
+    """The network backend: CNI plugin directories, the default network and whether its
+    plugins are ready (CNI STATUS; for lists before 1.1.0, that each plugin is found)."""
+    from corral.engine.networking import manager
+    from corral.network.cni.client import CNIError
+
+    engine = engine_of(ctx)
+    m = manager(engine)
+    ready, problem = True, ""
+    try:
+        default = m.networks.get(config.default_network) \
+            if (m.networks.dir / f"{config.default_network}.json").exists() else None
+        if default is not None:
+            m.cni.status(default.conflist())
+        else:
+            for plugin in ("bridge", "host-local", "portmap", "firewall", "tuning"):
+                m.cni.find_plugin(plugin)
+    except CNIError as exc:
+        ready, problem = False, str(exc)
+    return {"backend": "cni", "cniPluginDirs": list(m.cni.paths),
+            "defaultNetwork": config.default_network, "defaultSubnet": config.default_subnet,
+            "defaultBridge": config.default_bridge, "networks": len(m.networks.list()),
+            "ready": ready, **({"problem": problem} if problem else {})}
 
 
 def _print_yamlish(value: Any, indent: int = 0) -> None:
