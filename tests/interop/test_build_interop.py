@@ -268,3 +268,43 @@ def test_dockerignore_matches_podman_build(env):
     assert "ctx/keep.log" in ours and "ctx/a.log" not in ours  # the rules did something
     assert sorted(ours) == sorted(theirs)
     assert ours == theirs  # modes, owners, contents too
+
+
+def test_copy_semantics_match_podman_build(env):
+    """Destinations (file, new dir, existing dir, trailing /), directory contents,
+    globs, several sources, --chmod, --chown=uid:gid, relative to WORKDIR: the same tree
+    as podman build's."""
+    podman, root, ctx = env
+    tag = "localhost/corral-test-copies:latest"
+    work = ctx.parent / "copies"
+    for name in ("one.txt", "two.txt", "three.md", "dir/a", "dir/sub/b", "dir/sub/.dot"):
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name + "\n")
+    os.chmod(work / "dir" / "sub", 0o750)
+    os.chmod(work / "one.txt", 0o600)
+    (work / "dir" / "link").symlink_to("sub/b")
+    (work / "Dockerfile").write_text(f"""\
+FROM {BASE}
+COPY one.txt /c/renamed
+COPY one.txt /c/newdir/
+COPY one.txt /tmp
+COPY dir /c/dircontents
+COPY dir/ /c/dircontents2/
+COPY *.txt /c/globbed/
+COPY one.txt three.md /c/several/
+COPY --chmod=0640 two.txt /c/chmod
+COPY --chown=7:8 dir /c/chowned
+WORKDIR /c/wd
+COPY two.txt rel
+COPY dir/sub ./subcopy
+""")
+    _corral(root, "build", "-t", tag, str(work))
+    podman("build", "-t", tag, str(work), check=True, timeout=300)
+    ours = {k: v for k, v in _tree(_export_corral(root, tag)).items()
+            if k.startswith(("c/", "tmp/")) or k in ("c", "tmp")}
+    theirs = {k: v for k, v in _tree(_export_podman(podman, tag)).items()
+              if k.startswith(("c/", "tmp/")) or k in ("c", "tmp")}
+    assert "c/dircontents/sub/b" in ours and "tmp/one.txt" in ours
+    assert {k: v for k, v in ours.items() if theirs.get(k) != v} == \
+        {k: v for k, v in theirs.items() if ours.get(k) != v} == {}
