@@ -555,14 +555,16 @@ def test_from_scratch(corral, tmp_path):
 def test_workdir_is_created_and_chmod_chown_forms(corral, tmp_path):
     tag, exists = _tag(), _tag()
     ctx = _context(tmp_path, "FROM busybox\nCOPY --chown=daemon --chmod=u=rwX,go=rX d /d\n"
-                             "COPY --chmod=+x s.sh /s.sh\nWORKDIR /made/by/workdir\n",
+                             "COPY --chmod=+x s.sh /s.sh\nCOPY --chown=sync s.sh /sync\n"
+                             "COPY --chown=42 s.sh /42\nWORKDIR /made/by/workdir\n",
                    {"d/f": "f", "d/sub/g": "g", "s.sh": "echo"})
     os.chmod(ctx / "d" / "f", 0o600)
     corral.build(ctx, "-t", tag)
     out = corral.run(tag, "stat", "-c", "%a %u:%g %n", "/d", "/d/f", "/d/sub", "/s.sh",
-                     "/made/by/workdir")
+                     "/sync", "/42", "/made/by/workdir")
     assert out.splitlines() == ["755 1:1 /d", "644 1:1 /d/f", "755 1:1 /d/sub",
-                                "755 0:0 /s.sh", "755 0:0 /made/by/workdir"]
+                                "755 0:0 /s.sh", "644 4:100 /sync", "644 42:42 /42",
+                                "755 0:0 /made/by/workdir"]
     history = corral.config(tag)["history"]
     assert history[-1]["created_by"] == "WORKDIR /made/by/workdir"
     assert not history[-1].get("empty_layer")  # the directory needed a layer

@@ -542,8 +542,8 @@ def _owner(rootfs: Path, chown: str, ins: Instruction) -> Owner:
         user = resolve_user(rootfs, chown)
     except NotFound as exc:
         raise ins.error(f"--chown={chown}: {exc}") from None
-    if ":" not in chown:  # "If you specify only a user, the GID is set to the same
-        return Owner(user["uid"], user["uid"])  # numeric value as the UID."
+    if chown.isdigit():  # a numeric user alone: "the GID is set to the same numeric value
+        return Owner(user["uid"], user["uid"])  # as the UID" (a name: its passwd group)
     return Owner(user["uid"], user["gid"])
 
 
