@@ -519,3 +519,51 @@ def test_pull_image_with_auth_from_the_request(cri, tmp_path):
         if "other" in locals():
             other.stop()
         registry.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_get(url: str, timeout: float = 10.0) -> bytes:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_port_mapping_and_dns_config(cri, pod):
+    port = _free_port()
+    p = pod(port_mappings=[pb.PortMapping(container_port=8080, host_port=port,
+                                          host_ip="127.0.0.1")],
+            dns_config=pb.DNSConfig(servers=["10.96.0.10"], searches=["svc.cluster.local"],
+                                    options=["ndots:5"]))
+    serve = "mkdir -p /www && echo mapped > /www/index.html && exec httpd -f -p 8080 -h /www"
+    cid = p.container("web", ["sh", "-c", serve])
+    assert _http_get(f"http://127.0.0.1:{port}/") == b"mapped\n"
+    resolv = p.exec(cid, ["cat", "/etc/resolv.conf"]).stdout.decode()
+    assert "nameserver 10.96.0.10" in resolv and "svc.cluster.local" in resolv
+    assert "ndots:5" in resolv
+
+
+def test_host_network_pod(cri, pod):
+    host_net = pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=pb.NamespaceOption(network=pb.NODE)))
+    p = pod(linux=host_net)
+    cid = p.container("main", ["sleep", "300"])
+    assert p.exec(cid, ["readlink", "/proc/self/ns/net"]).stdout.decode().strip() == \
+        os.readlink("/proc/self/ns/net")
+    assert p.exec(cid, ["hostname"]).stdout.decode().strip() == os.uname().nodename
+    status = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id))
+    assert status.status.linux.namespaces.options.network == pb.NODE
