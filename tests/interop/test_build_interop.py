@@ -295,6 +295,9 @@ COPY *.txt /c/globbed/
 COPY one.txt three.md /c/several/
 COPY --chmod=0640 two.txt /c/chmod
 COPY --chown=7:8 dir /c/chowned
+COPY --chown=sync one.txt /c/by-name
+COPY --chown=42 one.txt /c/by-uid
+COPY --chown=sync:mail one.txt /c/by-names
 WORKDIR /c/wd
 COPY two.txt rel
 COPY dir/sub ./subcopy
