@@ -567,3 +567,20 @@ def test_host_network_pod(cri, pod):
     assert p.exec(cid, ["hostname"]).stdout.decode().strip() == os.uname().nodename
     status = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id))
     assert status.status.linux.namespaces.options.network == pb.NODE
+
+
+def test_update_container_resources(cri, pod):
+    p = pod()
+    cid = p.container("main", ["sleep", "300"])
+    cri.runtime.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+        container_id=cid, linux=pb.LinuxContainerResources(
+            memory_limit_in_bytes=64 << 20, cpu_quota=20000, cpu_period=100000)))
+    mem = p.exec(cid, ["sh", "-c", ("cat /sys/fs/cgroup/memory.max 2>/dev/null || "
+                               "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")]).stdout
+    assert mem == b"%d\n" % (64 << 20)
+    cpu = p.exec(cid, ["sh", "-c", ("cat /sys/fs/cgroup/cpu.max 2>/dev/null || "
+                               "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")]).stdout
+    assert cpu in (b"20000 100000\n", b"20000\n")
+    code, _ = _code(cri.runtime.UpdateContainerResources,
+                    pb.UpdateContainerResourcesRequest(container_id="ab" * 32))
+    assert code == grpc.StatusCode.NOT_FOUND

@@ -477,6 +477,39 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             os.close(fd)
         return pb.ReopenContainerLogResponse()
 
+    @grpc_errors
+    def UpdateContainerResources(self, request: Any, context: Any) -> Any:
+        """UpdateContainerResourcesRequest.linux → the OCI runtime's `update --resources`
+        on the running container, and its spec (what a later inspect reports)."""
+        record = self.records.container(request.container_id)
+        if not request.HasField("linux"):
+            return pb.UpdateContainerResourcesResponse()
+        c = self.engine.get(record["id"])
+        resources = translate.oci_resources(request.linux)
+        if c.status in ("running", "paused"):
+            path = c.bundle / f"update-{secrets.token_hex(6)}.json"
+            write_json(path, resources)
+            try:
+                result = self.engine._runtime(c).call("update", "--resources", str(path),
+                                                      c.id, check=False)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            if result.returncode != 0:
+                raise InvalidArgument(f"UpdateContainerResources {c.id[:12]}: "
+                                      f"{result.stderr.strip()}")
+
+        def merge(spec: dict) -> None:
+            current = spec.setdefault("linux", {}).setdefault("resources", {})
+            for key, value in resources.items():
+                if isinstance(value, dict):
+                    current.setdefault(key, {}).update(value)
+                else:
+                    current[key] = value
+
+        self._patch(c, merge)
+        return pb.UpdateContainerResourcesResponse()
+
     # -- exec ---------------------------------------------------------------------------------
     @grpc_errors
     def ExecSync(self, request: Any, context: Any) -> Any:

@@ -350,3 +350,34 @@ def cgroup_path(parent: str, container_id: str) -> str:
         raise InvalidArgument(f"cgroup_parent {parent!r}: the cgroupfs driver needs an "
                               "absolute cgroup path")
     return os.path.join(parent, f"corral-{container_id}")
+
+
+def oci_resources(r: Any) -> dict:
+    """LinuxContainerResources → OCI `linux.resources` (only the fields that are set)."""
+    if r.memory_limit_in_bytes < 0 or r.cpu_quota < -1 or r.cpu_period < 0 or \
+            r.cpu_shares < 0:
+        raise InvalidArgument("LinuxContainerResources: negative limits")
+    out: dict = {}
+    memory: dict = {}
+    if r.memory_limit_in_bytes:
+        memory["limit"] = int(r.memory_limit_in_bytes)
+    if r.memory_swap_limit_in_bytes:
+        memory["swap"] = int(r.memory_swap_limit_in_bytes)
+    cpu: dict = {}
+    if r.cpu_shares:
+        cpu["shares"] = int(r.cpu_shares)
+    if r.cpu_quota:
+        cpu["quota"] = int(r.cpu_quota)
+    if r.cpu_period:
+        cpu["period"] = int(r.cpu_period)
+    if r.cpuset_cpus:
+        cpu["cpus"] = r.cpuset_cpus
+    if r.cpuset_mems:
+        cpu["mems"] = r.cpuset_mems
+    if memory:
+        out["memory"] = memory
+    if cpu:
+        out["cpu"] = cpu
+    if r.unified:
+        out["unified"] = dict(r.unified)
+    return out
