@@ -353,3 +353,22 @@ def test_pull_through_a_mirror(tmp_path: Path) -> None:
         transports.copy(transports.parse(f"docker://{primary.host}/app:2", registry=o),
                         transports.parse(f"oci:{tmp_path / 'b'}:x"))
         assert primary.log              # not in the mirror: the registry itself
+
+
+def test_system_cas_are_loaded_only_for_https(reg: FakeRegistry) -> None:
+    """A plain-http (loopback) registry never pays for loading the system CAs;
+    the first https request loads them."""
+    import httpx
+
+    from corral.registry.client.client import Registry
+
+    put_image(reg, "app", "1")
+    r = Registry(reg.host, opts())
+    try:
+        r.get_manifest("app", "1", "test")
+        assert r.scheme == "http" and not r._cas_loaded
+        assert r._ssl.cert_store_stats()["x509_ca"] == 0
+        r._before_request(httpx.Request("GET", "https://registry.invalid/v2/"))
+        assert r._cas_loaded
+    finally:
+        r.close()

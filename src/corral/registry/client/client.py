@@ -53,6 +53,7 @@ MAX_MANIFEST = 4 << 20
 CHUNK = 1 << 20
 USER_AGENT = "corral/0.1"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_LAZY_CAS = "corral_lazy_cas"     # request extension: no system CAs needed for this one
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -71,13 +72,18 @@ class Registry:
         self.options = options
         self.insecure = insecure or options.insecure(host)
         self.may_use_http = self.insecure or is_loopback(host)
-        verify = ssl_context(host, options.cert_dir, not self.insecure)
+        # the system CAs are loaded before the first https request (a hook), not
+        # here: a plain-http (loopback, insecure) registry never needs them
+        self._ssl = ssl_context(host, options.cert_dir, not self.insecure, system_cas=False)
+        self._cas_loaded = False
+        self._ca_lock = threading.Lock()
         limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
         timeout = httpx.Timeout(30.0, connect=10.0)
-        self.http = httpx.Client(verify=verify, limits=limits, timeout=timeout,
+        self.http = httpx.Client(verify=self._ssl, limits=limits, timeout=timeout,
                                  follow_redirects=True,
                                  headers={"User-Agent": USER_AGENT,
-                                          "Accept-Encoding": "identity"})
+                                          "Accept-Encoding": "identity"},
+                                 event_hooks={"request": [self._before_request]})
         self.scheme: str | None = None
         self._lock = threading.Lock()
         creds = None
@@ -88,6 +94,17 @@ class Registry:
 
     def close(self) -> None:
         self.http.close()
+
+    def _before_request(self, request: Any) -> None:
+        if request.url.scheme == "https" and not self._cas_loaded \
+                and not request.extensions.get(_LAZY_CAS):
+            self._load_cas()
+
+    def _load_cas(self) -> None:
+        with self._ca_lock:
+            if not self._cas_loaded:
+                self._ssl.load_default_certs()
+                self._cas_loaded = True
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -114,7 +131,7 @@ class Registry:
             if scheme == "http" and not self.may_use_http:
                 break
             try:
-                resp = self.http.get(f"{scheme}://{self.host}/v2/")
+                resp = self._probe(scheme)
             except errors as exc:
                 last = exc
                 if scheme == "https" and _looks_like_tls(exc):
@@ -135,6 +152,22 @@ class Registry:
                 "(or certs.d), or, to skip verification, mark it insecure in registries.conf "
                 "or pass --tls-verify=false")
         raise RegistryUnavailable(f"{self.host}: cannot reach the registry: {_short(last)}")
+
+    def _probe(self, scheme: str) -> Any:
+        """GET /v2/. A registry that may be plain http is first tried over https
+        without the system CAs: a plain-http server fails the handshake before
+        any certificate is checked; a TLS one fails verification, and is asked
+        again once the CAs are loaded."""
+        url = f"{scheme}://{self.host}/v2/"
+        if scheme != "https" or not self.may_use_http or self._cas_loaded:
+            return self.http.get(url)
+        try:
+            return self.http.get(url, extensions={_LAZY_CAS: True})
+        except _transport_errors() as exc:
+            if "certificate verify failed" not in str(exc).lower():
+                raise
+        self._load_cas()
+        return self.http.get(url)
 
     def request(self, method: str, url: str, what: str, scopes: tuple[str, ...], *,
                 headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,),
