@@ -269,3 +269,29 @@ def test_chmod_errors(text):
 
     with pytest.raises(InvalidArgument, match="--chmod"):
         Chmod(text, "COPY")
+
+
+def test_bom_crlf_and_empty_instructions():
+    df = parse("\ufeffFROM busybox\r\nRUN echo a \\\r\n  b\r\n")
+    assert [i.rest for i in df.instructions] == ["busybox", "echo a   b"]
+    with pytest.raises(DockerfileError, match=r"Dockerfile:2: RUN requires at least one argument"):
+        parse("FROM a\nRUN   \n")
+
+
+def test_golden_dockerfile():
+    """tests/unit/data/dockerfile/full.Dockerfile parses to full.json (reviewed by hand:
+    directives, indentation, comments and blank lines inside continuations, exec vs shell
+    form, flags, here-documents with tabs and quoting, continued quoted values)."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "dockerfile"
+    df = parse((data / "full.Dockerfile").read_text())
+    got = {"directives": df.directives, "escape": df.escape,
+           "instructions": [{"cmd": i.cmd, "line": i.line, "end_line": i.end_line,
+                             "rest": i.rest, "json": i.json, "args": list(i.args),
+                             "flags": [list(f) for f in i.flags],
+                             "heredocs": [asdict(h) for h in i.heredocs]}
+                            for i in df.instructions]}
+    assert got == json.loads((data / "full.json").read_text())

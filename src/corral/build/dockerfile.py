@@ -167,7 +167,7 @@ def json_array(text: str) -> list[str] | None:
 
 def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
     """Parse a Dockerfile's text (see the module docstring)."""
-    lines = text.split("\n")
+    lines = text.removeprefix("\ufeff").split("\n")  # a UTF-8 BOM is ignored
     directives, first = _directives(lines)
     escape = directives.get("escape", "\\")
     if escape not in ("\\", "`"):
@@ -225,6 +225,8 @@ def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
                 body = "\n".join(body_lines) + "\n" if body_lines else ""
                 heredocs.append(Heredoc(name, body, expand=not quote))
         rest = rest.rstrip()
+        if not rest and not heredocs:
+            raise DockerfileError(f"{cmd} requires at least one argument", start, filename)
         is_json = False
         args: tuple[str, ...] = ()
         if cmd in JSON_FORM:
