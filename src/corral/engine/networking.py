@@ -313,12 +313,27 @@ def reconcile(engine: Any) -> list[str]:
     def live(container_id: str) -> bool:
         if _busy(engine, container_id):
             return True  # being started or cleaned up right now: its owner decides
-        try:
-            return engine.get(container_id).status in ("running", "paused")
-        except NotFound:
-            return False
+        return _running(engine, container_id)
 
     return m.reconcile(live)
+
+
+def _running(engine: Any, container_id: str) -> bool:
+    """The container's recorded process is alive (its state file and /proc only: cheap
+    enough to ask for every attachment on every start)."""
+    from corral.engine.engine import _alive
+    from corral.storage.records import read_json
+
+    try:
+        bundle = engine.store.containers.path(container_id)
+    except Exception:  # noqa: BLE001 - not an id of ours: nothing runs under it
+        return False
+    state = read_json(bundle / "state.json", None)
+    if not isinstance(state, dict) or not (bundle / "corral.json").exists():
+        return False
+    if state.get("status") not in ("running", "paused"):
+        return False
+    return _alive(state.get("pid"), state.get("pid_start"))
 
 
 def _busy(engine: Any, container_id: str) -> bool:
