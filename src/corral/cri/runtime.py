@@ -198,11 +198,10 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         except SandboxNotFound:
             return pb.StopPodSandboxResponse()
         with self._lock:
-            for rec in self._containers_of(sid):
-                with contextlib.suppress(NotFound):
-                    self.engine.stop(rec["id"], timeout=0)
-            with contextlib.suppress(NotFound):
-                self.engine.stop(sid, timeout=0)
+            # kubelet stopped the containers gracefully already: the rest are killed,
+            # all at once (the infra's network goes down in its cleanup)
+            ids = [rec["id"] for rec in self._containers_of(sid)] + [sid]
+            _each(lambda ident: self._stop(ident, 0), ids)
             with contextlib.suppress(SandboxNotFound):
                 record = self.records.sandbox(sid)
                 record["state"] = "notready"
@@ -218,12 +217,16 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         except SandboxNotFound:
             return pb.RemovePodSandboxResponse()
         with self._lock:
-            for rec in self._containers_of(sid):
+            recs = self._containers_of(sid)
+
+            def remove(ident: str) -> None:
                 with contextlib.suppress(NotFound):
-                    self.engine.remove(rec["id"], force=True)
+                    self.engine.remove(ident, force=True)
+
+            _each(remove, [rec["id"] for rec in recs])
+            for rec in recs:
                 self.records.drop_container(rec["id"])
-            with contextlib.suppress(NotFound):
-                self.engine.remove(sid, force=True)
+            remove(sid)  # last: the containers joined its namespaces
             self.records.drop_sandbox(sid)
         return pb.RemovePodSandboxResponse()
 
@@ -362,11 +365,26 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         """StopContainerRequest: stop signal, then SIGKILL after `timeout` seconds.
         Stopping a stopped container is no error."""
         record = self.records.container(request.container_id)
+        self._stop(record["id"], max(0, int(request.timeout)))
+        return pb.StopContainerResponse()
+
+    def _stop(self, ident: str, timeout: int) -> None:
+        """engine.stop; with no grace period, SIGKILL straight away (one runtime call
+        fewer than TERM-then-KILL). A gone container is no error."""
+        engine = self.engine
         try:
-            self.engine.stop(record["id"], timeout=max(0, int(request.timeout)))
+            if timeout > 0:
+                engine.stop(ident, timeout=timeout)
+                return
+            if engine.get(ident).status in ("running", "paused"):
+                with contextlib.suppress(Exception):
+                    engine.kill(ident, "SIGKILL")
+                engine.wait(ident, 30)
+            # what engine.stop ends with: the runtime's delete, the network torn down
+            # (conmon's exit command may be doing it already: it takes the same lock)
+            engine.cleanup(ident, from_monitor=False)
         except NotFound:
             pass
-        return pb.StopContainerResponse()
 
     @grpc_errors
     def RemoveContainer(self, request: Any, context: Any) -> Any:
@@ -521,6 +539,21 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         stdout, stderr, code = exec_sync(self.engine, record["id"], list(request.cmd),
                                          request.timeout or None)
         return pb.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=code)
+
+
+def _each(action: Any, items: list[str]) -> None:
+    """`action(item)` for every item, in threads when there are several; the first
+    error is raised once all are done."""
+    if len(items) <= 1:
+        for item in items:
+            action(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(8, len(items)), thread_name_prefix="cri-each") as pool:
+        futures = [pool.submit(action, item) for item in items]
+    for future in futures:
+        future.result()
 
 
 def _patch_sandbox_spec(spec: dict, config: Any, container_id: str) -> None:
