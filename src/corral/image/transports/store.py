@@ -334,21 +334,41 @@ class _Follower:
         self.fetch = fetch
         self.pos = 0
 
-    def read(self, n: int = -1) -> bytes:
+    def _wait(self, want: int = 1) -> tuple[int | None, int]:
+        """(fd, bytes available at pos) once `want` bytes are there or the fetch ended."""
         f = self.fetch
         with f.cond:
-            while (self.pos >= f.written or f.fd is None) and not f.finished:
+            while (f.written - self.pos < want or f.fd is None) and not f.finished:
                 f.cond.wait()
             if f.error is not None:
                 raise f.error
-            available = f.written - self.pos
-            fd = f.fd
+            return f.fd, f.written - self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        fd, available = self._wait()
         if available <= 0 or fd is None:
             return b""
         want = available if n is None or n < 0 else min(n, available)
         data = os.pread(fd, want, self.pos)
         self.pos += len(data)
         return data
+
+    def readinto(self, b: Any) -> int:
+        """Straight into the decompressor's buffer (no copy through a bytes object)."""
+        fd, available = self._wait()
+        if available <= 0 or fd is None:
+            return 0
+        view = memoryview(b).cast("B")
+        got = os.preadv(fd, [view[:min(len(view), available)]], self.pos)
+        self.pos += got
+        return got
+
+    def peek(self, n: int = 1) -> bytes:
+        """Up to `n` bytes ahead without consuming them (the compression sniff)."""
+        fd, available = self._wait(max(1, n))
+        if available <= 0 or fd is None:
+            return b""
+        return os.pread(fd, min(n, available), self.pos)
 
     def close(self) -> None:
         pass
