@@ -5,6 +5,7 @@
 # StartContainer (up), StopPodSandbox → RemovePodSandbox (down), busybox `sleep`.
 #
 #   bench/cri.sh                      # as root; RUNS=10 ROUNDS=3 by default
+#   RUNTIME=runc bench/cri.sh         # corral driving runc, as containerd does
 #
 # Both get a private store/root, their own CNI bridge network with the same plugin
 # list (corral's: bridge + host-local, portmap, firewall, tuning) and the same
@@ -107,12 +108,13 @@ for _ in $(seq 100); do [ -S "$CTD/containerd.sock" ] && break; sleep 0.1; done
 ctr --address "$CTD/containerd.sock" -n k8s.io images import "$TMP/images.tar" >/dev/null
 
 # -- corral -----------------------------------------------------------------------------
-$C cri serve --listen "unix://$TMP/corral.sock" --network "$NET_C" >"$TMP/corral.out" 2>"$TMP/corral.err" &
+# RUNTIME=runc: corral with runc as its OCI runtime, like containerd (default corral-runtime)
+$C ${RUNTIME:+--runtime "$RUNTIME"} cri serve --listen "unix://$TMP/corral.sock" --network "$NET_C" >"$TMP/corral.out" 2>"$TMP/corral.err" &
 CORRAL_PID=$!
 for _ in $(seq 100); do grep -q "listening on" "$TMP/corral.out" 2>/dev/null && break; sleep 0.1; done
 
 echo "== pod up (RunPodSandbox..StartContainer) and down (Stop+RemovePodSandbox), busybox sleep"
-echo "   corral (corral-runtime) vs containerd $(containerd --version | awk "{print \$3}") (runc)"
+echo "   corral (${RUNTIME:-corral-runtime}) vs containerd $(containerd --version | awk "{print \$3}") (runc)"
 "$PY" "$HERE/bench/cri_bench.py" --runs "$RUNS" --rounds "$ROUNDS" \
   "corral=unix://$TMP/corral.sock=busybox" \
   "containerd=unix://$CTD/containerd.sock=docker.io/library/busybox:latest"
