@@ -584,3 +584,37 @@ def test_update_container_resources(cri, pod):
     code, _ = _code(cri.runtime.UpdateContainerResources,
                     pb.UpdateContainerResourcesRequest(container_id="ab" * 32))
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_container_and_pod_stats(cri, pod):
+    p = pod()
+    busy = p.container("busy", ["sh", "-c", ("head -c 20000000 /dev/zero | tr '\\0' a > "
+                                            "/dev/shm/blob; while :; do :; done")])
+    idle = p.container("idle", ["sleep", "300"])
+    rt = cri.runtime
+
+    def loaded():
+        s = rt.ContainerStats(pb.ContainerStatsRequest(container_id=busy)).stats
+        return s.memory.usage_bytes.value > 10_000_000 and s
+    s = _until(loaded, timeout=20)
+    assert s.attributes.id == busy and s.attributes.metadata.name == "busy"
+    first = s.cpu.usage_core_nano_seconds.value
+    time.sleep(0.3)
+    s = rt.ContainerStats(pb.ContainerStatsRequest(container_id=busy)).stats
+    assert s.cpu.usage_core_nano_seconds.value > first and s.cpu.usage_nano_cores.value > 0
+    assert s.memory.working_set_bytes.value > 0
+    listed = rt.ListContainerStats(pb.ListContainerStatsRequest(
+        filter=pb.ContainerStatsFilter(pod_sandbox_id=p.id))).stats
+    assert {x.attributes.id for x in listed} == {busy, idle}
+    pod_stats = rt.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=p.id)).stats
+    assert pod_stats.attributes.id == p.id
+    assert {x.attributes.id for x in pod_stats.linux.containers} == {busy, idle}
+    assert pod_stats.linux.memory.usage_bytes.value >= s.memory.usage_bytes.value // 2
+    assert pod_stats.linux.process.process_count.value >= 3  # pause, sh, sleep
+    assert pod_stats.linux.network.default_interface.name == "eth0"
+    assert pod_stats.linux.network.default_interface.rx_bytes.value >= 0
+    ids = {x.attributes.id for x in rt.ListPodSandboxStats(
+        pb.ListPodSandboxStatsRequest()).stats}
+    assert p.id in ids
+    code, _ = _code(rt.ContainerStats, pb.ContainerStatsRequest(container_id="ab" * 32))
+    assert code == grpc.StatusCode.NOT_FOUND

@@ -226,8 +226,11 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             _each(remove, [rec["id"] for rec in recs])
             for rec in recs:
                 self.records.drop_container(rec["id"])
+                _forget_stats(rec["id"])
             remove(sid)  # last: the containers joined its namespaces
             self.records.drop_sandbox(sid)
+            _forget_stats(sid)
+            _forget_stats(f"pod-{sid}")
         return pb.RemovePodSandboxResponse()
 
     def _sandbox_state(self, record: dict) -> tuple[int, Any]:
@@ -398,6 +401,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             with contextlib.suppress(NotFound):
                 self.engine.remove(cid, force=True)
             self.records.drop_container(cid)
+            _forget_stats(cid)
         return pb.RemoveContainerResponse()
 
     def _container_state(self, record: dict) -> tuple[int, Any]:
@@ -528,6 +532,100 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self._patch(c, merge)
         return pb.UpdateContainerResourcesResponse()
 
+    # -- stats --------------------------------------------------------------------------------
+    def _container_stats(self, record: dict) -> tuple[Any, dict]:
+        from corral.cri import stats
+
+        config = decode(pb.ContainerConfig, record["config"])
+        try:
+            c = self.engine.get(record["id"])
+        except NotFound:
+            c = None
+        return stats.container_stats(self.engine, record, config, c)
+
+    @grpc_errors
+    def ContainerStats(self, request: Any, context: Any) -> Any:
+        """ContainerStatsRequest → cpu (cumulative and nano-cores), memory (working set,
+        usage, rss, faults), swap of a container; zero-less empty usage when stopped."""
+        record = self.records.container(request.container_id)
+        return pb.ContainerStatsResponse(stats=self._container_stats(record)[0])
+
+    @grpc_errors
+    def ListContainerStats(self, request: Any, context: Any) -> Any:
+        """ListContainerStatsRequest.filter: id, pod_sandbox_id, label_selector; the
+        running containers' stats (sampled in parallel)."""
+        f = request.filter if request.HasField("filter") else None
+        records = []
+        for record in self.records.all_containers():
+            if f is not None:
+                if f.id and not record["id"].startswith(f.id):
+                    continue
+                if f.pod_sandbox_id and not record["sandbox_id"].startswith(f.pod_sandbox_id):
+                    continue
+                if f.label_selector and not _labels_match(
+                        decode(pb.ContainerConfig, record["config"]).labels, f.label_selector):
+                    continue
+            records.append(record)
+        return pb.ListContainerStatsResponse(
+            stats=[s for s, _ in _map(self._container_stats, records)])
+
+    def _sandbox_stats(self, record: dict) -> Any:
+        from corral.cri import stats
+
+        config = decode(pb.PodSandboxConfig, record["config"])
+        now = time.time_ns()
+        out = pb.PodSandboxStats(attributes=pb.PodSandboxAttributes(
+            id=record["id"], metadata=config.metadata, labels=config.labels,
+            annotations=config.annotations))
+        state, infra = self._sandbox_state(record)
+        if state != pb.SANDBOX_READY or infra is None:
+            return out
+        members = self._containers_of(record["id"])
+        results = _map(self._container_stats, members + [{
+            "id": record["id"], "config": encode(pb.ContainerConfig(
+                metadata=pb.ContainerMetadata(name="POD")))}])
+        cpu = mem = rss = working = pids = 0
+        for (ctr, data), rec in zip(results, members + [None], strict=True):
+            if rec is not None:
+                out.linux.containers.append(ctr)
+            cpu += ctr.cpu.usage_core_nano_seconds.value
+            mem += ctr.memory.usage_bytes.value
+            rss += ctr.memory.rss_bytes.value
+            working += ctr.memory.working_set_bytes.value
+            pids += int((data.get("pids") or {}).get("current") or 0)
+        out.linux.cpu.CopyFrom(stats.cpu_usage(f"pod-{record['id']}", {
+            "cpu": {"usage": {"total": cpu}}}, now))
+        out.linux.memory.CopyFrom(pb.MemoryUsage(
+            timestamp=now, usage_bytes=pb.UInt64Value(value=mem),
+            rss_bytes=pb.UInt64Value(value=rss), working_set_bytes=pb.UInt64Value(value=working)))
+        out.linux.process.CopyFrom(pb.ProcessUsage(timestamp=now,
+                                                   process_count=pb.UInt64Value(value=pids)))
+        out.linux.network.CopyFrom(stats.network_usage(infra.state.pid, now))
+        return out
+
+    @grpc_errors
+    def PodSandboxStats(self, request: Any, context: Any) -> Any:
+        """PodSandboxStatsRequest → the pod's cpu/memory/process totals over its
+        containers and infra, its network interfaces, and each container's stats."""
+        record = self.records.sandbox(request.pod_sandbox_id)
+        return pb.PodSandboxStatsResponse(stats=self._sandbox_stats(record))
+
+    @grpc_errors
+    def ListPodSandboxStats(self, request: Any, context: Any) -> Any:
+        """ListPodSandboxStatsRequest.filter: id, label_selector."""
+        f = request.filter if request.HasField("filter") else None
+        records = []
+        for record in self.records.all_sandboxes():
+            if f is not None:
+                if f.id and not record["id"].startswith(f.id):
+                    continue
+                if f.label_selector and not _labels_match(
+                        decode(pb.PodSandboxConfig, record["config"]).labels,
+                        f.label_selector):
+                    continue
+            records.append(record)
+        return pb.ListPodSandboxStatsResponse(stats=_map(self._sandbox_stats, records))
+
     # -- exec ---------------------------------------------------------------------------------
     @grpc_errors
     def ExecSync(self, request: Any, context: Any) -> Any:
@@ -554,6 +652,22 @@ def _each(action: Any, items: list[str]) -> None:
         futures = [pool.submit(action, item) for item in items]
     for future in futures:
         future.result()
+
+
+def _forget_stats(ident: str) -> None:
+    from corral.cri import stats
+
+    stats.forget(ident)
+
+
+def _map(action: Any, items: list) -> list:
+    """[action(item) for item in items], in threads when there are several."""
+    if len(items) <= 1:
+        return [action(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(8, len(items)), thread_name_prefix="cri-map") as pool:
+        return list(pool.map(action, items))
 
 
 def _patch_sandbox_spec(spec: dict, config: Any, container_id: str) -> None:
