@@ -671,9 +671,9 @@ RUN --mount=target=/ctx,rw touch /ctx/written && ls /ctx/written > /rw-seen
     assert _ran(corral.build(ctx, "-t", tag).stdout) == []
     (ctx / "data.txt").write_text("changed\n")  # what a bind mount shows is in the key
     assert _ran(corral.build(ctx, "-t", tag).stdout) == ["ran:bind"]
-    bad = _context(tmp_path / "bad", "FROM busybox\nRUN --mount=type=secret,id=x true\n")
+    bad = _context(tmp_path / "bad", "FROM busybox\nRUN --mount=type=ssh true\n")
     failed = corral.build(bad, check=False)
-    assert "Dockerfile:2: RUN: --mount type=secret is not supported" in failed.stderr
+    assert "Dockerfile:2: RUN: --mount type=ssh is not supported" in failed.stderr
 
 
 @pytest.mark.skipif(shutil.which("runc") is None and not os.path.exists("/usr/sbin/runc"),

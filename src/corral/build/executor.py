@@ -273,7 +273,7 @@ class Builder:
         with StepContainer(self.store, state.top, state.image_id) as ctr:
             if os.path.isdir(secure_join(str(ctr.rootfs), workdir)):
                 return
-            make_dirs(str(ctr.rootfs), workdir, _workdir_owner(ctr.rootfs, state, ins))
+            make_dirs(str(ctr.rootfs), workdir, _workdir_owner(ctr.rootfs, state))
             self._commit_step(scope, ctr, key, "WORKDIR " + workdir, ins)
 
     # -- instructions -------------------------------------------------------------------
@@ -400,7 +400,7 @@ class Builder:
             with StepContainer(self.store, state.top, state.image_id) as ctr:
                 workdir = state.c.get("WorkingDir") or "/"
                 if workdir != "/":
-                    make_dirs(str(ctr.rootfs), workdir, _workdir_owner(ctr.rootfs, state, ins))
+                    make_dirs(str(ctr.rootfs), workdir, _workdir_owner(ctr.rootfs, state))
                 spec, mounts = run_step.process_spec(state.config, ctr.rootfs, argv,
                                                      arg_env + proxies, network)
                 if script is not None:
@@ -483,7 +483,7 @@ class Builder:
             with StepContainer(self.store, state.top, state.image_id) as ctr:
                 owner = _owner(ctr.rootfs, chown, ins) if chown else None
                 if workdir != "/":
-                    make_dirs(str(ctr.rootfs), workdir, _workdir_owner(ctr.rootfs, state, ins))
+                    make_dirs(str(ctr.rootfs), workdir, _workdir_owner(ctr.rootfs, state))
                 if collected.items:
                     copy_items(ctr.rootfs, collected.items, dest, workdir, owner, chmod)
                 for archive in collected.archives:
@@ -521,7 +521,7 @@ def _default_dockerfile(context: Path) -> Path:
     return Path(context) / "Dockerfile"
 
 
-def _workdir_owner(rootfs: Path, state: State, ins: Instruction) -> Owner | None:
+def _workdir_owner(rootfs: Path, state: State) -> Owner | None:
     """Who owns the WORKDIR directories a step makes: USER when set (BuildKit)."""
     user = state.c.get("User")
     if not user:
@@ -530,8 +530,8 @@ def _workdir_owner(rootfs: Path, state: State, ins: Instruction) -> Owner | None
 
     try:
         found = resolve_user(rootfs, user)
-    except NotFound as exc:
-        raise ins.error(f"WORKDIR {state.c.get('WorkingDir')}: {exc}") from None
+    except NotFound:
+        return None  # a USER the image does not know yet: root's (as buildah)
     return Owner(found["uid"], found["gid"])
 
 
