@@ -618,3 +618,98 @@ def test_container_and_pod_stats(cri, pod):
     assert p.id in ids
     code, _ = _code(rt.ContainerStats, pb.ContainerStatsRequest(container_id="ab" * 32))
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+# -- streaming ---------------------------------------------------------------------------------
+def _ws(url: str, protocol: str = "v4.channel.k8s.io"):
+    websocket = pytest.importorskip("websocket", reason="needs websocket-client")
+    return websocket.create_connection(url.replace("http://", "ws://"),
+                                       subprotocols=[protocol], timeout=10)
+
+
+def _drain(ws) -> dict[int, bytes]:
+    """Every message until the server closes: channel -> bytes."""
+    import websocket
+
+    out: dict[int, bytes] = {}
+    while True:
+        try:
+            opcode, data = ws.recv_data()
+        except websocket.WebSocketConnectionClosedException:
+            break
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+        if data:
+            out[data[0]] = out.get(data[0], b"") + data[1:]
+    return out
+
+
+def test_exec_stream_websocket_v4(cri, pod):
+    import json
+
+    p = pod()
+    cid = p.container("main", ["sleep", "300"])
+    url = cri.runtime.Exec(pb.ExecRequest(container_id=cid, cmd=[
+        "sh", "-c", "read line; echo got:$line; echo oops >&2; exit 4"],
+        stdin=True, stdout=True, stderr=True)).url
+    assert url.startswith("http://127.0.0.1:")
+    ws = _ws(url)
+    assert ws.getsubprotocol() == "v4.channel.k8s.io"
+    ws.send_binary(b"\x00hello\n")
+    got = _drain(ws)
+    assert got[1] == b"got:hello\n" and got[2] == b"oops\n"
+    status = json.loads(got[3])
+    assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode"
+    assert status["details"]["causes"][0] == {"reason": "ExitCode", "message": "4"}
+    # success, and the URL works only once
+    url = cri.runtime.Exec(pb.ExecRequest(container_id=cid, cmd=["echo", "ok"],
+                                          stdout=True)).url
+    got = _drain(_ws(url))
+    assert got[1] == b"ok\n" and json.loads(got[3])["status"] == "Success"
+    import websocket
+
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        _ws(url)
+    code, _ = _code(cri.runtime.Exec, pb.ExecRequest(container_id=cid, cmd=["true"],
+                                                     tty=True, stderr=True))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_exec_stream_tty(cri, pod):
+    p = pod()
+    cid = p.container("main", ["sleep", "300"])
+    url = cri.runtime.Exec(pb.ExecRequest(container_id=cid, cmd=["sh", "-c", "tty; stty size"],
+                                          tty=True, stdout=True, stdin=True)).url
+    ws = _ws(url)
+    ws.send_binary(b'\x04{"Width": 91, "Height": 17}')
+    out = _drain(ws)[1].decode()
+    assert "/dev/pts/" in out
+
+
+def test_attach_stream(cri, pod):
+    p = pod()
+    cid = p.container("talker", ["sh", "-c", "read x; echo heard:$x; sleep 1"], stdin=True)
+    url = cri.runtime.Attach(pb.AttachRequest(container_id=cid, stdin=True, stdout=True,
+                                              stderr=True)).url
+    ws = _ws(url)
+    ws.send_binary(b"\x00ping\n")
+    assert _drain(ws).get(1) == b"heard:ping\n"
+
+
+def test_port_forward_stream(cri, pod):
+    import struct
+
+    p = pod()
+    serve = "mkdir -p /www && echo forwarded > /www/index.html && exec httpd -f -p 127.0.0.1:8081 -h /www"
+    cid = p.container("web", ["sh", "-c", serve])
+    _until(lambda: p.exec(cid, ["sh", "-c", "netstat -ltn | grep -q :8081"]).exit_code == 0)
+    url = cri.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id=p.id, port=[8081])).url
+    ws = _ws(url + "?port=8081")
+    heads = {}
+    while len(heads) < 2:
+        data = ws.recv()
+        heads[data[0]] = data[1:]
+    assert heads == {0: struct.pack("<H", 8081), 1: struct.pack("<H", 8081)}
+    ws.send_binary(b"\x00GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    body = _drain(ws).get(0, b"")
+    assert body.startswith(b"HTTP/1.") and body.endswith(b"forwarded\n")

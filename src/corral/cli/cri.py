@@ -24,6 +24,9 @@ def register(commands: Any) -> None:
                        help="unix:///PATH of the socket (default unix:///run/corral/cri.sock)")
     serve.add_argument("--network", help="CNI network of pods (default: the default network)")
     serve.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    serve.add_argument("--stream-address", default="127.0.0.1:0",
+                       help="HOST:PORT of the streaming server for Exec/Attach/PortForward "
+                            "URLs (default 127.0.0.1, a free port)")
     serve.add_argument("--log-level", default="warning",
                        choices=("debug", "info", "warning", "error"))
     serve.set_defaults(func=_serve)
@@ -43,5 +46,6 @@ def _serve(args: argparse.Namespace, ctx: Any) -> int:
     def ready(address: str) -> None:
         print(f"listening on {address}", flush=True)
 
-    serve(engine, args.listen, network=args.network, workers=args.workers, on_ready=ready)
+    serve(engine, args.listen, network=args.network, workers=args.workers,
+          stream_address=args.stream_address, on_ready=ready)
     return 0

@@ -67,8 +67,9 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     """The CRI runtime service of one store (`engine.root`)."""
 
     def __init__(self, engine: Any, *, network: str | None = None,
-                 cgroup_driver: str = "cgroupfs") -> None:
+                 cgroup_driver: str = "cgroupfs", streams: Any = None) -> None:
         self.engine = engine
+        self.streams = streams  # streaming.StreamServer: Exec/Attach/PortForward URLs
         self.records = Records(Path(engine.root))
         self.network = network
         self.cgroup_driver = cgroup_driver
@@ -625,6 +626,64 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                     continue
             records.append(record)
         return pb.ListPodSandboxStatsResponse(stats=_map(self._sandbox_stats, records))
+
+    # -- streaming ----------------------------------------------------------------------------
+    def _stream_url(self, kind: str, request: dict) -> str:
+        if self.streams is None:
+            from corral.errors import Unavailable
+
+            raise Unavailable("this server has no streaming server")
+        return str(self.streams.url(kind, request))
+
+    def _running(self, container_id: str) -> Any:
+        record = self.records.container(container_id)
+        c = self.engine.get(record["id"])
+        if c.status != "running":
+            raise FailedPrecondition(f"container {c.id[:12]} is {c.status}, not running")
+        return c
+
+    @grpc_errors
+    def Exec(self, request: Any, context: Any) -> Any:
+        """ExecRequest → a one-time URL of the streaming server (WebSocket channel
+        protocol); cmd required, one of stdout/stderr, no stderr with a tty."""
+        if not request.cmd:
+            raise InvalidArgument("ExecRequest.cmd is required")
+        if not (request.stdout or request.stderr or request.stdin):
+            raise InvalidArgument("ExecRequest: one of stdin, stdout or stderr must be set")
+        if request.tty and request.stderr:
+            raise InvalidArgument("ExecRequest: tty and stderr cannot both be set")
+        c = self._running(request.container_id)
+        return pb.ExecResponse(url=self._stream_url("exec", {
+            "container_id": c.id, "cmd": list(request.cmd), "tty": request.tty,
+            "stdin": request.stdin, "stdout": request.stdout, "stderr": request.stderr}))
+
+    @grpc_errors
+    def Attach(self, request: Any, context: Any) -> Any:
+        """AttachRequest → a URL streaming the container's stdio through conmon."""
+        if not (request.stdout or request.stderr or request.stdin):
+            raise InvalidArgument("AttachRequest: one of stdin, stdout or stderr must be set")
+        c = self._running(request.container_id)
+        if request.tty != c.config.tty:
+            raise InvalidArgument(f"AttachRequest.tty={request.tty} but the container was "
+                                  f"created with tty={c.config.tty}")
+        return pb.AttachResponse(url=self._stream_url("attach", {
+            "container_id": c.id, "tty": request.tty, "stdin": request.stdin,
+            "stdout": request.stdout, "stderr": request.stderr}))
+
+    @grpc_errors
+    def PortForward(self, request: Any, context: Any) -> Any:
+        """PortForwardRequest → a URL forwarding to 127.0.0.1:<port> in the pod's
+        network namespace (the ports also come from the URL's `port` query)."""
+        record = self.records.sandbox(request.pod_sandbox_id)
+        state, infra = self._sandbox_state(record)
+        if state != pb.SANDBOX_READY or infra is None or not infra.state.pid:
+            raise FailedPrecondition(f"pod sandbox {record['id'][:12]} is not ready")
+        for port in request.port:
+            if not 0 < port < 65536:
+                raise InvalidArgument(f"PortForwardRequest.port {port}: not a TCP port")
+        return pb.PortForwardResponse(url=self._stream_url("portforward", {
+            "pod_sandbox_id": record["id"], "pid": infra.state.pid,
+            "ports": list(request.port)}))
 
     # -- exec ---------------------------------------------------------------------------------
     @grpc_errors

@@ -32,7 +32,8 @@ def socket_path(listen: str) -> Path:
     return Path(path)
 
 
-def build(engine: Any, *, network: str | None = None, workers: int = 16) -> Any:
+def build(engine: Any, *, network: str | None = None, workers: int = 16,
+          streams: Any = None) -> Any:
     """A grpc.Server with both services registered (not started, no port yet)."""
     try:
         import grpc
@@ -50,21 +51,29 @@ def build(engine: Any, *, network: str | None = None, workers: int = 16) -> Any:
                                                     thread_name_prefix="cri"),
                          options=[("grpc.max_send_message_length", 64 << 20),
                                   ("grpc.max_receive_message_length", 64 << 20)])
-    pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeService(engine, network=network),
-                                                 server)
+    pb_grpc.add_RuntimeServiceServicer_to_server(
+        RuntimeService(engine, network=network, streams=streams), server)
     pb_grpc.add_ImageServiceServicer_to_server(ImageService(engine), server)
     return server
 
 
 def serve(engine: Any, listen: str = DEFAULT_LISTEN, *, network: str | None = None,
-          workers: int = 16, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT; a stale socket file is replaced."""
+          workers: int = 16, stream_address: str = "127.0.0.1:0",
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; a stale socket file is replaced. The streaming
+    server (Exec/Attach/PortForward URLs) listens on `stream_address` (HOST:PORT)."""
     path = socket_path(listen)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         path.unlink()
     engine.store  # noqa: B018 - open (or make) the store before the first request
-    server = build(engine, network=network, workers=workers)
+    from corral.cri.streaming import StreamServer
+
+    host, _, port = stream_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidArgument(f"--stream-address {stream_address!r}: expected HOST:PORT")
+    streams = StreamServer(engine, host.strip("[]"), int(port))
+    server = build(engine, network=network, workers=workers, streams=streams)
     if server.add_insecure_port(f"unix://{path}") == 0:
         raise Unavailable(f"cannot listen on {path}")
     os.chmod(path, 0o660)
@@ -81,6 +90,7 @@ def serve(engine: Any, listen: str = DEFAULT_LISTEN, *, network: str | None = No
     logging.getLogger("corral.cri").info("serving CRI on unix://%s", path)
     stopped.wait()
     server.stop(grace=5).wait()
+    streams.close()
     with_suppress_unlink(path)
 
 

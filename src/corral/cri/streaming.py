@@ -1,0 +1,480 @@
+"""The CRI streaming server: Exec, Attach and PortForward return a one-time URL on this
+HTTP server; the client (kubelet's proxy, crictl) upgrades it to a WebSocket speaking
+Kubernetes' channel protocol.
+
+- Exec/Attach: `v4.channel.k8s.io` (or `channel.k8s.io`): every binary message starts
+  with a channel byte — 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize (JSON
+  {"Width","Height"}). With v4 the error channel carries a metav1.Status at the end:
+  Success, or Failure/NonZeroExitCode with the exit code as the ExitCode cause.
+- PortForward: `v4.channel.k8s.io` (or `portforward.k8s.io`): two channels per
+  requested port (data 2i, error 2i+1), each opened by the server with the port as
+  2 little-endian bytes; data goes to 127.0.0.1:port in the pod's network namespace.
+
+URLs expire after a minute unused and work once (kubelet's streaming server does the
+same). SPDY is not spoken. The WebSocket framing (RFC 6455) is implemented here:
+server frames unmasked, client frames masked, fragments joined, ping answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import socket
+import struct
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from corral.errors import InvalidArgument
+
+_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
+CHANNEL_PROTOCOLS = ("v4.channel.k8s.io", "channel.k8s.io")
+PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "portforward.k8s.io")
+TOKEN_TTL = 60.0
+CLONE_NEWNET = 0x40000000
+
+
+class WebSocket:
+    """RFC 6455 over a connected socket, server side; `send` is thread-safe."""
+
+    def __init__(self, sock: socket.socket, rfile: Any) -> None:
+        self.sock, self.rfile = sock, rfile
+        self._send_lock = threading.Lock()
+        self.closed = False
+
+    def _read(self, n: int) -> bytes:
+        data = self.rfile.read(n)
+        if len(data) < n:
+            raise ConnectionError("connection closed")
+        return data
+
+    def _frame(self, opcode: int, payload: bytes) -> bytes:
+        head = bytes([0x80 | opcode])
+        n = len(payload)
+        if n < 126:
+            head += bytes([n])
+        elif n < 1 << 16:
+            head += bytes([126]) + struct.pack("!H", n)
+        else:
+            head += bytes([127]) + struct.pack("!Q", n)
+        return head + payload
+
+    def send(self, data: bytes, opcode: int = 2) -> None:
+        with self._send_lock:
+            if self.closed:
+                return
+            try:
+                self.sock.sendall(self._frame(opcode, data))
+            except OSError:
+                self.closed = True
+
+    def send_channel(self, channel: int, data: bytes) -> None:
+        self.send(bytes([channel]) + data)
+
+    def close(self, code: int = 1000) -> None:
+        self.send(struct.pack("!H", code), opcode=8)
+        with self._send_lock:
+            self.closed = True
+
+    def receive(self) -> bytes | None:
+        """The next data message (None: closed)."""
+        message = b""
+        while True:
+            try:
+                b1, b2 = self._read(2)
+            except (ConnectionError, OSError, ValueError):
+                return None
+            fin, opcode = b1 & 0x80, b1 & 0x0F
+            n = b2 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self._read(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self._read(8))[0]
+            mask = self._read(4) if b2 & 0x80 else None
+            payload = self._read(n) if n else b""
+            if mask:
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            if opcode == 8:  # close
+                self.close()
+                return None
+            if opcode == 9:  # ping
+                self.send(payload, opcode=10)
+                continue
+            if opcode == 10:
+                continue
+            message += payload
+            if fin:
+                return message
+
+
+class StreamServer:
+    """The HTTP server behind the Exec/Attach/PortForward URLs."""
+
+    def __init__(self, engine: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.engine = engine
+        self._pending: dict[str, tuple[str, dict, float]] = {}
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(_Handler):
+            streams = server
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.host, self.port = self.httpd.server_address[:2]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
+                                        name="cri-streaming")
+        self._thread.start()
+
+    def url(self, kind: str, request: dict) -> str:
+        token = secrets.token_urlsafe(16)
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, v in self._pending.items() if v[2] < now]:
+                del self._pending[key]
+            self._pending[token] = (kind, request, now + TOKEN_TTL)
+        host = f"[{self.host}]" if ":" in str(self.host) else self.host
+        return f"http://{host}:{self.port}/{kind}/{token}"
+
+    def take(self, kind: str, token: str) -> dict | None:
+        with self._lock:
+            item = self._pending.pop(token, None)
+        if item is None or item[0] != kind or item[2] < time.monotonic():
+            return None
+        return item[1]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    streams: StreamServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        _, kind, token = (parts.path.split("/") + ["", "", ""])[:3]
+        request = self.streams.take(kind, token) if kind in ("exec", "attach",
+                                                             "portforward") else None
+        if request is None:
+            self.send_error(404, "unknown or expired stream")
+            return
+        offered = [p.strip() for p in
+                   (self.headers.get("Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
+        wanted = PORTFORWARD_PROTOCOLS if kind == "portforward" else CHANNEL_PROTOCOLS
+        protocol = next((p for p in offered if p in wanted), None)
+        key = self.headers.get("Sec-WebSocket-Key")
+        if (self.headers.get("Upgrade") or "").lower() != "websocket" or not key:
+            self.send_error(400, "this streaming server speaks WebSocket only (no SPDY)")
+            return
+        if offered and protocol is None:
+            self.send_error(400, f"none of the offered subprotocols is supported: {offered}"
+                            f" (supported: {', '.join(wanted)})")
+            return
+        accept = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest()).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        if protocol:
+            self.send_header("Sec-WebSocket-Protocol", protocol)
+        self.end_headers()
+        self.wfile.flush()
+        ws = WebSocket(self.connection, self.rfile)
+        v4 = protocol == "v4.channel.k8s.io"
+        try:
+            if kind == "exec":
+                _exec(self.streams.engine, ws, request, v4)
+            elif kind == "attach":
+                _attach(self.streams.engine, ws, request, v4)
+            else:
+                ports = [int(p) for q in ("port", "ports")
+                         for v in parse_qs(parts.query).get(q, []) for p in v.split(",")]
+                _portforward(self.streams.engine, ws, request, ports or request["ports"])
+        finally:
+            ws.close()
+            self.close_connection = True
+
+
+def _status(ws: WebSocket, v4: bool, exit_code: int | None, error: str = "") -> None:
+    """The error channel's last word: a metav1.Status (v4) or the error text."""
+    if not v4:
+        if error or exit_code:
+            ws.send_channel(ERROR, (error or f"command terminated with exit code "
+                                    f"{exit_code}").encode())
+        return
+    if error:
+        status = {"metadata": {}, "status": "Failure", "message": error,
+                  "reason": "InternalError"}
+    elif exit_code:
+        status = {"metadata": {}, "status": "Failure",
+                  "message": f"command terminated with non-zero exit code: {exit_code}",
+                  "reason": "NonZeroExitCode",
+                  "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]}}
+    else:
+        status = {"metadata": {}, "status": "Success"}
+    ws.send_channel(ERROR, json.dumps(status).encode())
+
+
+def _resize(data: bytes) -> tuple[int, int] | None:
+    try:
+        size = json.loads(data)
+        return int(size.get("Height") or 0), int(size.get("Width") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def _pump(read: Any, ws: WebSocket, channel: int) -> None:
+    while True:
+        try:
+            data = read(32768)
+        except OSError:
+            return
+        if not data:
+            return
+        ws.send_channel(channel, data)
+
+
+def _exec(engine: Any, ws: WebSocket, request: dict, v4: bool) -> None:
+    from corral.engine import attach, conmon
+    from corral.storage.records import read_json, write_json
+
+    try:
+        c = engine.get(request["container_id"])
+        if c.status != "running":
+            raise InvalidArgument(f"container {c.id[:12]} is {c.status}, not running")
+    except Exception as exc:  # noqa: BLE001 - reported on the error channel
+        _status(ws, v4, None, str(exc))
+        return
+    spec = read_json(c.bundle / "config.json", {})
+    process = dict(spec.get("process") or {})
+    process["args"] = list(request["cmd"])
+    process["terminal"] = bool(request["tty"])
+    process.pop("consoleSize", None)
+    rt = engine._runtime(c)
+    pfile = c.bundle / f"exec-{secrets.token_hex(6)}.json"
+    write_json(pfile, process)
+    threads: list[threading.Thread] = []
+    try:
+        if request["tty"]:
+            import shutil
+            import tempfile
+
+            tmp = tempfile.mkdtemp(prefix="cx-", dir=str(conmon.socket_dir(engine.root)))
+            listener = attach.console_listener(os.path.join(tmp, "c"))
+            try:
+                proc = subprocess.Popen(rt.argv("exec", "--process", str(pfile), "--tty",
+                                                "--console-socket", os.path.join(tmp, "c"),
+                                                c.id), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                master = attach.receive_console(listener)
+            finally:
+                listener.close()
+                shutil.rmtree(tmp, ignore_errors=True)
+
+            def read_master(n: int) -> bytes:
+                try:
+                    return os.read(master, n)
+                except OSError:  # EIO: the process is gone
+                    return b""
+
+            out = threading.Thread(target=_pump, args=(read_master, ws, STDOUT), daemon=True)
+            out.start()
+            threads.append(out)
+
+            def on_message(channel: int, data: bytes) -> None:
+                if channel == STDIN and request["stdin"]:
+                    with contextlib.suppress(OSError):
+                        os.write(master, data)
+                elif channel == RESIZE and (size := _resize(data)):
+                    with contextlib.suppress(OSError):
+                        attach.set_window_size(master, *size)
+
+            _read_client(ws, proc, on_message)
+            proc.wait()
+            out.join(5)
+            os.close(master)
+        else:
+            proc = subprocess.Popen(rt.argv("exec", "--process", str(pfile), c.id),
+                                    stdin=subprocess.PIPE if request["stdin"]
+                                    else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for stream, channel in ((proc.stdout, STDOUT), (proc.stderr, STDERR)):
+                t = threading.Thread(target=_pump, args=(stream.read1, ws, channel),  # type: ignore[union-attr]
+                                     daemon=True)
+                t.start()
+                threads.append(t)
+
+            def on_message(channel: int, data: bytes) -> None:
+                if channel == STDIN and proc.stdin is not None:
+                    try:
+                        if data:
+                            proc.stdin.write(data)
+                            proc.stdin.flush()
+                        else:
+                            proc.stdin.close()
+                    except (OSError, ValueError):
+                        pass
+
+            _read_client(ws, proc, on_message)
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+            proc.wait()
+            for t in threads:
+                t.join(5)
+        _status(ws, v4, proc.returncode)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            pfile.unlink()
+
+
+def _read_client(ws: WebSocket, proc: subprocess.Popen, on_message: Any) -> None:
+    """Feed client messages to `on_message` until the process exits (or the client
+    goes: then the process is killed)."""
+    def reader() -> None:
+        while True:
+            message = ws.receive()
+            if message is None:
+                if proc.poll() is None:
+                    with contextlib.suppress(OSError):
+                        proc.kill()
+                return
+            if message:
+                on_message(message[0], message[1:])
+
+    threading.Thread(target=reader, daemon=True).start()
+    proc.wait()
+
+
+def _attach(engine: Any, ws: WebSocket, request: dict, v4: bool) -> None:
+    from corral.engine import conmon
+
+    try:
+        c = engine.get(request["container_id"])
+        if c.status != "running":
+            raise InvalidArgument(f"container {c.id[:12]} is {c.status}, not running")
+        sock = conmon.attach_socket(conmon.socket_dir(engine.root), c.id)
+    except Exception as exc:  # noqa: BLE001 - reported on the error channel
+        _status(ws, v4, None, str(exc))
+        return
+
+    def client() -> None:
+        while True:
+            message = ws.receive()
+            if message is None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
+            channel, data = message[0], message[1:]
+            if channel == STDIN and request["stdin"]:
+                with contextlib.suppress(OSError):
+                    sock.sendall(data)
+            elif channel == RESIZE and (size := _resize(data)):
+                engine.resize(c, *size)
+
+    threading.Thread(target=client, daemon=True).start()
+    try:
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            channel = {conmon.STDOUT: STDOUT, conmon.STDERR: STDERR}.get(data[0])
+            if channel is not None and (request["stdout"] if channel == STDOUT
+                                        else request["stderr"]):
+                ws.send_channel(channel, data[1:])
+    finally:
+        sock.close()
+    _status(ws, v4, None)
+
+
+def connect_in_netns(pid: int, port: int) -> socket.socket:
+    """A TCP connection to 127.0.0.1:port inside the network namespace of `pid`: the
+    socket is made by a thread that setns(2)'d there (a socket keeps the namespace
+    it was created in)."""
+    from corral.linux import syscalls
+
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.setns(fd, CLONE_NEWNET, "pod netns")
+            finally:
+                os.close(fd)
+            result["sock"] = socket.create_connection(("127.0.0.1", port), timeout=10)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller
+            result["error"] = exc
+        # the thread ends here, namespace and all
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    sock = result["sock"]
+    sock.settimeout(None)
+    return sock
+
+
+def _portforward(engine: Any, ws: WebSocket, request: dict, ports: list[int]) -> None:
+    conns: dict[int, socket.socket] = {}
+    for index, port in enumerate(ports):
+        head = struct.pack("<H", port)
+        ws.send_channel(2 * index, head)
+        ws.send_channel(2 * index + 1, head)
+        try:
+            conns[index] = connect_in_netns(request["pid"], port)
+        except Exception as exc:  # noqa: BLE001 - reported on the port's error channel
+            ws.send_channel(2 * index + 1, f"port {port}: {exc}".encode())
+    if not conns:
+        return
+    done = threading.Event()
+
+    def from_pod(index: int, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            ws.send_channel(2 * index, data)
+        done.set()
+
+    for index, conn in conns.items():
+        threading.Thread(target=from_pod, args=(index, conn), daemon=True).start()
+
+    def from_client() -> None:
+        while True:
+            message = ws.receive()
+            if message is None:
+                break
+            channel, data = message[0], message[1:]
+            conn = conns.get(channel // 2) if channel % 2 == 0 else None
+            if conn is not None and data:
+                with contextlib.suppress(OSError):
+                    conn.sendall(data)
+        done.set()
+
+    threading.Thread(target=from_client, daemon=True).start()
+    done.wait()
+    for conn in conns.values():
+        with contextlib.suppress(OSError):
+            conn.close()
