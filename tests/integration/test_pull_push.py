@@ -191,3 +191,31 @@ def test_a_damaged_partial_fails_the_pull_once_and_the_next_pull_starts_over(
     corral("pull", "-q", f"{reg.host}/app:1")
     assert reg.ranges == []
     assert len(corral.store_state()["images"]) == 1
+
+
+def test_two_pulls_of_one_image_at_once(corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    """The second pull finds the first one's partial locked and writes its own
+    file; both finish, the store has the image once and no ingest files."""
+    import subprocess
+
+    from tests.integration.test_images_cli import CORRAL
+
+    _, blobs = put_image(reg, "app", "1", layers=2, size=500_000)
+    reg.slow_blobs = {sha256(blobs[0])}
+    procs = [subprocess.Popen([CORRAL, "--root", str(corral.root), "pull", "-q",
+                               f"{reg.host}/app:1"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, start_new_session=True)
+             for _ in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        results.append((proc.returncode, out.decode().strip(), err.decode()))
+    assert [r[0] for r in results] == [0, 0], results
+    assert results[0][1] == results[1][1]
+    state = corral.store_state()
+    assert len(state["images"]) == 1 and len(state["layers"]) == 2
+    assert os.listdir(corral.root / "content" / "ingest") == []
+    # normally both fetch the slow blob at once (the second into its own file);
+    # a second pull starting after the first committed it skips the fetch
+    assert sum(1 for m, p, s in reg.log
+               if m == "GET" and p.endswith(f"/blobs/{sha256(blobs[0])}")) in (1, 2)

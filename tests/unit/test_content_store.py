@@ -392,6 +392,7 @@ def test_a_partial_another_writer_holds_is_not_shared(root, store):
         with store.writer(want, len(data), resumable=True) as second:
             assert second.offset == 0 and second.path != first.path
             second.write(data)
+            assert os.pread(second.fd, 3, 0) == b"abc"     # followers read the fd
             second.commit()
     assert store.read_bytes(want) == data
     assert os.listdir(root / "ingest") == [f"partial-sha256-{want.split(':')[1]}"]

@@ -257,7 +257,7 @@ class ContentStore:
         return self.ingest((data,), expected, len(data), media_type=media_type)
 
     def _create_ingest_file(self) -> tuple[int, Path]:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW  # read by followers
         while True:
             path = self.ingest_dir / os.urandom(16).hex()
             try:
