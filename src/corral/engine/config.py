@@ -26,7 +26,7 @@ class ContainerConfig:
     tty: bool = False
     interactive: bool = False
     hostname: str | None = None
-    network: str = "private"
+    network: str = ""  # "": the engine's default (containers.netns of the config file)
     read_only: bool = False
     name: str | None = None
     labels: dict[str, str] = field(default_factory=dict)

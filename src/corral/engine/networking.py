@@ -89,7 +89,11 @@ def prepare_create(engine: Any, config: Any, image_config: Any) -> Any:
     with networks resolved to names, `container:` to a full id and `-P` expanded."""
     from corral.network.ports import parse_exposed, parse_publish
 
-    mode = config.network or "bridge"
+    if not config.network:  # the Python API without a mode: the configured default
+        mode, names = parse_network_flags([], _engine_config(engine).netns or "bridge")
+        config = dataclasses.replace(config, network=mode,
+                                     networks=list(config.networks) or names)
+    mode = config.network
     wants_cni = bool(config.publish or config.publish_all or config.ip or config.mac_address
                      or config.network_aliases)
     if mode != "bridge":
