@@ -219,3 +219,41 @@ def test_two_pulls_of_one_image_at_once(corral: Corral, reg: FakeRegistry) -> No
     # a second pull starting after the first committed it skips the fetch
     assert sum(1 for m, p, s in reg.log
                if m == "GET" and p.endswith(f"/blobs/{sha256(blobs[0])}")) in (1, 2)
+
+
+def test_ctrl_c_mid_blob_stops_at_once_and_the_next_pull_resumes(
+        corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    import signal
+    import subprocess
+    import time
+
+    from tests.integration.test_images_cli import CORRAL
+
+    _, blobs = put_image(reg, "app", "1", layers=1, size=1_000_000)
+    digest = sha256(blobs[0])
+    reg.slow_blobs = {digest}
+    partial = corral.root / "content" / "ingest" / f"partial-sha256-{digest.split(':')[1]}"
+    proc = subprocess.Popen([CORRAL, "--root", str(corral.root), "pull", "-q",
+                             f"{reg.host}/app:1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                partial.exists() and partial.stat().st_size >= 2 * 65536):
+            time.sleep(0.05)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130 and took < 0.9, (proc.returncode, took)
+    have = partial.stat().st_size
+    assert 0 < have < len(blobs[0])
+    reg.slow_blobs = set()
+    reg.ranges.clear()
+    corral("pull", "-q", f"{reg.host}/app:1")
+    assert reg.ranges == [(digest, f"bytes={have}-")]
+    assert len(corral.store_state()["images"]) == 1

@@ -97,7 +97,8 @@ def open_layer(stream: BinaryIO, *, threads: int = 1) -> BinaryIO:
     head, stream = _peek(stream, 4)
     kind = sniff(head)
     if threads > 0:
-        return Pipeline(functools.partial(_reader, kind, stream))  # type: ignore[return-value]
+        return Pipeline(functools.partial(_reader, kind, stream),  # type: ignore[return-value]
+                        source=stream)
     return _reader(kind, stream, threaded=False)
 
 
@@ -125,12 +126,13 @@ class Pipeline(io.RawIOBase):
 
     QUEUE = 4
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], Any], source: Any = None) -> None:
         import hashlib
         import queue
 
         super().__init__()
         self._make = make
+        self._source = source     # its cancel(), if any, unblocks the worker on close
         self._hash = hashlib.sha256()
         self._queue: queue.Queue[bytes] = queue.Queue(self.QUEUE)
         self._error: BaseException | None = None
@@ -209,9 +211,13 @@ class Pipeline(io.RawIOBase):
         return "sha256:" + self._hash.hexdigest()
 
     def close(self) -> None:
-        """Stop the worker: at once when it waits to hand over a block; one that
-        waits for input (a download) is left to end by itself (a daemon)."""
+        """Stop the worker: at once when it waits to hand over a block or its
+        source can be cancelled (a download's follower); else it is left to end
+        by itself (a daemon)."""
         if not self.closed:
             self._stop = True
+            cancel = getattr(self._source, "cancel", None)
+            if cancel is not None and self._worker.is_alive():
+                cancel()
             self._worker.join(timeout=1.0)
         super().close()

@@ -333,13 +333,23 @@ class _Follower:
     def __init__(self, fetch: _Fetch) -> None:
         self.fetch = fetch
         self.pos = 0
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Make a waiting (and any later) read fail: the apply was abandoned."""
+        with self.fetch.cond:
+            self.cancelled = True
+            self.fetch.cond.notify_all()
 
     def _wait(self, want: int = 1) -> tuple[int | None, int]:
         """(fd, bytes available at pos) once `want` bytes are there or the fetch ended."""
         f = self.fetch
         with f.cond:
-            while (f.written - self.pos < want or f.fd is None) and not f.finished:
+            while (f.written - self.pos < want or f.fd is None) and not f.finished \
+                    and not self.cancelled:
                 f.cond.wait()
+            if self.cancelled:
+                raise FetchCancelled(f"blob {f.desc.digest}: the layer apply was abandoned")
             if f.error is not None:
                 raise f.error
             return f.fd, f.written - self.pos
