@@ -713,3 +713,41 @@ def test_port_forward_stream(cri, pod):
     ws.send_binary(b"\x00GET / HTTP/1.0\r\nHost: x\r\n\r\n")
     body = _drain(ws).get(0, b"")
     assert body.startswith(b"HTTP/1.") and body.endswith(b"forwarded\n")
+
+
+def test_get_container_events(cri, pod):
+    import threading
+
+    stream = cri.runtime.GetContainerEvents(pb.GetEventsRequest())
+    seen: list = []
+
+    def collect():
+        try:
+            seen.extend(stream)
+        except grpc.RpcError:
+            pass
+
+    t = threading.Thread(target=collect, daemon=True)
+    t.start()
+    time.sleep(0.3)  # subscribed
+    try:
+        p = pod()
+        cid = p.container("short", ["sh", "-c", "sleep 0.5; exit 3"])
+
+        def kinds():
+            return [e.container_event_type for e in seen if e.container_id == cid]
+
+        _until(lambda: pb.CONTAINER_STOPPED_EVENT in kinds(), timeout=15)
+        cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+        _until(lambda: pb.CONTAINER_DELETED_EVENT in kinds())
+        assert kinds() == [pb.CONTAINER_CREATED_EVENT, pb.CONTAINER_STARTED_EVENT,
+                           pb.CONTAINER_STOPPED_EVENT, pb.CONTAINER_DELETED_EVENT]
+        stopped = next(e for e in seen if e.container_id == cid and
+                       e.container_event_type == pb.CONTAINER_STOPPED_EVENT)
+        assert stopped.pod_sandbox_status.id == p.id
+        assert [(s.id, s.exit_code) for s in stopped.containers_statuses] == [(cid, 3)]
+        assert any(e.container_id == p.id and e.container_event_type ==
+                   pb.CONTAINER_STARTED_EVENT for e in seen)
+    finally:
+        stream.cancel()
+        t.join(5)

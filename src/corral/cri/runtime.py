@@ -74,6 +74,42 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self.network = network
         self.cgroup_driver = cgroup_driver
         self._lock = threading.RLock()  # sandbox and container lifecycle changes
+        from corral.cri.events import EventBus, ExitWatcher
+
+        self.events = EventBus()
+        self.exits = ExitWatcher(engine._exit_file,
+                                 lambda ident: self._event(ident, pb.CONTAINER_STOPPED_EVENT))
+        for record in self.records.all_containers() + self.records.all_sandboxes():
+            with contextlib.suppress(Exception):
+                if engine.get(record["id"]).status in ("running", "paused"):
+                    self.exits.watch(record["id"])
+
+    def _event(self, ident: str, kind: int) -> None:
+        """Publish a ContainerEventResponse for a container or sandbox `ident`."""
+        def make() -> Any:
+            try:
+                record = self.records.container(ident)
+                sid = record["sandbox_id"]
+            except NotFound:
+                sid = ident  # a sandbox
+            event = pb.ContainerEventResponse(container_id=ident, container_event_type=kind,
+                                              created_at=time.time_ns())
+            with contextlib.suppress(NotFound):
+                event.pod_sandbox_status.CopyFrom(type(self).PodSandboxStatus.__wrapped__(
+                    self, pb.PodSandboxStatusRequest(pod_sandbox_id=sid), None).status)
+            for rec in self._containers_of(sid):
+                with contextlib.suppress(NotFound):
+                    event.containers_statuses.append(type(self).ContainerStatus.__wrapped__(
+                        self, pb.ContainerStatusRequest(container_id=rec["id"]), None).status)
+            return event
+
+        self.events.publish(make)
+
+    def GetContainerEvents(self, request: Any, context: Any) -> Any:
+        """GetEventsRequest → a stream of ContainerEventResponse (created, started,
+        stopped — also when a container exits by itself — and deleted), each with the
+        pod's status and its containers' statuses."""
+        return self.events.subscribe(context.is_active)
 
     # -- runtime ----------------------------------------------------------------------------
     @grpc_errors
@@ -171,12 +207,15 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             try:
                 self._patch(c, lambda spec: _patch_sandbox_spec(spec, config, c.id))
                 self.records.save_sandbox(record)
+                self._event(c.id, pb.CONTAINER_CREATED_EVENT)
                 engine.start(c.id)
             except BaseException:
                 with contextlib.suppress(Exception):
                     engine.remove(c.id, force=True)
                 self.records.drop_sandbox(c.id)
                 raise
+        self.exits.watch(c.id)
+        self._event(c.id, pb.CONTAINER_STARTED_EVENT)
         return pb.RunPodSandboxResponse(pod_sandbox_id=c.id)
 
     def _patch(self, c: Any, change: Any) -> None:
@@ -229,6 +268,9 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 self.records.drop_container(rec["id"])
                 _forget_stats(rec["id"])
             remove(sid)  # last: the containers joined its namespaces
+            for rec in recs:
+                self._event(rec["id"], pb.CONTAINER_DELETED_EVENT)
+            self._event(sid, pb.CONTAINER_DELETED_EVENT)
             self.records.drop_sandbox(sid)
             _forget_stats(sid)
             _forget_stats(f"pod-{sid}")
@@ -351,6 +393,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                     self.engine.remove(c.id, force=True)
                 self.records.drop_container(c.id)
                 raise
+        self._event(c.id, pb.CONTAINER_CREATED_EVENT)
         return pb.CreateContainerResponse(container_id=c.id)
 
     @grpc_errors
@@ -362,6 +405,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         if c.status != "created":
             raise FailedPrecondition(f"container {c.id[:12]} is {c.status}, not created")
         self.engine.start(c.id)
+        self.exits.watch(c.id)
+        self._event(c.id, pb.CONTAINER_STARTED_EVENT)
         return pb.StartContainerResponse()
 
     @grpc_errors
@@ -401,6 +446,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         with self._lock:
             with contextlib.suppress(NotFound):
                 self.engine.remove(cid, force=True)
+            self._event(cid, pb.CONTAINER_DELETED_EVENT)
+            self.exits.forget(cid)
             self.records.drop_container(cid)
             _forget_stats(cid)
         return pb.RemoveContainerResponse()
