@@ -257,3 +257,24 @@ def test_ctrl_c_mid_blob_stops_at_once_and_the_next_pull_resumes(
     corral("pull", "-q", f"{reg.host}/app:1")
     assert reg.ranges == [(digest, f"bytes={have}-")]
     assert len(corral.store_state()["images"]) == 1
+
+
+def test_a_pull_that_gives_up_mid_blob_is_resumed_by_the_next(
+        corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+    """No retries left after the connection drops half-way: the pull fails, the
+    half is kept (not as a blob), the next pull asks for the other half."""
+    _, blobs = put_image(reg, "app", "1", layers=1, size=400_000)
+    digest = sha256(blobs[0])
+    reg.drop_blobs = {digest}
+    failed = corral("pull", "--retry", "0", f"{reg.host}/app:1", check=False)
+    reg.drop_blobs = set()
+    assert failed.returncode == 125 and "Traceback" not in failed.err
+    partial = corral.root / "content" / "ingest" / f"partial-sha256-{digest.split(':')[1]}"
+    have = partial.stat().st_size
+    assert have == len(blobs[0]) // 2 and partial.read_bytes() == blobs[0][:have]
+    state = corral.store_state()
+    assert state["images"] == [] and state["layers"] == []
+    reg.ranges.clear()
+    corral("pull", "-q", f"{reg.host}/app:1")
+    assert reg.ranges == [(digest, f"bytes={have}-")]
+    assert len(corral.store_state()["images"]) == 1 and not partial.exists()

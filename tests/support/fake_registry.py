@@ -48,6 +48,7 @@ class FakeRegistry:
         self.fail_blobs: set[str] = set()
         self.corrupt_blobs: set[str] = set()
         self.slow_blobs: set[str] = set()   # sent 64 KiB every 0.2 s
+        self.drop_blobs: set[str] = set()   # every GET: half the body, then the connection drops
         self.log: list[tuple[str, str, int]] = []
         self.ranges: list[tuple[str, str]] = []     # (digest, Range header) of blob GETs
         self.token_requests: list[dict[str, list[str]]] = []
@@ -237,7 +238,7 @@ class FakeRegistry:
         part = data[start:]
         if self._fault("corrupt") or digest in self.corrupt_blobs:
             part = bytes(b ^ 0xFF for b in part)
-        if self._fault("drop"):
+        if self._fault("drop") or digest in self.drop_blobs:
             self.log.append((h.command, h.path, -1))
             h.send_response(status)
             for k, v in headers.items():
