@@ -227,14 +227,14 @@ class Registry:
 
     def handle(self, req: Request) -> Response:
         try:
-            token = self.auth if isinstance(self.auth, TokenAuth) else None
-            if self.auth is not None and token is None \
-                    and not self.auth.check(req.header("Authorization")):
+            auth = self.auth
+            if auth is not None and not isinstance(auth, TokenAuth) \
+                    and not auth.check(req.header("Authorization")):
                 raise RegistryError("UNAUTHORIZED", headers=[
-                    ("WWW-Authenticate", f'Basic realm="{self.auth.realm}"')])
+                    ("WWW-Authenticate", f'Basic realm="{auth.realm}"')])
             route = routes.match(req.path, req.method)
-            if token is not None:
-                req = self._authorize(token, req, route)
+            if isinstance(auth, TokenAuth):
+                req = self._authorize(auth, req, route)
             handler = getattr(self, f"_{route.kind}_{req.method.lower()}", None)
             if handler is None and req.method == "HEAD":
                 handler = getattr(self, f"_{route.kind}_get")
