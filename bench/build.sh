@@ -5,11 +5,14 @@
 # Both use overlay storage in temp roots and the host network for RUN.
 # The Debian image is made once with `corral image debian` (debootstrap) and cached
 # as a docker-archive in $CACHE; both tools load it from there.
-# Env: RUNS (5), WARMUP (1), CACHE (/var/tmp/corral-bench-build), BENCH_DEBUG=1 keeps TMP.
+# Runs are split into ROUNDS that alternate which tool goes first; medians are over all.
+# Env: RUNS (5 per round), ROUNDS (2), WARMUP (1), CACHE (/var/tmp/corral-bench-build),
+# BENCH_DEBUG=1 keeps TMP.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CORRAL="$HERE/.venv/bin/corral"
 RUNS=${RUNS:-5}
+ROUNDS=${ROUNDS:-2}
 WARMUP=${WARMUP:-1}
 CACHE=${CACHE:-/var/tmp/corral-bench-build}
 TMP=$(mktemp -d /tmp/corral-bench-build-XXXX)
@@ -52,16 +55,28 @@ EOF
 
 CB="$C build -q --network host -t corral-bench-out"
 BB="$B bud --layers -q --network host -t corral-bench-out"
-echo "== cold: --no-cache (median of $RUNS)"
-hyperfine -N -w "$WARMUP" -r "$RUNS" --export-json "$TMP/cold.json" \
-  "$CB --no-cache $CTX" "$BB --no-cache $CTX" >&2
-echo "== warm: every step cached (median of $RUNS)"
+bench() {  # $1 = label, $2 = extra flags; hyperfine rounds alternating the order
+  local r a b
+  for r in $(seq 1 "$ROUNDS"); do
+    a="$CB $2 $CTX"; b="$BB $2 $CTX"
+    if ((r % 2 == 0)); then a="$BB $2 $CTX"; b="$CB $2 $CTX"; fi
+    hyperfine -N -w "$WARMUP" -r "$RUNS" --export-json "$TMP/$1-$r.json" "$a" "$b" >&2
+  done
+}
+echo "== cold: --no-cache ($ROUNDS rounds of $RUNS)"
+bench cold --no-cache
+echo "== warm: every step cached ($ROUNDS rounds of $RUNS)"
 $CB "$CTX" >/dev/null; $BB "$CTX" >/dev/null 2>&1
-hyperfine -N -w "$WARMUP" -r "$RUNS" --export-json "$TMP/warm.json" "$CB $CTX" "$BB $CTX" >&2
-python3 - "$TMP/cold.json" "$TMP/warm.json" <<'PY'
-import json, sys
-for label, path in (("cold", sys.argv[1]), ("warm", sys.argv[2])):
-    r = json.load(open(path))["results"]
-    c, b = r[0]["median"], r[1]["median"]
+bench warm ""
+python3 - "$TMP" "$ROUNDS" <<'PY'
+import glob, json, statistics, sys
+tmp, rounds = sys.argv[1], int(sys.argv[2])
+for label in ("cold", "warm"):
+    times = {"corral": [], "buildah": []}
+    for path in glob.glob(f"{tmp}/{label}-*.json"):
+        for result in json.load(open(path))["results"]:
+            tool = "buildah" if " bud " in result["command"] else "corral"
+            times[tool] += result["times"]
+    c, b = statistics.median(times["corral"]), statistics.median(times["buildah"])
     print(f"{label}: corral {c:.2f} s   buildah {b:.2f} s   corral/buildah {c/b:.2f}")
 PY
