@@ -47,6 +47,11 @@ done
 
 WORK=$(mktemp -d /var/tmp/corral-bench-pull.XXXXXX)
 mkdir "$WORK/old"
+if [[ $CLEAN != rm ]]; then    # ~350 MB a store, kept until the end
+    need=$(( (RUNS + WARMUP) * ROUNDS * 2 * 350 ))
+    free=$(df -Pm "$WORK" | awk 'NR == 2 {print $4}')
+    (( free > need + 2048 )) || { echo "pull.sh: $need MB needed in $WORK, $free MB free (or CLEAN=rm)" >&2; rm -rf "$WORK"; exit 1; }
+fi
 REG_PID=
 cleanup() {
     [[ -n $REG_PID ]] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
