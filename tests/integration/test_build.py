@@ -326,7 +326,11 @@ ENV X=1
 
     nocache = corral.build(ctx, "-t", tag, "--no-cache")
     assert _ran(nocache.stdout) == ["ran:one", "ran:two", "ran:three"]
-    assert corral.run(tag, "cat", "/one", "/two") != values
+    fresh = corral.run(tag, "cat", "/one", "/two")
+    assert fresh != values
+    after = corral.build(ctx, "-t", tag)  # the cache now gives the --no-cache results
+    assert _ran(after.stdout) == [] and after.stdout.split()[-1] == nocache.stdout.split()[-1]
+    assert corral.run(tag, "cat", "/one", "/two") == fresh
 
 
 def test_build_arg_change_misses_the_cache(corral, tmp_path):

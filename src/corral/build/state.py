@@ -108,11 +108,12 @@ def write_image(store: Any, state: State, *, names: list[str] | None = None,
 
 
 def find_cached(store: Any, key: str) -> str | None:
-    """The id of an image the build cache recorded under `key`."""
-    for record in store.list_images():
-        if (record.metadata or {}).get(CACHE_KEY) == key:
-            return record.id
-    return None
+    """The id of the newest image the build cache recorded under `key` (a `--no-cache`
+    build records the same keys again: its results win afterwards)."""
+    found = [r for r in store.list_images() if (r.metadata or {}).get(CACHE_KEY) == key]
+    if not found:
+        return None
+    return max(found, key=lambda r: r.created or "").id
 
 
 def chain_key(parent: str, text: str) -> str:
