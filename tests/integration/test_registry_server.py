@@ -589,8 +589,14 @@ def test_cli_refuses_bad_options(tmp_path):
     from tests.support.registry_server import REPO
 
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    (tmp_path / "empty.pem").write_text("no certificates\n")
     for args in (["--tls-cert", "x"], ["--user", "nocolon"], ["--addr", "127.0.0.1:notaport"],
-                 ["--htpasswd", str(tmp_path / "missing")]):
+                 ["--htpasswd", str(tmp_path / "missing")],
+                 ["--token-realm", "http://127.0.0.1:1/token"],
+                 ["--token-service", "s", "--token-issuer", "i"],
+                 ["--token-realm", "http://127.0.0.1:1/token", "--token-service", "s",
+                  "--token-issuer", "i", "--token-rootcertbundle", str(tmp_path / "empty.pem")],
+                 ["--user", "u:p", "--token-realm", "http://127.0.0.1:1/token"]):
         r = subprocess.run([sys.executable, "-m", "corral.cli.main", "registry", "serve",
                             "--root", str(tmp_path / "r"), *args],
                            capture_output=True, text=True, timeout=30, env=env, check=False)
