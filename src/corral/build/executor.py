@@ -365,7 +365,7 @@ class Builder:
         other = find_stage(self._stages, ref, stage.index)
         if other is not None:
             state = self.stage_states[other.index]
-            return "stage:" + state.key, state.image_id
+            return f"stage-rootfs:{state.top}", state.image_id
         image = self._resolve_image(ref, ins)
         return "image:" + image, image
 
@@ -464,7 +464,7 @@ class Builder:
                 if other is not None:
                     src_state = self.stage_states[other.index]
                     src_image = src_state.image_id
-                    origin = "stage:" + src_state.key
+                    origin = f"stage-rootfs:{src_state.top}"  # its layers: its content
                 else:
                     src_image = self._resolve_image(from_ref, ins)
                     origin = "image:" + src_image
