@@ -512,9 +512,6 @@ def test_add_url(corral, tmp_path):
 
 
 def test_missing_base_is_pulled_and_pull_refreshes(corral, tmp_path):
-    import sys
-
-    sys.path.insert(0, str(REPO))
     from tests.support.registry_server import ServeProcess
 
     server = ServeProcess(tmp_path / "registry")
