@@ -119,6 +119,8 @@ class Builder:
     # -- entry ----------------------------------------------------------------------
     def build(self) -> BuildResult:
         opts = self.opts
+        if not Path(opts.context).is_dir():
+            raise NotFound(f"build context {opts.context} is not a directory")
         text = opts.dockerfile_text
         filename = "Dockerfile"
         text_from_file = text is None
