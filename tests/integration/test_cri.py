@@ -234,6 +234,9 @@ def test_pod_two_containers_share_localhost_and_ipc_uts(cri, pod):
     assert p.exec(client, ["hostname"]).stdout.decode().strip() == p.config.hostname
     ipc = [p.exec(c, ["readlink", "/proc/self/ns/ipc"]).stdout for c in (web, client)]
     assert ipc[0] == ipc[1] and ipc[0].startswith(b"ipc:")
+    # and the pod's /dev/shm (POSIX shared memory)
+    assert p.exec(web, ["sh", "-c", "echo shared > /dev/shm/note"]).exit_code == 0
+    assert p.exec(client, ["cat", "/dev/shm/note"]).stdout == b"shared\n"
     listed = cri.runtime.ListContainers(pb.ListContainersRequest(
         filter=pb.ContainerFilter(pod_sandbox_id=p.id))).containers
     assert sorted(c.metadata.name for c in listed) == ["client", "web"]
@@ -299,6 +302,8 @@ def test_stop_and_remove_are_idempotent(cri, pod):
     out = subprocess.run([CORRAL, "--root", str(cri.root), "ps", "-aq", "--no-trunc"],
                          capture_output=True, text=True, check=True).stdout
     assert p.id not in out and cid not in out
+    with open("/proc/self/mountinfo") as f:  # the pod's shm tmpfs is gone too
+        assert not [line for line in f if p.id in line or cid in line]
 
 
 def test_list_pod_sandbox_filters(cri, pod):

@@ -135,8 +135,11 @@ def test_patch_spec_joins_pod_namespaces_and_sets_extras():
     config = _ctr(linux=pb.LinuxContainerConfig(
         security_context=sc, resources=pb.LinuxContainerResources(oom_score_adj=100)))
     pod = _pod(linux=pb.LinuxPodSandboxConfig(cgroup_parent="/kubepods/pod1"))
+    spec["mounts"] = [{"destination": "/dev/shm", "type": "tmpfs", "source": "shm"}]
     translate.patch_spec(spec, config=config, sandbox=pod, infra_pid=42,
-                         cgroup_parent="/kubepods/pod1", container_id="c1")
+                         cgroup_parent="/kubepods/pod1", container_id="c1",
+                         shm_path="/b/shm")
+    assert spec["mounts"][0]["source"] == "/b/shm" and spec["mounts"][0]["type"] == "bind"
     paths = {n["type"]: n.get("path") for n in spec["linux"]["namespaces"]}
     assert paths == {"pid": None, "ipc": "/proc/42/ns/ipc", "uts": "/proc/42/ns/uts",
                      "mount": None, "network": None}

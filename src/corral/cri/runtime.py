@@ -206,10 +206,17 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                       "config": encode(config), "runtime_handler": request.runtime_handler}
             try:
                 self._patch(c, lambda spec: _patch_sandbox_spec(spec, config, c.id))
+                if _pod_ipc(config) != translate.NODE:
+                    from corral.cri import shm
+
+                    self._patch(c, lambda spec: shm.bind(spec, shm.mount(c.bundle)))
                 self.records.save_sandbox(record)
                 self._event(c.id, pb.CONTAINER_CREATED_EVENT)
                 engine.start(c.id)
             except BaseException:
+                from corral.cri import shm
+
+                shm.unmount(c.bundle)
                 with contextlib.suppress(Exception):
                     engine.remove(c.id, force=True)
                 self.records.drop_sandbox(c.id)
@@ -267,6 +274,10 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             for rec in recs:
                 self.records.drop_container(rec["id"])
                 _forget_stats(rec["id"])
+            from corral.cri import shm
+
+            with contextlib.suppress(NotFound):
+                shm.unmount(self.engine.store.container_dir(sid))
             remove(sid)  # last: the containers joined its namespaces
             for rec in recs:
                 self._event(rec["id"], pb.CONTAINER_DELETED_EVENT)
@@ -373,12 +384,16 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         ccfg.name = translate.container_name(config, sandbox)
         linux = sandbox.linux if sandbox.HasField("linux") else None
         parent = linux.cgroup_parent if linux is not None else ""
+        from corral.cri import shm
+
+        shm_dir = shm.path(infra.bundle)
         with self._lock:
             c = self.engine.create(ccfg)
             try:
                 self._patch(c, lambda spec: translate.patch_spec(
                     spec, config=config, sandbox=sandbox, infra_pid=infra.state.pid,
-                    cgroup_parent=parent or None, container_id=c.id))
+                    cgroup_parent=parent or None, container_id=c.id,
+                    shm_path=str(shm_dir) if os.path.ismount(shm_dir) else None))
                 if log_path:
                     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
                     data = read_json(c.bundle / "corral.json", {})
@@ -774,6 +789,11 @@ def _map(action: Any, items: list) -> list:
 
     with ThreadPoolExecutor(min(8, len(items)), thread_name_prefix="cri-map") as pool:
         return list(pool.map(action, items))
+
+
+def _pod_ipc(config: Any) -> int:
+    ns = translate.namespace_options(config.linux if config.HasField("linux") else None)
+    return ns.ipc if ns is not None else translate.POD
 
 
 def _patch_sandbox_spec(spec: dict, config: Any, container_id: str) -> None:

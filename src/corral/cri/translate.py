@@ -285,11 +285,12 @@ def _sandbox_privileged(sandbox: Any) -> bool:
 
 
 def patch_spec(spec: dict, *, config: Any, sandbox: Any, infra_pid: int | None,
-               cgroup_parent: str | None, container_id: str) -> dict:
+               cgroup_parent: str | None, container_id: str,
+               shm_path: str | None = None) -> dict:
     """What the engine has no option for, applied to the created container's OCI spec:
     the pod's IPC/UTS (and PID when the pod shares it) namespaces joined through the
-    infra process, supplemental groups, masked/readonly paths as given, oom_score_adj
-    and the pod's cgroup parent."""
+    infra process and the pod's /dev/shm (`shm_path`), supplemental groups,
+    masked/readonly paths as given, oom_score_adj and the pod's cgroup parent."""
     linux = spec.setdefault("linux", {})
     namespaces = linux.setdefault("namespaces", [])
     pod_ns = namespace_options(sandbox.linux if _has(sandbox, "linux") else None)
@@ -315,6 +316,10 @@ def patch_spec(spec: dict, *, config: Any, sandbox: Any, infra_pid: int | None,
                 namespaces.append({"type": kind, "path": path})
     if want["uts"] in (NODE, POD):
         spec.pop("hostname", None)  # the pod's (or node's) UTS namespace has it
+    if want["ipc"] == POD and shm_path:
+        from corral.cri import shm
+
+        shm.bind(spec, shm_path)  # POSIX shared memory too: the pod's /dev/shm
     if ctr_linux is not None and _has(ctr_linux, "security_context"):
         sc = ctr_linux.security_context
         user = spec.setdefault("process", {}).setdefault("user", {})
