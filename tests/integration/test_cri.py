@@ -756,3 +756,37 @@ def test_get_container_events(cri, pod):
     finally:
         stream.cancel()
         t.join(5)
+
+
+def test_reopen_container_log(cri, pod, logdir):
+    p = pod(logdir=logdir)
+    cid = p.container("ticker", ["sh", "-c", ("i=0; while :; do echo tick$i; i=$((i+1)); "
+                                             "sleep 0.1; done")], log_path="ticker.log")
+    log = logdir / "ticker.log"
+    _until(lambda: log.exists() and b"tick1" in log.read_bytes())
+    log.rename(logdir / "ticker.log.1")  # kubelet's rotation
+    cri.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid))
+    _until(lambda: log.exists() and b" stdout F tick" in log.read_bytes())
+    cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0))
+    code, _ = _code(cri.runtime.ReopenContainerLog,
+                    pb.ReopenContainerLogRequest(container_id=cid))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_capabilities_and_privileged(cri, pod):
+    p = pod()
+    drop = pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+        capabilities=pb.Capability(drop_capabilities=["ALL"], add_capabilities=["CHOWN"])))
+    cid = p.container("lean", ["sleep", "300"], linux=drop)
+    eff = p.exec(cid, ["sh", "-c", "grep CapEff /proc/self/status"]).stdout.split()[-1]
+    assert int(eff, 16) == 1 << 0  # CAP_CHOWN only
+    # a privileged container needs a privileged pod
+    priv = pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+        privileged=True))
+    code, msg = _code(lambda: p.container("priv", ["true"], linux=priv))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "privileged" in msg
+    pp = pod(linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        privileged=True)))
+    cid = pp.container("priv", ["sleep", "300"], linux=priv)
+    eff = pp.exec(cid, ["sh", "-c", "grep CapEff /proc/self/status"]).stdout.split()[-1]
+    assert int(eff, 16) > 1 << 20  # every capability
