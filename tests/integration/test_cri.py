@@ -790,3 +790,27 @@ def test_capabilities_and_privileged(cri, pod):
     cid = pp.container("priv", ["sleep", "300"], linux=priv)
     eff = pp.exec(cid, ["sh", "-c", "grep CapEff /proc/self/status"]).stdout.split()[-1]
     assert int(eff, 16) > 1 << 20  # every capability
+
+
+def test_seccomp_profiles(cri, pod, tmp_path):
+    def sc(profile_type, ref=""):
+        return pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+            seccomp=pb.SecurityProfile(profile_type=profile_type, localhost_ref=ref)))
+
+    def mode(cid):
+        out = p.exec(cid, ["grep", "^Seccomp:", "/proc/self/status"]).stdout.split()
+        return int(out[-1])
+
+    p = pod()
+    default = p.container("default", ["sleep", "300"],
+                          linux=sc(pb.SecurityProfile.RuntimeDefault))
+    unconfined = p.container("unconfined", ["sleep", "300"],
+                             linux=sc(pb.SecurityProfile.Unconfined))
+    assert (mode(default), mode(unconfined)) == (2, 0)
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": '
+                       '["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}')
+    local = p.container("local", ["sleep", "300"],
+                        linux=sc(pb.SecurityProfile.Localhost, str(profile)))
+    r = p.exec(local, ["mkdir", "/tmp/x"])
+    assert r.exit_code != 0 and p.exec(local, ["touch", "/tmp/y"]).exit_code == 0
