@@ -214,3 +214,52 @@ def test_es256_tokens_from_a_p256_certificate(tmp_path, ec_signer, signer):
     both.write_text(signer.cert.read_text() + ec_signer.cert.read_text())
     mixed = TokenAuth(REALM, SERVICE, ISSUER, both)
     assert mixed.verify(token) and mixed.verify(signer.sign(claims(("a", ["pull"]))))
+
+
+def _openssl(*args: str, cwd) -> None:
+    import subprocess
+
+    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _der_b64(pem) -> str:
+    import subprocess
+
+    der = subprocess.run([OPENSSL, "x509", "-in", str(pem), "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    return base64.b64encode(der).decode()
+
+
+def _token(key, chain: list[str]) -> str:
+    import subprocess
+
+    from tests.support.token_server import _b64
+
+    header = {"typ": "JWT", "alg": "RS256", "x5c": chain}
+    signing_input = _b64(json.dumps(header).encode()) + "." + _b64(
+        json.dumps(claims(("a", ["pull"]))).encode())
+    sig = subprocess.run([OPENSSL, "dgst", "-sha256", "-sign", str(key)],
+                         input=signing_input.encode(), capture_output=True, check=True).stdout
+    return signing_input + "." + _b64(sig)
+
+
+def test_a_signer_issued_by_a_bundle_ca_but_no_intermediates(tmp_path):
+    """x5c[0] signed by a bundle CA is trusted; a certificate that the signer
+    itself issued (the signer as an intermediate) is not."""
+    rsa = ["-newkey", "rsa:2048", "-nodes", "-sha256"]
+    _openssl("req", "-x509", *rsa, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+             "-subj", "/CN=test ca", "-addext", "basicConstraints=critical,CA:TRUE", cwd=tmp_path)
+    for name, issuer in (("leaf", "ca"), ("fake", "leaf")):
+        _openssl("req", *rsa, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=tmp_path)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.pem", "-CAkey",
+                 f"{issuer}.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "1",
+                 "-sha256", cwd=tmp_path)
+    auth = TokenAuth(REALM, SERVICE, ISSUER, tmp_path / "ca.pem")
+    leaf, fake, ca = (_der_b64(tmp_path / f"{n}.pem") for n in ("leaf", "fake", "ca"))
+    assert auth.verify(_token(tmp_path / "leaf.key", [leaf, ca]))
+    assert auth.verify(_token(tmp_path / "leaf.key", [leaf]))
+    with pytest.raises(TokenError, match="not trusted"):
+        auth.verify(_token(tmp_path / "fake.key", [fake, leaf, ca]))
+    with pytest.raises(TokenError, match="bad signature"):      # x5c names another key
+        auth.verify(_token(tmp_path / "fake.key", [leaf, ca]))

@@ -9,9 +9,10 @@ sends it as `Authorization: Bearer <jwt>`.
 
 A token is accepted when:
 * its signature (RS256, RS384, RS512 or ES256) verifies with a trusted key: the
-  `x5c` certificate chain in its header ends in, or is signed by, a
-  certificate of `rootcertbundle`; or its `kid` is the libtrust key id of
-  one of those certificates' keys (what distribution computes);
+  first certificate of the `x5c` chain in its header is a certificate of
+  `rootcertbundle` or is signed by one (no intermediates); or its `kid` is
+  the libtrust key id of one of those certificates' keys (what distribution
+  computes);
 * `iss` is the issuer, `aud` is (or contains) the service;
 * `nbf` <= now <= `exp` (60 s of leeway);
 * its `access` list grants the request's actions: `pull` for reads,
@@ -401,17 +402,14 @@ class TokenAuth:
         raise TokenError("no trusted signing key (x5c or kid)")
 
     def _trusted(self, chain: list[Certificate], now: float) -> bool:
-        for cert in chain:
-            if not cert.not_before - LEEWAY <= now <= cert.not_after + LEEWAY:
-                return False
-        for i, cert in enumerate(chain):
-            if any(cert.der == root.der for root in self.roots):
-                return True
-            if any(cert.signed_by(root, now) for root in self.roots):
-                return True
-            if i + 1 < len(chain) and not cert.signed_by(chain[i + 1], now):
-                return False
-        return False
+        """The signing certificate (x5c[0]) is a bundle certificate or is signed by one.
+
+        Intermediates are not followed: without checking their CA constraints,
+        any certificate a bundle CA issued could otherwise sign a "signer"."""
+        leaf = chain[0]
+        if not leaf.not_before - LEEWAY <= now <= leaf.not_after + LEEWAY:
+            return False
+        return any(leaf.der == root.der or leaf.signed_by(root, now) for root in self.roots)
 
 
 def allowed(granted: list[dict], needed: list[Access]) -> bool:
