@@ -295,3 +295,12 @@ def test_golden_dockerfile():
                              "heredocs": [asdict(h) for h in i.heredocs]}
                             for i in df.instructions]}
     assert got == json.loads((data / "full.json").read_text())
+
+
+def test_not_heredocs():
+    """Only a word that is `<<NAME` starts a here-document (BuildKit): not a quoted "<<x",
+    a here-string `<<<`, arithmetic, or `cat<<x`."""
+    df = parse('FROM a\nRUN echo "x<<y" && cat <<< "word" && echo $((1<<2)) && cat<<z\n'
+               "RUN 3<<EOF cat /dev/fd/3\nfd three\nEOF\n")
+    assert df.instructions[1].heredocs == ()
+    assert [h.name for h in df.instructions[2].heredocs] == ["EOF"]

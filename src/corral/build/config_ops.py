@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from corral.build.dockerfile import Instruction, json_array
+from corral.build.dockerfile import Instruction, json_array, split_words
 from corral.build.expand import Lexer
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -61,36 +61,6 @@ def parse_key_values(ins: Instruction, lexer: Lexer, env: Mapping[str, str], *,
             raise ins.error(f"{word!r}: expected NAME=VALUE")
         pairs.append((lexer.word(name, env), lexer.word(value, env)))
     return pairs
-
-
-def split_words(text: str, escape: str) -> list[str]:
-    """Blank-separated words, quotes and escapes kept (BuildKit's parseWords)."""
-    words: list[str] = []
-    current: list[str] = []
-    quote = ""
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == escape and i + 1 < len(text) and quote != "'":
-            current.append(ch + text[i + 1])
-            i += 2
-            continue
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in " \t\n":
-            if current:
-                words.append("".join(current))
-                current = []
-            i += 1
-            continue
-        current.append(ch)
-        i += 1
-    if current:
-        words.append("".join(current))
-    return words
 
 
 def command_of(ins: Instruction, config: dict[str, Any]) -> list[str]:
@@ -239,4 +209,4 @@ def _healthcheck(ins: Instruction, c: dict[str, Any]) -> str:
 
 
 __all__ = ["DEFAULT_SHELL", "apply_metadata", "command_of", "env_map", "parse_key_values",
-           "set_env", "split_words"]
+           "set_env"]

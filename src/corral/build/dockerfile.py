@@ -50,7 +50,8 @@ FLAGS: dict[str, frozenset[str]] = {
                               "retries"}),
 }
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
-_HEREDOC = re.compile(r"<<(-?)\s*(['\"]?)([a-zA-Z_][a-zA-Z0-9_.\-]*)\2")
+#: A here-document word (BuildKit's ParseHeredoc): [fd]<<[-]WORD, WORD maybe quoted.
+_HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]+)$")
 
 
 class DockerfileError(InvalidArgument):
@@ -152,6 +153,54 @@ def _split_flags(cmd: str, text: str, line: int,
     return flags, rest
 
 
+def split_words(text: str, escape: str) -> list[str]:
+    """Blank-separated words, quotes and escapes kept (BuildKit's parseWords)."""
+    words: list[str] = []
+    current: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == escape and i + 1 < len(text) and quote != "'":
+            current.append(ch + text[i + 1])
+            i += 2
+            continue
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in " \t\n":
+            if current:
+                words.append("".join(current))
+                current = []
+            i += 1
+            continue
+        current.append(ch)
+        i += 1
+    if current:
+        words.append("".join(current))
+    return words
+
+
+def _heredoc_words(text: str, escape: str) -> list[tuple[str, str, str]]:
+    """(chomp "-" or "", quote or "", name) of each here-document word of a shell-form
+    line: words (quotes kept) that are `<<NAME`, `<<-NAME`, `<<"NAME"`, `3<<NAME`;
+    `<<<`, a quoted `"<<x"` or `cat<<x` are not."""
+    found = []
+    for word in split_words(text, escape):
+        match = _HEREDOC.match(word)
+        if not match:
+            continue
+        chomp, name = match.group(2), match.group(3).strip()
+        quote = ""
+        if len(name) >= 2 and name[0] in "'\"" and name[-1] == name[0]:
+            quote, name = name[0], name[1:-1]
+        if name and not any(c in name for c in "'\" \t"):
+            found.append((chomp, quote, name))
+    return found
+
+
 def json_array(text: str) -> list[str] | None:
     text = text.strip()
     if not text.startswith("["):
@@ -208,8 +257,7 @@ def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
         flags, rest = _split_flags(cmd, after, start, filename)
         heredocs: list[Heredoc] = []
         if cmd in HEREDOC_FORM and "<<" in rest and not rest.lstrip().startswith("["):
-            for match in _HEREDOC.finditer(rest):
-                chomp, quote, name = match.group(1), match.group(2), match.group(3)
+            for chomp, quote, name in _heredoc_words(rest, escape):
                 body_lines: list[str] = []
                 while True:
                     if i >= n:
@@ -240,4 +288,4 @@ def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
 
 
 __all__ = ["INSTRUCTIONS", "Dockerfile", "DockerfileError", "Heredoc", "Instruction", "json_array",
-           "parse"]
+           "parse", "split_words"]

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from corral.build.config_ops import split_words
-from corral.build.dockerfile import Dockerfile, DockerfileError, Instruction
+from corral.build.dockerfile import Dockerfile, DockerfileError, Instruction, split_words
 from corral.build.expand import Lexer
 
 
