@@ -12,6 +12,7 @@ the engine's. See docs/design/cri.md.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import secrets
 import signal
@@ -84,7 +85,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 if engine.get(record["id"]).status in ("running", "paused"):
                     self.exits.watch(record["id"])
 
-    def _event(self, ident: str, kind: int) -> None:
+    def _event(self, ident: str, kind: Any) -> None:
         """Publish a ContainerEventResponse for a container or sandbox `ident`."""
         def make() -> Any:
             try:
@@ -95,11 +96,11 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             event = pb.ContainerEventResponse(container_id=ident, container_event_type=kind,
                                               created_at=time.time_ns())
             with contextlib.suppress(NotFound):
-                event.pod_sandbox_status.CopyFrom(type(self).PodSandboxStatus.__wrapped__(
+                event.pod_sandbox_status.CopyFrom(inspect.unwrap(type(self).PodSandboxStatus)(
                     self, pb.PodSandboxStatusRequest(pod_sandbox_id=sid), None).status)
             for rec in self._containers_of(sid):
                 with contextlib.suppress(NotFound):
-                    event.containers_statuses.append(type(self).ContainerStatus.__wrapped__(
+                    event.containers_statuses.append(inspect.unwrap(type(self).ContainerStatus)(
                         self, pb.ContainerStatusRequest(container_id=rec["id"]), None).status)
             return event
 
@@ -287,7 +288,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             _forget_stats(f"pod-{sid}")
         return pb.RemovePodSandboxResponse()
 
-    def _sandbox_state(self, record: dict) -> tuple[int, Any]:
+    def _sandbox_state(self, record: dict) -> tuple[Any, Any]:
         """(PodSandboxState, the infra engine container or None)."""
         try:
             c = self.engine.get(record["id"])
@@ -467,7 +468,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             _forget_stats(cid)
         return pb.RemoveContainerResponse()
 
-    def _container_state(self, record: dict) -> tuple[int, Any]:
+    def _container_state(self, record: dict) -> tuple[Any, Any]:
         try:
             c = self.engine.get(record["id"])
         except NotFound:
