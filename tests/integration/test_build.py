@@ -711,3 +711,14 @@ def test_secrets_are_mounted_never_stored(corral, tmp_path):
     failed = corral.build(ctx, check=False)  # `required` without --secret
     assert failed.returncode == 125 and "Dockerfile:2: RUN: --mount type=secret: secret " \
         "'tok' is required" in failed.stderr
+
+
+def test_run_steps_are_confined(corral, tmp_path):
+    """RUN gets podman's default capabilities and seccomp filter, not the host's."""
+    tag = _tag()
+    ctx = _context(tmp_path, "FROM busybox\nRUN grep -E '^(Seccomp|CapBnd):' /proc/self/status "
+                             "> /status\n")
+    corral.build(ctx, "-t", tag)
+    status = dict(line.split(":\t") for line in corral.run(tag, "cat", "/status").splitlines())
+    assert status["Seccomp"] == "2"  # a filter
+    assert int(status["CapBnd"], 16) & (1 << 21) == 0  # no CAP_SYS_ADMIN

@@ -7,8 +7,9 @@ SHELL, Here-Documents, RUN --network; runtime-spec config.md for the result).
   bind-mounted at /dev/corral-heredoc, a tmpfs, so it never lands in the layer);
   `RUN cmd <<EOF ...` hands the command and its documents to the shell.
 - `process_spec(...)`: the OCI spec of the step: the image config's Env plus the
-  ARGs in scope, WORKDIR as cwd, USER resolved in the image, the host's network
-  (and its /etc/resolv.conf and /etc/hosts, read-only) or none.
+  ARGs in scope, WORKDIR as cwd, USER resolved in the image, podman's default
+  capabilities and seccomp filter, the host's network (and its /etc/resolv.conf and
+  /etc/hosts, read-only) or none.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def process_spec(config: dict[str, Any], rootfs: Path, argv: Sequence[str],
     spec = spec_for(image, rootfs, command=list(argv), entrypoint=[], env=list(env),
                     workdir=c.get("WorkingDir") or "/", user=c.get("User") or "",
                     network="host" if host else "none", root_path="merged")
+    from corral.engine.seccomp_default import default_profile
+
+    # the default seccomp filter, as podman/buildah give RUN steps
+    spec["linux"]["seccomp"] = default_profile(spec["process"]["capabilities"]["bounding"])
     mounts = []
     if host:
         mounts = [{"destination": path, "type": "bind", "source": path,
