@@ -348,6 +348,15 @@ def test_bad_requests_get_proper_codes(cri, pod):
             metadata=pb.ContainerMetadata(name="noimage"),
             image=pb.ImageSpec(image="corral-test-no-such-image")))))
     assert code == grpc.StatusCode.NOT_FOUND
+    # names are unique per pod attempt / container attempt
+    code, msg = _code(rt.RunPodSandbox, pb.RunPodSandboxRequest(config=p.config))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "in use" in msg
+    first = p.container("twice", ["sleep", "300"], start=False)
+    code, _ = _code(lambda: p.container("twice", ["sleep", "300"], start=False))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    rt.RemoveContainer(pb.RemoveContainerRequest(container_id=first))
+    code, _ = _code(rt.StartContainer, pb.StartContainerRequest(container_id=first))
+    assert code == grpc.StatusCode.NOT_FOUND
     # nothing was left behind by the failed creates
     listed = rt.ListContainers(pb.ListContainersRequest(
         filter=pb.ContainerFilter(pod_sandbox_id=p.id))).containers
