@@ -823,3 +823,27 @@ def test_seccomp_profiles(cri, pod, tmp_path):
                         linux=sc(pb.SecurityProfile.Localhost, str(profile)))
     r = p.exec(local, ["mkdir", "/tmp/x"])
     assert r.exit_code != 0 and p.exec(local, ["touch", "/tmp/y"]).exit_code == 0
+
+
+def test_orphaned_engine_containers_are_removed_at_start(cri, pod):
+    from corral.cri.runtime import RuntimeService
+    from corral.engine.engine import Engine
+
+    p = pod()
+
+    made = subprocess.run([CORRAL, "--root", str(cri.root), "create", "--network", "none",
+                           "--label", "io.corral.cri.kind=container", "--name",
+                           f"corral-test-orphan-{uuid.uuid4().hex[:6]}", "busybox", "true"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    young = RuntimeService(Engine(root=cri.root), orphan_grace=3600)
+    young.exits.close()
+    assert made not in young.removed_orphans
+    service = RuntimeService(Engine(root=cri.root), orphan_grace=0)
+    service.exits.close()
+    assert service.removed_orphans == [made]
+    out = subprocess.run([CORRAL, "--root", str(cri.root), "ps", "-aq", "--no-trunc"],
+                         capture_output=True, text=True, check=True).stdout
+    assert made not in out
+    # the server's own pods are not orphans
+    status = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id))
+    assert status.status.state == pb.SANDBOX_READY

@@ -68,7 +68,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     """The CRI runtime service of one store (`engine.root`)."""
 
     def __init__(self, engine: Any, *, network: str | None = None,
-                 cgroup_driver: str = "cgroupfs", streams: Any = None) -> None:
+                 cgroup_driver: str = "cgroupfs", streams: Any = None,
+                 orphan_grace: float = 60.0) -> None:
         self.engine = engine
         self.streams = streams  # streaming.StreamServer: Exec/Attach/PortForward URLs
         self.records = Records(Path(engine.root))
@@ -77,6 +78,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self._lock = threading.RLock()  # sandbox and container lifecycle changes
         from corral.cri.events import EventBus, ExitWatcher
 
+        self.removed_orphans = self._remove_orphans(orphan_grace)
         self.events = EventBus()
         self.exits = ExitWatcher(engine._exit_file,
                                  lambda ident: self._event(ident, pb.CONTAINER_STOPPED_EVENT))
@@ -84,6 +86,31 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             with contextlib.suppress(Exception):
                 if engine.get(record["id"]).status in ("running", "paused"):
                     self.exits.watch(record["id"])
+
+    def _remove_orphans(self, grace: float) -> list[str]:
+        """Engine containers a CRI server made (labelled) but never recorded — it was
+        killed between the engine's create and the record — older than `grace`
+        seconds (younger ones may belong to another server's call in flight)."""
+        from corral.engine.logs import parse_timestamp
+
+        known = {r["id"] for r in self.records.all_sandboxes() + self.records.all_containers()}
+        removed = []
+        try:
+            candidates = self.engine.list(all=True, filters={"label": [translate.LABEL_KIND]})
+        except Exception:  # noqa: BLE001 - a best effort at start-up
+            return removed
+        now = time.time()
+        for c in candidates:
+            try:
+                age = now - parse_timestamp(c.created)
+            except ValueError:
+                continue
+            if c.id in known or age < grace:
+                continue
+            with contextlib.suppress(Exception):
+                self.engine.remove(c.id, force=True)
+                removed.append(c.id)
+        return removed
 
     def _event(self, ident: str, kind: Any) -> None:
         """Publish a ContainerEventResponse for a container or sandbox `ident`."""
