@@ -221,8 +221,11 @@ def test_two_pulls_of_one_image_at_once(corral: Corral, reg: FakeRegistry) -> No
                if m == "GET" and p.endswith(f"/blobs/{sha256(blobs[0])}")) in (1, 2)
 
 
+@pytest.mark.parametrize("server", ["slow", "stalled"])
 def test_ctrl_c_mid_blob_stops_at_once_and_the_next_pull_resumes(
-        corral: Corral, reg: FakeRegistry) -> None:  # noqa: F811
+        corral: Corral, reg: FakeRegistry, server: str) -> None:  # noqa: F811
+    """Also when the registry sends nothing more: the blocked read is aborted
+    (socket shutdown), not waited out (30 s timeout, then retries)."""
     import signal
     import subprocess
     import time
@@ -231,7 +234,10 @@ def test_ctrl_c_mid_blob_stops_at_once_and_the_next_pull_resumes(
 
     _, blobs = put_image(reg, "app", "1", layers=1, size=1_000_000)
     digest = sha256(blobs[0])
-    reg.slow_blobs = {digest}
+    if server == "slow":
+        reg.slow_blobs = {digest}
+    else:
+        reg.stall_blobs = {digest}
     partial = corral.root / "content" / "ingest" / f"partial-sha256-{digest.split(':')[1]}"
     proc = subprocess.Popen([CORRAL, "--root", str(corral.root), "pull", "-q",
                              f"{reg.host}/app:1"], stdout=subprocess.PIPE,
@@ -252,7 +258,7 @@ def test_ctrl_c_mid_blob_stops_at_once_and_the_next_pull_resumes(
     assert proc.returncode == 130 and took < 0.9, (proc.returncode, took)
     have = partial.stat().st_size
     assert 0 < have < len(blobs[0])
-    reg.slow_blobs = set()
+    reg.slow_blobs = reg.stall_blobs = set()
     reg.ranges.clear()
     corral("pull", "-q", f"{reg.host}/app:1")
     assert reg.ranges == [(digest, f"bytes={have}-")]

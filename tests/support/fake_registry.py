@@ -49,6 +49,8 @@ class FakeRegistry:
         self.corrupt_blobs: set[str] = set()
         self.slow_blobs: set[str] = set()   # sent 64 KiB every 0.2 s
         self.drop_blobs: set[str] = set()   # every GET: half the body, then the connection drops
+        self.stall_blobs: set[str] = set()  # every GET: 128 KiB, then nothing for 60 s
+        self._closing = False
         self.log: list[tuple[str, str, int]] = []
         self.ranges: list[tuple[str, str]] = []     # (digest, Range header) of blob GETs
         self.token_requests: list[dict[str, list[str]]] = []
@@ -86,6 +88,7 @@ class FakeRegistry:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing = True          # stalled handlers end
         self.server.shutdown()
         self.server.server_close()
 
@@ -247,6 +250,25 @@ class FakeRegistry:
             h.end_headers()
             h.wfile.write(part[:len(part) // 2])
             h.wfile.flush()
+            h.close_connection = True
+            return
+        if digest in self.stall_blobs:
+            import time
+
+            self.log.append((h.command, h.path, status))
+            h.send_response(status)
+            for k, v in headers.items():
+                h.send_header(k, v)
+            h.send_header("Content-Length", str(len(part)))
+            h.end_headers()
+            try:
+                h.wfile.write(part[:131072])
+                h.wfile.flush()
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not self._closing:
+                    time.sleep(0.05)
+            except OSError:
+                pass
             h.close_connection = True
             return
         if digest in self.slow_blobs:

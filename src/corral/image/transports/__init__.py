@@ -177,6 +177,12 @@ class _Counted:
     def close(self) -> None:
         self.stream.close()
 
+    def abort(self) -> None:
+        """Stop a transfer from another thread, when the stream can (a registry blob)."""
+        abort = getattr(self.stream, "abort", None)
+        if abort is not None:
+            abort()
+
     def __enter__(self) -> Self:
         return self
 

@@ -202,6 +202,8 @@ class StoreDestination:
     def close(self) -> None:
         if self.pool is not None:
             self.cancelled.set()
+            for fetch in list(self.fetches.values()):
+                fetch.abort()
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
             for fetch in self.fetches.values():
@@ -245,6 +247,7 @@ class _Fetch:
         self.future: Any = None
         self.cond = threading.Condition()
         self.fd: int | None = None      # readable: the ingest file, then the blob
+        self.stream: Any = None         # the source stream while copying
         self.written = 0
         self.finished = False
         self.error: BaseException | None = None
@@ -299,6 +302,9 @@ class _Fetch:
         opener: Any = self.opener
         cancelled = self.dest.cancelled
         with (opener(offset=w.offset) if w.offset else opener()) as stream:
+            self.stream = stream
+            if cancelled.is_set():      # close() came before the stream: nobody aborts it
+                raise FetchCancelled(f"blob {self.desc.digest}: the copy was abandoned")
             while True:
                 if cancelled.is_set():
                     raise FetchCancelled(f"blob {self.desc.digest}: the copy was abandoned")
@@ -319,6 +325,12 @@ class _Fetch:
 
     def follower(self) -> _Follower:
         return _Follower(self)
+
+    def abort(self) -> None:
+        """Unblock a copy waiting for the network (the copy was abandoned)."""
+        abort = getattr(self.stream, "abort", None)
+        if abort is not None and not self.finished:
+            abort()
 
     def discard(self) -> None:
         with self.cond:

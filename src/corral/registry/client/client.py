@@ -396,6 +396,7 @@ class BlobReader:
         self._skip = 0
         self._failures = 0
         self._done = False
+        self._aborted = False
 
     def _open(self) -> None:
         headers = {}
@@ -417,15 +418,36 @@ class BlobReader:
         self._resp = resp
         self._iter = resp.iter_raw()
 
+    def abort(self) -> None:
+        """From another thread: end the transfer now (a blocked read returns, no retry)."""
+        self._aborted = True
+        resp = self._resp
+        stream = resp.extensions.get("network_stream") if resp is not None else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            import socket
+
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _check_aborted(self) -> None:
+        if self._aborted:
+            self._drop()
+            raise RegistryUnavailable(f"{self.what}: blob {self.digest}: transfer abandoned")
+
     def _next(self) -> bytes:
         errors = _transport_errors()
         while True:
+            self._check_aborted()
             if self._iter is None:
                 self._open()
             assert self._iter is not None
             try:
                 chunk = next(self._iter, b"")
             except errors as exc:
+                self._check_aborted()
                 self._drop()
                 self._failures += 1
                 if self._failures > self.registry.options.retries:
@@ -435,6 +457,7 @@ class BlobReader:
                 time.sleep(0.1 * self._failures)
                 continue
             if not chunk:
+                self._check_aborted()
                 self._drop()
                 if self.size is not None and self.offset < self.size:
                     self._failures += 1      # the connection closed early
