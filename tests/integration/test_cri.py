@@ -847,3 +847,35 @@ def test_orphaned_engine_containers_are_removed_at_start(cri, pod):
     # the server's own pods are not orphans
     status = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id))
     assert status.status.state == pb.SANDBOX_READY
+
+
+def test_pod_cgroup_parent_and_sysctls(cri, pod):
+    parent = f"/corral-test-{uuid.uuid4().hex[:8]}"
+    try:
+        p = pod(linux=pb.LinuxPodSandboxConfig(cgroup_parent=parent,
+                                               sysctls={"net.ipv4.ip_forward": "1"}))
+        cid = p.container("main", ["sleep", "300"])
+        status = cri.runtime.ContainerStatus(pb.ContainerStatusRequest(
+            container_id=cid, verbose=True))
+        import json
+
+        pid = json.loads(status.info["info"])["pid"]
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        assert any(line.split(":", 2)[2] == f"{parent}/corral-{cid}" for line in lines), lines
+        infra = json.loads(cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(
+            pod_sandbox_id=p.id, verbose=True)).info["info"])["pid"]
+        assert any(line.split(":", 2)[2] == f"{parent}/corral-{p.id}"
+                   for line in Path(f"/proc/{infra}/cgroup").read_text().splitlines())
+        assert p.exec(cid, ["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout == b"1\n"
+        code, _ = _code(lambda: pod(linux=pb.LinuxPodSandboxConfig(
+            cgroup_parent="relative.slice")))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        p.remove()
+    finally:  # the parent cgroup (kubelet's to make and remove) in every hierarchy
+        name = parent.lstrip("/")
+        for d in [Path("/sys/fs/cgroup") / name] + [
+                base / name for base in Path("/sys/fs/cgroup").iterdir() if base.is_dir()]:
+            if d.is_dir():
+                for leaf in (x for x in d.iterdir() if x.is_dir()):
+                    leaf.rmdir()
+                d.rmdir()
