@@ -178,3 +178,31 @@ def test_tls_with_a_custom_ca(stores, tmp_path):
         a("push", "--cert-dir", str(certs), "bb", f"{reg.host}/tls/bb:1")
         b("pull", "-q", "--tls-verify=false", f"{reg.host}/tls/bb:1")
         assert b("run", "--rm", f"{reg.host}/tls/bb:1", "echo", "tls").out == "tls\n"
+
+
+def test_a_partial_blob_is_resumed_with_range(registry, stores):
+    """A partial download left in the store (as a killed pull leaves it) is
+    continued with a Range request that docker-registry answers 206."""
+    import urllib.request
+
+    a, b = stores
+    a("image", "busybox", "bb")
+    a("push", "bb", f"{registry.host}/resume/bb:1")
+    req = urllib.request.Request(f"http://{registry.host}/v2/resume/bb/manifests/1", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        layer = json.loads(resp.read())["layers"][0]
+    with urllib.request.urlopen(f"http://{registry.host}/v2/resume/bb/blobs/"
+                                f"{layer['digest']}", timeout=10) as resp:
+        blob = resp.read()
+    half = len(blob) // 2
+    ingest = b.root / "content" / "ingest"
+    ingest.mkdir(parents=True)
+    (ingest / f"partial-sha256-{layer['digest'].split(':')[1]}").write_bytes(blob[:half])
+    b("pull", "-q", f"{registry.host}/resume/bb:1")
+    log = registry.log.read_text()
+    assert f'"GET /v2/resume/bb/blobs/{layer["digest"]} HTTP/1.1" 206 {len(blob) - half} ' \
+        in log, log[-2000:]
+    assert b("run", "--rm", f"{registry.host}/resume/bb:1", "echo", "resumed").out == \
+        "resumed\n"
+    assert os.listdir(ingest) == []
