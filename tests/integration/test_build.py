@@ -722,3 +722,25 @@ def test_run_steps_are_confined(corral, tmp_path):
     status = dict(line.split(":\t") for line in corral.run(tag, "cat", "/status").splitlines())
     assert status["Seccomp"] == "2"  # a filter
     assert int(status["CapBnd"], 16) & (1 << 21) == 0  # no CAP_SYS_ADMIN
+
+
+def test_vfs_driver(tmp_path):
+    """The same build on the vfs driver (RW layers are copies; diffs compare trees)."""
+    root = Path(tempfile.mkdtemp(prefix="corral-test-build-vfs-"))
+    vfs = Corral(root)
+    try:
+        vfs("--storage-driver", "vfs", "image", "busybox")
+        ctx = _context(tmp_path, "FROM busybox\nRUN rm /bin/vi && echo x > /x && echo ran:vfs\n"
+                                 "COPY f /f\nWORKDIR /w\n", {"f": "hi\n"})
+        out = vfs("--storage-driver", "vfs", "build", "-t", "corral-test-vfs", str(ctx)).stdout
+        assert _ran(out) == ["ran:vfs"]
+        listing = vfs("run", "--rm", "--network", "none", "corral-test-vfs", "sh", "-c",
+                      "test -e /bin/vi || echo no-vi; cat /x /f; pwd").stdout
+        assert listing.split() == ["no-vi", "x", "hi", "/w"]
+        again = vfs("--storage-driver", "vfs", "build", "-t", "corral-test-vfs", str(ctx))
+        assert _ran(again.stdout) == [] and again.stdout.count("Using cache") == 3
+    finally:
+        subprocess.run([CORRAL, "--root", str(root), "rm", "-af"], check=False,
+                       capture_output=True, timeout=120)
+        _unmount_under(root)
+        shutil.rmtree(root, ignore_errors=True)
