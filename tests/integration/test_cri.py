@@ -371,6 +371,9 @@ def test_security_context_user_and_readonly_rootfs(cri, pod):
     cid = p.container("sec", ["sleep", "300"], linux=linux)
     r = p.exec(cid, ["id"])
     assert r.stdout.decode().startswith("uid=1000 gid=1001") and "2000" in r.stdout.decode()
+    user = cri.runtime.ContainerStatus(pb.ContainerStatusRequest(
+        container_id=cid)).status.user.linux
+    assert (user.uid, user.gid, list(user.supplemental_groups)) == (1000, 1001, [2000])
     assert p.exec(cid, ["touch", "/x"]).exit_code != 0
     status = p.exec(cid, ["grep", "NoNewPrivs", "/proc/self/status"]).stdout.decode()
     assert status.split()[-1] == "1"
@@ -382,8 +385,10 @@ def test_server_restart_keeps_pods_and_containers(cri, pod):
     cri.stop()
     cri.start()
     rt = cri.runtime
-    status = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id)).status
+    response = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id))
+    status = response.status
     assert status.state == pb.SANDBOX_READY and status.network.ip
+    assert [s.id for s in response.containers_statuses] == [cid] and response.timestamp
     c = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
     assert c.state == pb.CONTAINER_RUNNING
     assert p.exec(cid, ["echo", "still"]).stdout == b"still\n"
@@ -394,6 +399,10 @@ def test_image_service_list_status_remove_fsinfo(cri):
     im = cri.images
     names = {t for i in im.ListImages(pb.ListImagesRequest()).images for t in i.repo_tags}
     assert "docker.io/library/busybox:latest" in names
+    listed = im.ListImages(pb.ListImagesRequest()).images
+    assert not any(i.pinned for i in listed if "docker.io/library/busybox:latest"
+                   in i.repo_tags)
+    assert all(i.pinned for i in listed if "localhost/corral/pause:catatonit" in i.repo_tags)
     st = im.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image="busybox"),
                                               verbose=True))
     assert st.image.id.startswith("sha256:") and st.image.size > 0 and "imageSpec" in \
@@ -595,6 +604,10 @@ def test_update_container_resources(cri, pod):
     cpu = p.exec(cid, ["sh", "-c", ("cat /sys/fs/cgroup/cpu.max 2>/dev/null || "
                                "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")]).stdout
     assert cpu in (b"20000 100000\n", b"20000\n")
+    res = cri.runtime.ContainerStatus(pb.ContainerStatusRequest(
+        container_id=cid)).status.resources.linux
+    assert (res.memory_limit_in_bytes, res.cpu_quota, res.cpu_period) == (64 << 20, 20000,
+                                                                          100000)
     code, _ = _code(cri.runtime.UpdateContainerResources,
                     pb.UpdateContainerResourcesRequest(container_id="ab" * 32))
     assert code == grpc.StatusCode.NOT_FOUND

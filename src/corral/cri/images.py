@@ -55,9 +55,12 @@ class ImageService(pb_grpc.ImageServiceServicer):
                 if ":" in repo.rsplit("/", 1)[-1]:
                     repo = repo.rsplit(":", 1)[0]
                 digests.append(f"{repo}@{record.manifest_digest}")
+        from corral.cri.pause import PAUSE_IMAGE
+
         image = pb.Image(id=record.id, repo_tags=list(record.names),
                          repo_digests=list(dict.fromkeys(digests)), size=size,
-                         username=username, spec=pb.ImageSpec(image=record.id))
+                         username=username, spec=pb.ImageSpec(image=record.id),
+                         pinned=PAUSE_IMAGE in record.names)  # kubelet's GC keeps it
         if uid is not None:
             image.uid.value = uid
         return image

@@ -94,7 +94,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         from corral.engine.logs import parse_timestamp
 
         known = {r["id"] for r in self.records.all_sandboxes() + self.records.all_containers()}
-        removed = []
+        removed: list[str] = []
         try:
             candidates = self.engine.list(all=True, filters={"label": [translate.LABEL_KIND]})
         except Exception:  # noqa: BLE001 - a best effort at start-up
@@ -355,7 +355,14 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 "image": pause.PAUSE_IMAGE, "infraContainer": record["id"],
                 "networks": c.state.networks if c is not None else [],
                 "ports": c.state.ports if c is not None else []})
-        return pb.PodSandboxStatusResponse(status=status, info=info)
+        statuses = []
+        for rec in self._containers_of(record["id"]):  # evented PLEG reads them
+            with contextlib.suppress(NotFound):
+                statuses.append(inspect.unwrap(type(self).ContainerStatus)(
+                    self, pb.ContainerStatusRequest(container_id=rec["id"]), None).status)
+        return pb.PodSandboxStatusResponse(status=status, info=info,
+                                           containers_statuses=statuses,
+                                           timestamp=time.time_ns())
 
     @grpc_errors
     def ListPodSandbox(self, request: Any, context: Any) -> Any:
@@ -555,6 +562,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             image_ref=record["image_id"], image_id=record["image_id"], reason=reason,
             message=message, labels=config.labels, annotations=config.annotations,
             mounts=list(config.mounts), log_path=record.get("log_path", ""))
+        if c is not None:
+            _status_from_spec(status, read_json(c.bundle / "config.json", {}) or {})
         info = {}
         if request.verbose and c is not None:
             import json
@@ -817,6 +826,27 @@ def _map(action: Any, items: list) -> list:
 
     with ThreadPoolExecutor(min(8, len(items)), thread_name_prefix="cri-map") as pool:
         return list(pool.map(action, items))
+
+
+def _status_from_spec(status: Any, spec: dict) -> None:
+    """ContainerStatus.resources and .user from the container's OCI spec (what it
+    runs with, after UpdateContainerResources too)."""
+    res = (spec.get("linux") or {}).get("resources") or {}
+    cpu, memory = res.get("cpu") or {}, res.get("memory") or {}
+    linux = status.resources.linux
+    linux.cpu_period = int(cpu.get("period") or 0)
+    linux.cpu_quota = int(cpu.get("quota") or 0)
+    linux.cpu_shares = int(cpu.get("shares") or 0)
+    linux.cpuset_cpus = str(cpu.get("cpus") or "")
+    linux.cpuset_mems = str(cpu.get("mems") or "")
+    linux.memory_limit_in_bytes = max(0, int(memory.get("limit") or 0))
+    linux.memory_swap_limit_in_bytes = max(0, int(memory.get("swap") or 0))
+    linux.oom_score_adj = int((spec.get("process") or {}).get("oomScoreAdj") or 0)
+    user = (spec.get("process") or {}).get("user") or {}
+    status.user.linux.uid = int(user.get("uid") or 0)
+    status.user.linux.gid = int(user.get("gid") or 0)
+    status.user.linux.supplemental_groups.extend(int(g) for g in
+                                                 user.get("additionalGids") or [])
 
 
 def _pod_ipc(config: Any) -> int:
