@@ -892,3 +892,29 @@ def test_pod_cgroup_parent_and_sysctls(cri, pod):
                 for leaf in (x for x in d.iterdir() if x.is_dir()):
                     leaf.rmdir()
                 d.rmdir()
+
+
+def test_env_workdir_mounts_and_devices(cri, pod, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("from-host\n")
+    rw = tmp_path / "rw"
+    rw.mkdir()
+    p = pod()
+    cid = p.container(
+        "io", ["sleep", "300"], working_dir="/work",
+        envs=[pb.KeyValue(key="GREETING", value=b"hi there")],
+        mounts=[pb.Mount(container_path="/data", host_path=str(data), readonly=True),
+                pb.Mount(container_path="/rw", host_path=str(rw),
+                         propagation=pb.PROPAGATION_HOST_TO_CONTAINER)],
+        devices=[pb.Device(container_path="/dev/corral-null", host_path="/dev/null",
+                           permissions="rwm")])
+    r = p.exec(cid, ["sh", "-c", 'echo "$GREETING"; pwd; cat /data/in.txt'])
+    assert r.stdout == b"hi there\n/work\nfrom-host\n"
+    assert p.exec(cid, ["touch", "/data/x"]).exit_code != 0
+    assert p.exec(cid, ["sh", "-c", "echo back > /rw/out.txt"]).exit_code == 0
+    assert (rw / "out.txt").read_text() == "back\n"
+    assert p.exec(cid, ["sh", "-c", "echo x > /dev/corral-null && test -c /dev/corral-null"]
+                  ).exit_code == 0
+    status = cri.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+    assert sorted(m.container_path for m in status.mounts) == ["/data", "/rw"]
