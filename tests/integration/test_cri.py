@@ -918,3 +918,25 @@ def test_env_workdir_mounts_and_devices(cri, pod, tmp_path):
                   ).exit_code == 0
     status = cri.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
     assert sorted(m.container_path for m in status.mounts) == ["/data", "/rw"]
+
+
+def test_pid_namespaces_host_pod_and_container(cri, pod):
+    def ns(cid, pod_):
+        return pod_.exec(cid, ["readlink", "/proc/self/ns/pid"]).stdout.decode().strip()
+
+    host = pod(linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=pb.NamespaceOption(pid=pb.NODE, ipc=pb.NODE))))
+    cid = host.container("main", ["sleep", "300"])
+    assert ns(cid, host) == os.readlink("/proc/self/ns/pid")
+    assert host.exec(cid, ["readlink", "/proc/self/ns/ipc"]).stdout.decode().strip() == \
+        os.readlink("/proc/self/ns/ipc")
+    shared = pod(linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=pb.NamespaceOption(pid=pb.POD))))
+    a = shared.container("a", ["sleep", "300"])
+    b = shared.container("b", ["sleep", "301"])
+    assert ns(a, shared) == ns(b, shared) != os.readlink("/proc/self/ns/pid")
+    procs = shared.exec(a, ["ps", "-o", "pid,args"]).stdout.decode()
+    assert "catatonit" in procs and "sleep 301" in procs
+    private = pod()  # the default: a PID namespace per container
+    c, d = private.container("c", ["sleep", "300"]), private.container("d", ["sleep", "300"])
+    assert ns(c, private) != ns(d, private)
