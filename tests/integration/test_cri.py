@@ -940,3 +940,21 @@ def test_pid_namespaces_host_pod_and_container(cri, pod):
     private = pod()  # the default: a PID namespace per container
     c, d = private.container("c", ["sleep", "300"]), private.container("d", ["sleep", "300"])
     assert ns(c, private) != ns(d, private)
+
+
+def test_stop_signal_and_grace_period(cri, pod):
+    p = pod()
+    script = 'trap "echo got-int; exit 0" INT; while :; do sleep 0.1; done'
+    cid = p.container("graceful", ["sh", "-c", script], stop_signal=pb.SIGNAL_SIGINT)
+    time.sleep(0.3)  # the trap is set
+    cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10))
+    status = cri.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+    assert (status.state, status.exit_code, status.stop_signal) == (
+        pb.CONTAINER_EXITED, 0, pb.SIGNAL_SIGINT)
+    # no grace period: killed at once
+    cid = p.container("stubborn", ["sh", "-c", "trap '' TERM INT; while :; do sleep 0.1; done"])
+    started = time.monotonic()
+    cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0))
+    assert time.monotonic() - started < 5
+    status = cri.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+    assert (status.state, status.exit_code) == (pb.CONTAINER_EXITED, 137)

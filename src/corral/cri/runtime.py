@@ -417,6 +417,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         ccfg = translate.container_config(config, sandbox, sandbox_id=sid, image=image.id,
                                           log_path=log_path)
         ccfg.name = translate.container_name(config, sandbox)
+        if config.stop_signal:  # Signal enum: SIGNAL_SIGINT -> SIGINT
+            ccfg.stop_signal = pb.Signal.Name(config.stop_signal).removeprefix("SIGNAL_")
         linux = sandbox.linux if sandbox.HasField("linux") else None
         parent = linux.cgroup_parent if linux is not None else ""
         from corral.cri import shm
@@ -561,7 +563,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             exit_code=exit_code, image=pb.ImageSpec(image=record["image"]),
             image_ref=record["image_id"], image_id=record["image_id"], reason=reason,
             message=message, labels=config.labels, annotations=config.annotations,
-            mounts=list(config.mounts), log_path=record.get("log_path", ""))
+            mounts=list(config.mounts), log_path=record.get("log_path", ""),
+            stop_signal=config.stop_signal)
         if c is not None:
             _status_from_spec(status, read_json(c.bundle / "config.json", {}) or {})
         info = {}
