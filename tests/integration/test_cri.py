@@ -958,3 +958,15 @@ def test_stop_signal_and_grace_period(cri, pod):
     assert time.monotonic() - started < 5
     status = cri.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
     assert (status.state, status.exit_code) == (pb.CONTAINER_EXITED, 137)
+
+
+def test_masked_and_readonly_paths(cri, pod):
+    p = pod()
+    linux = pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+        masked_paths=["/proc/cpuinfo", "/proc/scsi"], readonly_paths=["/tmp"]))
+    cid = p.container("masked", ["sleep", "300"], linux=linux)
+    assert p.exec(cid, ["cat", "/proc/cpuinfo"]).stdout == b""
+    assert p.exec(cid, ["touch", "/tmp/x"]).exit_code != 0
+    plain = p.container("plain", ["sleep", "300"])
+    assert p.exec(plain, ["cat", "/proc/cpuinfo"]).stdout != b""
+    assert p.exec(plain, ["touch", "/tmp/x"]).exit_code == 0
