@@ -193,3 +193,19 @@ def test_records_prefix_and_not_found(tmp_path):
     records.drop_sandbox(SID)
     records.drop_sandbox(SID)
     assert records.all_sandboxes() == []
+
+
+def test_apparmor_profile_needs_apparmor(monkeypatch):
+    sc = pb.LinuxContainerSecurityContext(apparmor=pb.SecurityProfile(
+        profile_type=pb.SecurityProfile.Localhost, localhost_ref="my-profile"))
+    config = _ctr(linux=pb.LinuxContainerConfig(security_context=sc))
+    monkeypatch.setattr(translate, "apparmor_enabled", lambda: False)
+    with pytest.raises(InvalidArgument, match="AppArmor is not enabled"):
+        translate.container_config(config, _pod(), sandbox_id=SID, image="i", log_path=None)
+    monkeypatch.setattr(translate, "apparmor_enabled", lambda: True)
+    c = translate.container_config(config, _pod(), sandbox_id=SID, image="i", log_path=None)
+    assert c.security_opt == ["apparmor=my-profile"]
+    unconfined = _ctr(linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+        apparmor=pb.SecurityProfile(profile_type=pb.SecurityProfile.Unconfined))))
+    assert translate.container_config(unconfined, _pod(), sandbox_id=SID, image="i",
+                                      log_path=None).security_opt == []
