@@ -970,3 +970,27 @@ def test_masked_and_readonly_paths(cri, pod):
     plain = p.container("plain", ["sleep", "300"])
     assert p.exec(plain, ["cat", "/proc/cpuinfo"]).stdout != b""
     assert p.exec(plain, ["touch", "/tmp/x"]).exit_code == 0
+
+
+def test_pods_started_and_removed_in_parallel(cri, pod):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> tuple[str, str]:
+        p = pod(f"corral-test-par{i}-{uuid.uuid4().hex[:4]}")
+        cid = p.container("main", ["sleep", "300"])
+        ip = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(
+            pod_sandbox_id=p.id)).status.network.ip
+        assert p.exec(cid, ["true"]).exit_code == 0
+        return p.id, ip
+
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(one, range(4)))
+    ips = [ip for _, ip in made]
+    assert len(set(ips)) == 4 and all(ips)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda m: (
+            cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=m[0])),
+            cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=m[0]))),
+            made))
+    left = {s.id for s in cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items}
+    assert not left & {sid for sid, _ in made}

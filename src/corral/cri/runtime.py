@@ -75,7 +75,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self.records = Records(Path(engine.root))
         self.network = network
         self.cgroup_driver = cgroup_driver
-        self._lock = threading.RLock()  # sandbox and container lifecycle changes
+        self._locks: dict[str, threading.RLock] = {}  # per pod: its lifecycle changes
+        self._locks_guard = threading.Lock()
         from corral.cri.events import EventBus, ExitWatcher
 
         self.removed_orphans = self._remove_orphans(orphan_grace)
@@ -86,6 +87,12 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             with contextlib.suppress(Exception):
                 if engine.get(record["id"]).status in ("running", "paused"):
                     self.exits.watch(record["id"])
+
+    def _pod_lock(self, sandbox_id: str) -> Any:
+        """The lock serializing changes to one pod (its containers' create/remove
+        against its stop/remove); different pods proceed in parallel."""
+        with self._locks_guard:
+            return self._locks.setdefault(sandbox_id, threading.RLock())
 
     def _remove_orphans(self, grace: float) -> list[str]:
         """Engine containers a CRI server made (labelled) but never recorded — it was
@@ -228,8 +235,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         ccfg = translate.sandbox_config(config, image=image, network=self.network,
                                         command=pause.COMMAND)
         ccfg.name = translate.sandbox_name(config)
-        with self._lock:
-            c = engine.create(ccfg)
+        c = engine.create(ccfg)
+        with self._pod_lock(c.id):
             record = {"id": c.id, "created_at": time.time_ns(), "state": "ready",
                       "config": encode(config), "runtime_handler": request.runtime_handler}
             try:
@@ -272,7 +279,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             sid = self.records.sandbox_id(request.pod_sandbox_id)
         except SandboxNotFound:
             return pb.StopPodSandboxResponse()
-        with self._lock:
+        with self._pod_lock(sid):
             # kubelet stopped the containers gracefully already: the rest are killed,
             # all at once (the infra's network goes down in its cleanup)
             ids = [rec["id"] for rec in self._containers_of(sid)] + [sid]
@@ -291,7 +298,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             sid = self.records.sandbox_id(request.pod_sandbox_id)
         except SandboxNotFound:
             return pb.RemovePodSandboxResponse()
-        with self._lock:
+        with self._pod_lock(sid):
             recs = self._containers_of(sid)
 
             def remove(ident: str) -> None:
@@ -311,6 +318,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 self._event(rec["id"], pb.CONTAINER_DELETED_EVENT)
             self._event(sid, pb.CONTAINER_DELETED_EVENT)
             self.records.drop_sandbox(sid)
+        with self._locks_guard:
+            self._locks.pop(sid, None)
             _forget_stats(sid)
             _forget_stats(f"pod-{sid}")
         return pb.RemovePodSandboxResponse()
@@ -424,7 +433,9 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         from corral.cri import shm
 
         shm_dir = shm.path(infra.bundle)
-        with self._lock:
+        with self._pod_lock(sid):
+            if self.records.sandbox(sid).get("state") != "ready":
+                raise FailedPrecondition(f"pod sandbox {sid[:12]} is not ready")
             c = self.engine.create(ccfg)
             try:
                 self._patch(c, lambda spec: translate.patch_spec(
@@ -495,7 +506,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             cid = self.records.container_id(request.container_id)
         except ContainerNotFound:
             return pb.RemoveContainerResponse()
-        with self._lock:
+        sid = self.records.container(cid).get("sandbox_id") or ""
+        with self._pod_lock(sid):
             with contextlib.suppress(NotFound):
                 self.engine.remove(cid, force=True)
             self._event(cid, pb.CONTAINER_DELETED_EVENT)
