@@ -744,3 +744,15 @@ def test_vfs_driver(tmp_path):
                        capture_output=True, timeout=120)
         _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_run_that_changes_nothing_adds_no_layer(corral, tmp_path):
+    tag = _tag()
+    ctx = _context(tmp_path, "FROM busybox\nRUN true\nRUN echo x > /x\nRUN test -f /x\n")
+    corral.build(ctx, "-t", tag)
+    config = corral.config(tag)
+    base = corral.config("busybox")
+    assert len(config["rootfs"]["diff_ids"]) == len(base["rootfs"]["diff_ids"]) + 1
+    assert [h.get("empty_layer", False) for h in config["history"][-3:]] == [True, False, True]
+    assert _ran(corral.build(ctx, "-t", tag).stdout) == [] and \
+        corral.build(ctx, "-t", tag).stdout.count("Using cache") == 3

@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import stat
 import subprocess
+import tarfile
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +28,10 @@ from corral.errors import SystemFailure
 from corral.oci.image import OCI_LAYER, Descriptor
 
 OUTPUT_TAIL = 64 << 10
+#: A layer tar without entries: the two zero blocks that end an archive.
+EMPTY_TAR_SIZE = 1024
+#: Diffs up to this size are checked for holding only untouched directories.
+SMALL_TAR_SIZE = 64 << 10
 
 
 #: Container-record metadata: the building process (a storage hold string), and the
@@ -122,8 +129,36 @@ class StepContainer:
             _remove_if_empty(path)
         return code
 
-    def commit_layer(self) -> tuple[Descriptor, str, str]:
-        """The RW layer's changes as a layer: (blob descriptor, diff id, chain id)."""
+    def _only_touched_dirs(self, digest: str) -> bool:
+        """Whether a diff holds only directories that the parent has with the same mode
+        and owner: copied up because a mount point was made and removed inside them
+        (/etc for /etc/hosts), not changed."""
+        if self.top is None:
+            return False
+        members = _dir_entries(self.store, digest)
+        if members is None:
+            return False
+        from corral.storage.mount import mount_all, unmount_all_under
+
+        view = Path(tempfile.mkdtemp(prefix="parent-", dir=self.bundle))
+        try:
+            mount_all(self.store.layers.mounts(self.top), view)
+            for member in members:
+                try:
+                    st = os.lstat(view / member.name.strip("/"))
+                except OSError:
+                    return False
+                if not stat.S_ISDIR(st.st_mode) or stat.S_IMODE(st.st_mode) != member.mode \
+                        or (st.st_uid, st.st_gid) != (member.uid, member.gid):
+                    return False
+            return True
+        finally:
+            unmount_all_under(view)
+            shutil.rmtree(view, ignore_errors=True)
+
+    def commit_layer(self) -> tuple[Descriptor, str, str] | None:
+        """The RW layer's changes as a layer: (blob descriptor, diff id, chain id); None
+        when nothing changed (an empty tar: the step adds no layer, as in BuildKit)."""
         store = self.store
         read_fd, write_fd = os.pipe()
         result: dict[str, Any] = {}
@@ -149,9 +184,25 @@ class StepContainer:
         if diff_id != desc.digest:
             _drop_blob(store, desc.digest)
             raise SystemFailure(f"layer diff of container {self.id[:12]}: digest mismatch")
+        if desc.size <= EMPTY_TAR_SIZE or (desc.size <= SMALL_TAR_SIZE and
+                                           self._only_touched_dirs(desc.digest)):
+            _drop_blob(store, desc.digest)
+            return None
         with store.content.open(desc.digest) as blob:
             layer = store.put_layer(blob, self.top, diff_id=diff_id)
         return Descriptor(OCI_LAYER, desc.digest, desc.size), diff_id, layer.id
+
+
+def _dir_entries(store: Any, digest: str) -> list[tarfile.TarInfo] | None:
+    """The entries of a small layer tar if all are directories (no files, links or
+    whiteouts); None otherwise."""
+    with store.content.open(digest) as blob, tarfile.open(fileobj=blob, mode="r:") as tar:
+        members = tar.getmembers()
+    for member in members:
+        name = member.name.rstrip("/").rsplit("/", 1)[-1]
+        if not member.isdir() or name.startswith(".wh."):
+            return None
+    return members
 
 
 def _parents_first(mounts: list[dict]) -> list[dict]:

@@ -346,16 +346,18 @@ class Builder:
 
     def _commit_step(self, scope: _Scope, ctr: StepContainer, key: str, created_by: str,
                      ins: Instruction) -> None:
-        desc, diff_id, chain = ctr.commit_layer()
+        layer = ctr.commit_layer()
         new = scope.state.copy()
-        new.add_layer(desc, diff_id, chain)
-        new.add_history(created_by, empty_layer=False)
+        if layer is not None:
+            new.add_layer(*layer)
+        new.add_history(created_by, empty_layer=layer is None)
         new.key = key
         try:
             new.image_id = write_image(self.store, new,
                                        metadata={CACHE_KEY: key, INTERMEDIATE: True})
         except BaseException:
-            self.store.layers.release_hold(chain)
+            if layer is not None:
+                self.store.layers.release_hold(layer[2])
             raise
         scope.state = new
         scope.workdir_pending = None
