@@ -1,52 +1,64 @@
 """Session-wide test settings shared by every suite.
 
 The engine's default network is a host resource (a bridge, a subnet, host-local's
-lease directory): tests use their own — `corral-test-def` on bridge `corral-test-d0`,
-10.99.200.0/24 — through a config file in $CORRAL_CONFIG, so they never touch a real
-`corral0`. The bridge is removed at the end of the session if no container uses it.
+lease directory), so each test session gets its own, never a real `corral0` and never
+another session's (sessions run side by side on a shared machine): a network
+`corral-test-def-XXX` on bridge `corral-test-XXX` with a /24 from 10.99.200-254 that
+no route on the host uses yet, written to a config file in $CORRAL_CONFIG and exported
+as $CORRAL_TEST_DEFAULT_NETWORK / _BRIDGE / _SUBNET for the tests. The bridge and
+its leases are removed at the end of the session.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import subprocess
 import tempfile
 from pathlib import Path
 
-TEST_DEFAULT_NETWORK = "corral-test-def"
-TEST_DEFAULT_BRIDGE = "corral-test-d0"
-TEST_DEFAULT_SUBNET = "10.99.200.0/24"
-_CONFIG = f"""\
-[network]
-default_network = "{TEST_DEFAULT_NETWORK}"
-default_subnet = "{TEST_DEFAULT_SUBNET}"
-default_bridge = "{TEST_DEFAULT_BRIDGE}"
-"""
+
+def _free_subnet() -> str:
+    try:
+        routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"],
+                                capture_output=True, text=True, check=False).stdout
+    except OSError:
+        routes = ""
+    start = 200 + secrets.randbelow(40)
+    for third in list(range(start, 255)) + list(range(200, start)):
+        if f"10.99.{third}.0/24" not in routes:
+            return f"10.99.{third}.0/24"
+    return f"10.99.{start}.0/24"
 
 
 def pytest_configure(config):
     if os.environ.get("CORRAL_CONFIG"):
         return
+    tag = secrets.token_hex(2)[:3]
+    network, bridge, subnet = f"corral-test-def-{tag}", f"corral-test-{tag}", _free_subnet()
     directory = Path(tempfile.mkdtemp(prefix="corral-test-config-"))
     path = directory / "corral.conf"
-    path.write_text(_CONFIG)
-    os.environ["CORRAL_CONFIG"] = str(path)
-    config._corral_config_dir = directory
+    path.write_text(f'[network]\ndefault_network = "{network}"\n'
+                    f'default_subnet = "{subnet}"\ndefault_bridge = "{bridge}"\n')
+    os.environ.update(CORRAL_CONFIG=str(path), CORRAL_TEST_DEFAULT_NETWORK=network,
+                      CORRAL_TEST_DEFAULT_BRIDGE=bridge, CORRAL_TEST_DEFAULT_SUBNET=subnet)
+    config._corral_test_network = (directory, network, bridge)
 
 
 def pytest_unconfigure(config):
-    directory = getattr(config, "_corral_config_dir", None)
-    if directory is None:
+    made = getattr(config, "_corral_test_network", None)
+    if made is None:
         return
     import shutil
 
+    directory, network, bridge = made
     shutil.rmtree(directory, ignore_errors=True)
     try:
+        from corral.network import isolation
         from corral.network.networks import remove_bridge, remove_leases
     except ImportError:
         return
-    remove_bridge(TEST_DEFAULT_BRIDGE)
-    remove_leases(TEST_DEFAULT_NETWORK)
-    if not os.path.exists(f"/sys/class/net/{TEST_DEFAULT_BRIDGE}"):
-        from corral.network import isolation
-
-        isolation.remove(TEST_DEFAULT_BRIDGE)
+    remove_bridge(bridge)
+    remove_leases(network)
+    if not os.path.exists(f"/sys/class/net/{bridge}"):
+        isolation.remove(bridge)

@@ -125,20 +125,18 @@ def test_network_none_has_only_loopback(net_corral):
     assert out.split() == ["lo"]
 
 
+@pytest.mark.skipif("CORRAL_TEST_DEFAULT_SUBNET" not in os.environ,
+                    reason="$CORRAL_CONFIG was set outside tests/conftest.py")
 def test_default_network_gives_eth0_address_route_and_hosts(net_corral):
     out = net_corral("run", "--rm", "--name", "c-default", "busybox", "sh", "-c",
                      "ip -4 -o addr show eth0; ip route; cat /etc/hosts").stdout
-    from tests.conftest import TEST_DEFAULT_SUBNET
-
-    prefix = TEST_DEFAULT_SUBNET.rsplit(".", 1)[0] + "."
+    prefix = os.environ["CORRAL_TEST_DEFAULT_SUBNET"].rsplit(".", 1)[0] + "."
     assert f"inet {prefix}" in out
     assert f"default via {prefix}1 dev eth0" in out
     address = out.split("inet ")[1].split("/")[0]
     assert any(line.startswith(address) and "c-default" in line for line in out.splitlines())
     networks = json.loads(net_corral("network", "ls", "--format", "json").stdout)
-    from tests.conftest import TEST_DEFAULT_NETWORK
-
-    assert TEST_DEFAULT_NETWORK in [n["name"] for n in networks]
+    assert os.environ["CORRAL_TEST_DEFAULT_NETWORK"] in [n["name"] for n in networks]
 
 
 def test_container_joins_another_containers_network(net_corral):
