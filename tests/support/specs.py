@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SCHEMA_DIR = Path(__file__).resolve().parents[3] / "shared" / "specs" / "oci-runtime-spec" / "schema"
+_SHARED = Path(__file__).resolve().parents[3] / "shared" / "specs" / "oci-runtime-spec" / "schema"
+_BUNDLED = Path(__file__).resolve().parents[2] / "src" / "corral" / "oci" / "schemas"
+#: the spec's own schema files where this checkout sits beside them, else the copies
+#: bundled with corral (the Linux subset; the same files)
+SCHEMA_DIR = _SHARED if _SHARED.is_dir() else _BUNDLED
 
 
 def validator(name: str):
