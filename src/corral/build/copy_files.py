@@ -208,8 +208,8 @@ def copy_items(rootfs: Path, items: Sequence[CopyItem], dest: str, workdir: str,
         base = make_dirs(root, base_rel, owner)
         for item in items:
             if item.data is not None:
-                _write_data(secure_join(root, base_rel + "/" + item.name), item, effective,
-                            chmod)
+                # the name itself is not followed: a link there is replaced, not written through
+                _write_data(os.path.join(base, item.name), item, effective, chmod)
                 continue
             dirs: list[tuple[str, Entry]] = []
             for entry in item.entries:
@@ -228,7 +228,6 @@ def copy_items(rootfs: Path, items: Sequence[CopyItem], dest: str, workdir: str,
                     dirs.append((target, entry))
             for target, entry in reversed(dirs):  # directory times after their contents
                 os.utime(target, ns=(entry.st.st_mtime_ns, entry.st.st_mtime_ns))
-        del base
         return
     item = items[0]
     parent_rel = os.path.dirname(dest.rstrip("/")) or "/"
