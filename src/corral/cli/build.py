@@ -127,10 +127,11 @@ def cmd_build(args: argparse.Namespace, ctx: Any) -> int:
     signal.signal(signal.SIGTERM, terminated)
     try:
         result = run_build(ctx.store, options)
-    except StepFailed as exc:
+    except StepFailed as exc:  # a RUN that failed exits 1, like podman build (others: 125)
         if quiet and exc.output:
             sys.stderr.write(exc.output)
-        raise
+        errors.report(exc)
+        return 1
     if args.iidfile:
         Path(args.iidfile).write_text(result.image_id)
     print(result.image_id.split(":", 1)[1])
