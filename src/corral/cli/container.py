@@ -145,6 +145,10 @@ def register(commands: Any) -> None:
         p.add_argument("container", metavar="CONTAINER")
 
     verbs(commands)
+    from corral.cli import main
+
+    if main.COMMAND_WORD not in (None, "container"):
+        return  # `corral run ...`: the `container` noun's copies are unreachable
     parent = commands.add_parser("container", help="manage containers")
     sub = parent.add_subparsers(dest="container_command", metavar="COMMAND",
                                 parser_class=type(parent))

@@ -103,6 +103,8 @@ OWNERS: dict[str, tuple[str, ...]] = {
                                 "version")},
 }
 _GLOBAL_WITH_VALUE = ("--root", "--storage-driver", "--runtime")
+#: the command being parsed, when known (modules may then skip parsers it cannot reach)
+COMMAND_WORD: str | None = None
 
 
 def command_word(argv: list[str]) -> str | None:
@@ -131,7 +133,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+    global COMMAND_WORD
     word = command_word(argv) if argv is not None else None
+    COMMAND_WORD = word if word in OWNERS else None
     needed = OWNERS.get(word or "", MODULES)
     for name in MODULES:
         if name in needed:
