@@ -476,6 +476,10 @@ def test_dockerfile_from_stdin_or_elsewhere_and_errors_name_the_line(corral, tmp
         assert failed.returncode == 125 and message in failed.stderr, failed.stderr
         assert corral.state() == before
     assert corral.state()["containers"] == [] and corral.state()["mounts"] == []
+    bad_tag = corral("build", "-t", "UPPER/case", "-f", "-", str(ctx),
+                     input="FROM busybox\nRUN echo ran:never\n", check=False)
+    assert bad_tag.returncode == 125 and "must be lowercase" in bad_tag.stderr
+    assert "STEP" not in bad_tag.stdout  # refused before any step
 
 
 def test_add_url(corral, tmp_path):

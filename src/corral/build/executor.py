@@ -118,7 +118,10 @@ class Builder:
 
     # -- entry ----------------------------------------------------------------------
     def build(self) -> BuildResult:
+        from corral.image.transports.store import normalize_name
+
         opts = self.opts
+        self.names = [normalize_name(t) for t in opts.tags]  # a bad tag fails before any step
         if not Path(opts.context).is_dir():
             raise NotFound(f"build context {opts.context} is not a directory")
         text = opts.dockerfile_text
@@ -166,9 +169,7 @@ class Builder:
         return self.result
 
     def _finish(self, state: State) -> str:
-        from corral.image.transports.store import normalize_name
-
-        names = [normalize_name(t) for t in self.opts.tags]
+        names = self.names
         if self.opts.labels:
             labels = dict(state.c.get("Labels") or {})
             labels.update(self.opts.labels)
