@@ -404,3 +404,18 @@ def test_a_writer_without_commit_leaves_nothing_unless_resumable(root, store):
     with store.writer(digest.of_bytes(b"y"), 1, resumable=True):
         pass                                  # no bytes: no partial
     assert os.listdir(root / "ingest") == []
+
+
+def test_verify_before_commit(root, store):
+    data = b"verified first" * 100
+    want = digest.of_bytes(data)
+    with store.writer(want, len(data), resumable=True) as w:
+        w.write(data)
+        assert w.verify() == want and not store.exists(want)   # checked, not published
+        assert w.commit().digest == want
+    assert store.read_bytes(want) == data
+    with store.writer(digest.of_bytes(b"other"), 5, resumable=True) as w:
+        w.write(b"wrong")
+        with pytest.raises(DigestMismatch):
+            w.verify()
+    assert os.listdir(root / "ingest") == []

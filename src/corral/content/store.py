@@ -385,8 +385,9 @@ class Writer:
             offset += n
         self.offset = offset
 
-    def commit(self, media_type: str = OCTET_STREAM) -> Descriptor:
-        """fsync, verify and publish the blob; DigestMismatch removes the file."""
+    def verify(self) -> str:
+        """Check size and digest of what was written (no more writes after it); the
+        digest. DigestMismatch removes the file. `commit` verifies too."""
         expected, size = self.expected, self.size
         actual = self._hasher.digest()
         if size is not None and self.offset != size:
@@ -398,6 +399,11 @@ class Writer:
             self._discard()
             raise DigestMismatch(f"blob digest mismatch: expected {expected}, got {actual}",
                                  expected, actual)
+        return actual
+
+    def commit(self, media_type: str = OCTET_STREAM) -> Descriptor:
+        """Verify, fsync and publish the blob; DigestMismatch removes the file."""
+        actual = self.verify()
         os.fsync(self.fd)
         os.fchmod(self.fd, _BLOB_MODE)
         target = self.store._blob_path(actual)

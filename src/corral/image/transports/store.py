@@ -19,9 +19,10 @@ registry): `put_layer` only starts the fetch — up to n at once in threads —
 and `put_image` applies each layer as its bytes arrive: the fetch writes
 the content store's ingest file (a resumable `Writer`) and the layer apply
 follows that file with pread, one copy of the bytes on disk. The follower
-ends only after the writer verified and committed the blob, and a failed
-fetch fails the apply (its staging directory goes), so nothing unverified is
-ever recorded. Blobs fetched from a registry stay in the content store after
+ends only after the writer verified the blob's size and digest (its fsync and
+rename may still run: the image is recorded only after every fetch
+committed), and a failed fetch fails the apply (its staging directory goes),
+so nothing unverified is ever recorded. Blobs fetched from a registry stay in the content store after
 a failed copy (unreferenced: the next pull skips them, `image prune` removes
 them); the layers and the image record are rolled back as usual.
 
@@ -249,6 +250,7 @@ class _Fetch:
         self.fd: int | None = None      # readable: the ingest file, then the blob
         self.stream: Any = None         # the source stream while copying
         self.written = 0
+        self.verified = False           # all bytes there and their digest checked
         self.finished = False
         self.error: BaseException | None = None
 
@@ -295,7 +297,11 @@ class _Fetch:
             self._readable(w.fd, w.offset)
             if w.offset < desc.size:    # else all there: killed before the commit
                 self._copy(w)
-            w.commit()
+            w.verify()
+            with self.cond:             # the apply may end now; the image waits for commit()
+                self.verified = True
+                self.cond.notify_all()
+            w.commit()                  # fsync + rename: off the apply's path
         self.dest.added_blobs.append(desc.digest)
 
     def _copy(self, w: Any) -> None:
@@ -340,7 +346,9 @@ class _Fetch:
 
 
 class _Follower:
-    """Reads a fetch's ingest file as it grows; EOF only once the blob is verified."""
+    """Reads a fetch's ingest file as it grows; EOF only once the blob is verified
+    (its digest checked; the commit's fsync and rename may still be under way:
+    `put_image` waits for every fetch before it records the image)."""
 
     def __init__(self, fetch: _Fetch) -> None:
         self.fetch = fetch
@@ -358,11 +366,11 @@ class _Follower:
         f = self.fetch
         with f.cond:
             while (f.written - self.pos < want or f.fd is None) and not f.finished \
-                    and not self.cancelled:
+                    and not f.verified and not self.cancelled:
                 f.cond.wait()
             if self.cancelled:
                 raise FetchCancelled(f"blob {f.desc.digest}: the layer apply was abandoned")
-            if f.error is not None:
+            if f.error is not None and not f.verified:
                 raise f.error
             return f.fd, f.written - self.pos
 
