@@ -171,11 +171,13 @@ def _pod(ep: Endpoint, logdir: Path) -> tuple[str, pb.PodSandboxConfig]:
     return sid, config
 
 
-def _ctr(ep: Endpoint, sid: str, pod: pb.PodSandboxConfig, name: str, cmd: list[str]) -> str:
+def _ctr(ep: Endpoint, sid: str, pod: pb.PodSandboxConfig, name: str, cmd: list[str],
+         stdin: bool = False) -> str:
     cid = ep.rt.CreateContainer(pb.CreateContainerRequest(
         pod_sandbox_id=sid, sandbox_config=pod, config=pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=ep.image),
-            command=cmd, log_path=f"{name}.log", linux=pb.LinuxContainerConfig()))
+            command=cmd, log_path=f"{name}.log", linux=pb.LinuxContainerConfig(),
+            stdin=stdin))
     ).container_id
     ep.rt.StartContainer(pb.StartContainerRequest(container_id=cid))
     return cid
@@ -285,3 +287,80 @@ INTENDED_DIFFERENCES = {
     # NotFound (kubelet tolerates both)
     "StopPodSandbox(unknown)": ("OK", "NOT_FOUND"),
 }
+
+
+def _ws_channels(url: str, send: list[bytes], protocol: str = "v4.channel.k8s.io") -> dict:
+    websocket = pytest.importorskip("websocket", reason="needs websocket-client")
+    ws = websocket.create_connection(url.replace("http://", "ws://"),
+                                     subprotocols=[protocol], timeout=20)
+    for message in send:
+        ws.send_binary(message)
+    out: dict[int, bytes] = {}
+    while True:
+        try:
+            opcode, data = ws.recv_data()
+        except websocket.WebSocketConnectionClosedException:
+            break
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+        if data:
+            out[data[0]] = out.get(data[0], b"") + data[1:]
+    return {"protocol": ws.getsubprotocol(), **out}
+
+
+def test_exec_streams_same_as_containerd(endpoints, tmp_path):
+    """The streaming servers of both, driven over WebSocket (v4.channel.k8s.io) as
+    kubelet's proxy does: same channels, same metav1.Status on the error channel."""
+    results = {}
+    for name, ep in endpoints.items():
+        (tmp_path / name).mkdir()
+        sid, pod = _pod(ep, tmp_path / name)
+        cid = _ctr(ep, sid, pod, "main", ["sleep", "300"])
+        url = ep.rt.Exec(pb.ExecRequest(container_id=cid, stdin=True, stdout=True,
+                                        stderr=True, cmd=["sh", "-c", ("read l; echo got:$l; "
+                                                          "echo e >&2; exit 2")])).url
+        failed = _ws_channels(url, [b"\x00hi\n"])
+        url = ep.rt.Exec(pb.ExecRequest(container_id=cid, stdout=True, stderr=True,
+                                        cmd=["echo", "fine"])).url
+        fine = _ws_channels(url, [])
+        failed[3] = json.loads(failed[3])
+        fine[3] = json.loads(fine[3])
+        results[name] = (failed, fine)
+        ep.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+        ep.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert results["corral"] == results["containerd"]
+    failed, fine = results["corral"]
+    assert (failed[1], failed[2], failed[3]["reason"]) == (b"got:hi\n", b"e\n",
+                                                           "NonZeroExitCode")
+    assert (fine[1], fine[3]["status"]) == (b"fine\n", "Success")
+
+
+def test_attach_and_port_forward_streams_same_as_containerd(endpoints, tmp_path):
+    results = {}
+    for name, ep in endpoints.items():
+        (tmp_path / name).mkdir()
+        sid, pod = _pod(ep, tmp_path / name)
+        talker = _ctr(ep, sid, pod, "talker", ["sh", "-c", "read x; echo heard:$x; sleep 1"],
+                      stdin=True)
+        url = ep.rt.Attach(pb.AttachRequest(container_id=talker, stdin=True, stdout=True,
+                                            stderr=True)).url
+        attached = _ws_channels(url, [b"\x00ping\n"])
+        attached.pop(3, None)  # the end of an attach: no status in either
+        web = _ctr(ep, sid, pod, "web", ["sh", "-c", ("mkdir -p /w && echo fw > /w/i.html "
+                                                     "&& exec httpd -f -p 127.0.0.1:8082 -h /w")])
+        _wait(lambda ep=ep, web=web: ep.rt.ExecSync(pb.ExecSyncRequest(
+            container_id=web, cmd=["sh", "-c", "netstat -ltn | grep -q :8082"],
+            timeout=5)).exit_code == 0, what="httpd listening")
+        url = ep.rt.PortForward(pb.PortForwardRequest(pod_sandbox_id=sid, port=[8082])).url
+        forwarded = _ws_channels(url + "?port=8082",
+                                 [b"\x00GET /i.html HTTP/1.0\r\nHost: x\r\n\r\n"])
+        body = forwarded.pop(0)
+        results[name] = (attached, forwarded, body[:2], body.split(b"\r\n\r\n")[-1])
+        ep.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+        ep.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert results["corral"] == results["containerd"]
+    attached, forwarded, head, body = results["corral"]
+    assert attached[1] == b"heard:ping\n"
+    # the port announced on the data channel (in `head`) and the error channel
+    assert head == (8082).to_bytes(2, "little") and forwarded[1] == head
+    assert body == b"fw\n"

@@ -209,8 +209,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def _status(ws: WebSocket, v4: bool, exit_code: int | None, error: str = "") -> None:
-    """The error channel's last word: a metav1.Status (v4) or the error text."""
+def _status(ws: WebSocket, v4: bool, exit_code: int | None, error: str = "",
+            cmd: list[str] | None = None) -> None:
+    """The error channel's last word: a metav1.Status (v4) or the error text. The
+    messages are kubelet's streaming server's (what containerd sends)."""
     if not v4:
         if error or exit_code:
             ws.send_channel(ERROR, (error or f"command terminated with exit code "
@@ -221,7 +223,8 @@ def _status(ws: WebSocket, v4: bool, exit_code: int | None, error: str = "") -> 
                   "reason": "InternalError"}
     elif exit_code:
         status = {"metadata": {}, "status": "Failure",
-                  "message": f"command terminated with non-zero exit code: {exit_code}",
+                  "message": "command terminated with non-zero exit code: error executing "
+                             f"command [{' '.join(cmd or [])}], exit code {exit_code}",
                   "reason": "NonZeroExitCode",
                   "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]}}
     else:
@@ -336,7 +339,7 @@ def _exec(engine: Any, ws: WebSocket, request: dict, v4: bool) -> None:
             proc.wait()
             for t in threads:
                 t.join(5)
-        _status(ws, v4, proc.returncode)
+        _status(ws, v4, proc.returncode, cmd=list(request["cmd"]))
     finally:
         with contextlib.suppress(FileNotFoundError):
             pfile.unlink()
