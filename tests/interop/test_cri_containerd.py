@@ -364,3 +364,25 @@ def test_attach_and_port_forward_streams_same_as_containerd(endpoints, tmp_path)
     # the port announced on the data channel (in `head`) and the error channel
     assert head == (8082).to_bytes(2, "little") and forwarded[1] == head
     assert body == b"fw\n"
+
+
+def test_image_status_same_as_containerd(endpoints):
+    got = {}
+    for name, ep in endpoints.items():
+        image = ep.im.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(
+            image="busybox"))).image
+        pause = ep.im.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(
+            image="localhost/corral/pause:catatonit"))).image
+        got[name] = {"id": image.id, "tags": sorted(image.repo_tags),
+                     "digests": sorted(image.repo_digests), "size": image.size > 0,
+                     "pause_pinned": pause.pinned, "pause_id": pause.id,
+                     "uid": (image.HasField("uid"), image.uid.value, image.username)}
+    # on purpose: repo digests of every image with a manifest (as CRI-O and podman on
+    # containers/storage report them; containerd only for pulled names), and the pause
+    # image pinned (containerd does so from 1.7)
+    digests = got["corral"].pop("digests")
+    assert len(digests) == 1 and digests[0].startswith("docker.io/library/busybox@sha256:")
+    assert got["containerd"].pop("digests") == []
+    assert (got["corral"].pop("pause_pinned"), got["containerd"].pop("pause_pinned")) == (
+        True, False)
+    assert got["corral"] == got["containerd"]
