@@ -5,7 +5,9 @@ busybox base (made by corral, loaded into podman's private store).
   output and the same config (Cmd, Entrypoint, Env, User, WorkingDir, Labels,
   ExposedPorts, Volumes, StopSignal) as in corral;
 - `podman build` of the same Dockerfile gives the same file tree (paths, types,
-  permission bits, owners, contents, link targets) as corral's.
+  permission bits, owners, contents, link targets) as corral's — also for COPY's
+  destination rules, globs, --chmod/--chown forms, and `.dockerignore` patterns;
+- the builder-side variable expansion gives the same config as podman build's.
 """
 
 from __future__ import annotations
