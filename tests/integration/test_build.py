@@ -554,6 +554,8 @@ def test_from_scratch(corral, tmp_path):
     corral.build(ctx, "-t", empty)
     config = corral.config(empty)
     assert config["rootfs"]["diff_ids"] == [] and config["config"]["Labels"] == {"only": "metadata"}
+    assert config["config"]["Env"] == [  # a default PATH, as BuildKit and buildah give
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
     assert [h.get("empty_layer") for h in config["history"]] == [True]
 
 

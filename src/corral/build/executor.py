@@ -71,6 +71,8 @@ from corral.build.state import (
 )
 from corral.errors import CorralError, InvalidArgument, NotFound
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 @dataclass
 class BuildOptions:
@@ -239,6 +241,8 @@ class Builder:
     def _run_stage(self, stages: list[Stage], stage: Stage) -> State:
         self._log_step(stage.from_ins)
         state = self._base_state(stages, stage)
+        if "PATH" not in config_ops.env_map(state.config):  # BuildKit and buildah set it
+            config_ops.set_env(state.config, "PATH", DEFAULT_PATH)
         scope = _Scope(state, {})
         triggers = list(state.c.get("OnBuild") or [])
         if triggers and find_stage(stages, stage.base, stage.index) is None:
