@@ -386,3 +386,40 @@ def test_image_status_same_as_containerd(endpoints):
     assert (got["corral"].pop("pause_pinned"), got["containerd"].pop("pause_pinned")) == (
         True, False)
     assert got["corral"] == got["containerd"]
+
+
+def test_spdy_streams_same_as_containerd(endpoints, tmp_path):
+    """SPDY/3.1, what crictl and kubelet's proxy speak by default: exec (stdin, exit
+    status), and port-forward, on both streaming servers."""
+    from tests.support import spdy_client
+
+    results = {}
+    for name in ("containerd", "corral"):  # the reference first: it checks the client
+        ep = endpoints[name]
+        (tmp_path / name).mkdir()
+        sid, pod = _pod(ep, tmp_path / name)
+        cid = _ctr(ep, sid, pod, "main", ["sh", "-c", ("mkdir -p /w && echo sp > /w/i.html "
+                                                      "&& exec httpd -f -p 127.0.0.1:8083 -h /w")])
+        url = ep.rt.Exec(pb.ExecRequest(container_id=cid, stdin=True, stdout=True,
+                                        stderr=True, cmd=["sh", "-c", ("read l; echo got:$l; "
+                                                          "echo e >&2; exit 2")])).url
+        failed = spdy_client.remotecommand(url, stdin=b"hi\n")
+        failed["error"] = json.loads(failed["error"])
+        url = ep.rt.Exec(pb.ExecRequest(container_id=cid, stdout=True, stderr=True,
+                                        cmd=["echo", "fine"])).url
+        fine = spdy_client.remotecommand(url)
+        _wait(lambda ep=ep, cid=cid: ep.rt.ExecSync(pb.ExecSyncRequest(
+            container_id=cid, cmd=["sh", "-c", "netstat -ltn | grep -q :8083"],
+            timeout=5)).exit_code == 0, what="httpd listening")
+        url = ep.rt.PortForward(pb.PortForwardRequest(pod_sandbox_id=sid, port=[8083])).url
+        forwarded = spdy_client.portforward(url, 8083,
+                                            b"GET /i.html HTTP/1.0\r\nHost: x\r\n\r\n")
+        forwarded["data"] = forwarded["data"].split(b"\r\n\r\n")[-1]
+        results[name] = (failed, fine, forwarded)
+        ep.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+        ep.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    failed, fine, forwarded = results["containerd"]
+    assert (failed["stdout"], failed["stderr"]) == (b"got:hi\n", b"e\n")
+    assert failed["error"]["reason"] == "NonZeroExitCode"
+    assert fine["stdout"] == b"fine\n" and forwarded["data"] == b"sp\n"
+    assert results["corral"] == results["containerd"]

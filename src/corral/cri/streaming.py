@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import secrets
 import socket
 import struct
@@ -172,13 +173,16 @@ class _Handler(BaseHTTPRequestHandler):
         if request is None:
             self.send_error(404, "unknown or expired stream")
             return
+        if (self.headers.get("Upgrade") or "").lower().startswith("spdy/"):
+            self._spdy(kind, request)
+            return
         offered = [p.strip() for p in
                    (self.headers.get("Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
         wanted = PORTFORWARD_PROTOCOLS if kind == "portforward" else CHANNEL_PROTOCOLS
         protocol = next((p for p in offered if p in wanted), None)
         key = self.headers.get("Sec-WebSocket-Key")
         if (self.headers.get("Upgrade") or "").lower() != "websocket" or not key:
-            self.send_error(400, "this streaming server speaks WebSocket only (no SPDY)")
+            self.send_error(400, "expected an upgrade to WebSocket or SPDY/3.1")
             return
         if offered and protocol is None:
             self.send_error(400, f"none of the offered subprotocols is supported: {offered}"
@@ -208,6 +212,200 @@ class _Handler(BaseHTTPRequestHandler):
             ws.close()
             self.close_connection = True
 
+    do_POST = do_GET  # kubectl and crictl POST the SPDY upgrades
+
+    def _spdy(self, kind: str, request: dict) -> None:
+        """The SPDY/3.1 flavour: X-Stream-Protocol-Version negotiation, then one SPDY
+        stream per purpose, named by its `streamtype` header."""
+        from corral.cri import spdy
+
+        offered = [p.strip() for v in self.headers.get_all("X-Stream-Protocol-Version") or []
+                   for p in v.split(",") if p.strip()]
+        wanted = ("portforward.k8s.io",) if kind == "portforward" else SPDY_PROTOCOLS
+        protocol = next((p for p in wanted if p in offered), None)
+        if protocol is None:
+            self.send_error(403, f"no supported X-Stream-Protocol-Version in {offered} "
+                            f"(supported: {', '.join(wanted)})")
+            return
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Upgrade", "SPDY/3.1")
+        self.send_header("X-Stream-Protocol-Version", protocol)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        conn = spdy.Connection(self.connection, self.rfile)
+        try:
+            if kind == "portforward":
+                _portforward_spdy(self.streams.engine, conn, request)
+                return
+            channels = SpdyChannels.accept(conn, request, protocol)
+            if channels is None:
+                return
+            v4 = protocol == "v4.channel.k8s.io"
+            try:
+                if kind == "exec":
+                    _exec(self.streams.engine, channels, request, v4)  # type: ignore[arg-type]
+                else:
+                    _attach(self.streams.engine, channels, request, v4)  # type: ignore[arg-type]
+            finally:
+                channels.close()
+        finally:
+            conn.close()
+
+
+SPDY_PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
+                  "channel.k8s.io")
+_STREAM_CHANNELS = {"stdin": STDIN, "stdout": STDOUT, "stderr": STDERR, "error": ERROR,
+                    "resize": RESIZE}
+
+
+class SpdyChannels:
+    """The SPDY streams of one exec/attach behind the WebSocket's channel interface
+    (`send_channel`, `receive`, `close`), so both share one implementation."""
+
+    def __init__(self, conn: Any, streams: dict[int, Any]) -> None:
+        self.conn, self.streams = conn, streams
+        self._messages: queue.Queue[bytes | None] = queue.Queue()
+        self.closed = False
+        readers = []
+        for channel in (STDIN, RESIZE):
+            if channel in streams:
+                t = threading.Thread(target=self._read, args=(channel,), daemon=True)
+                t.start()
+                readers.append(t)
+
+        def watch() -> None:
+            conn.closed.wait()
+            for t in readers:
+                t.join(5)
+            self._messages.put(None)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    @classmethod
+    def accept(cls, conn: Any, request: dict, protocol: str) -> SpdyChannels | None:
+        """Wait (up to 30 s) for the streams the request implies, replying to each."""
+        expected = {"error"}
+        if request.get("stdin"):
+            expected.add("stdin")
+        if request.get("stdout"):
+            expected.add("stdout")
+        if request.get("stderr") and not request.get("tty"):
+            expected.add("stderr")
+        if request.get("tty") and protocol != "channel.k8s.io" and \
+                protocol != "v2.channel.k8s.io":
+            expected.add("resize")
+        streams: dict[int, Any] = {}
+        deadline = time.monotonic() + 30
+        while not expected <= {k for k, c in _STREAM_CHANNELS.items() if c in streams}:
+            stream = conn.accept(timeout=max(0.0, deadline - time.monotonic()))
+            if stream is None:
+                return None
+            stream.reply()
+            channel = _STREAM_CHANNELS.get(stream.header("streamtype"))
+            if channel is not None:
+                streams[channel] = stream
+        return cls(conn, streams)
+
+    def _read(self, channel: int) -> None:
+        stream = self.streams[channel]
+        while True:
+            chunk = stream.read()
+            if not chunk:
+                if channel == STDIN:
+                    self._messages.put(bytes([STDIN]))  # stdin's end
+                return
+            if channel == RESIZE:
+                for line in chunk.splitlines():
+                    if line.strip():
+                        self._messages.put(bytes([RESIZE]) + line)
+            else:
+                self._messages.put(bytes([channel]) + chunk)
+
+    def send_channel(self, channel: int, data: bytes) -> None:
+        stream = self.streams.get(channel)
+        if stream is not None and data:
+            stream.write(data)
+
+    def receive(self) -> bytes | None:
+        return self._messages.get()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            for stream in self.streams.values():
+                stream.close()
+
+
+def _portforward_spdy(engine: Any, conn: Any, request: dict) -> None:
+    """portforward.k8s.io: streams come in pairs (`streamtype` data/error, the same
+    `requestid` and `port`); each data stream is one connection into the pod."""
+    pairs: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def error_stream(rid: str) -> Any:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with lock:
+                found = pairs.get(rid, {}).get("error")
+            if found is not None:
+                return found
+            time.sleep(0.01)
+        return None
+
+    def forward(rid: str, port: int, stream: Any) -> None:
+        try:
+            sock = connect_in_netns(request["pid"], port)
+        except Exception as exc:  # noqa: BLE001 - reported on the pair's error stream
+            err = error_stream(rid)
+            if err is not None:
+                err.write(f"error forwarding port {port} to pod "
+                          f"{request['pod_sandbox_id']}: {exc}".encode())
+                err.close()
+            stream.close()
+            return
+
+        def from_pod() -> None:
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                stream.write(chunk)
+            stream.close()
+
+        t = threading.Thread(target=from_pod, daemon=True)
+        t.start()
+        while True:
+            chunk = stream.read()
+            if not chunk:
+                break
+            with contextlib.suppress(OSError):
+                sock.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        t.join()
+        sock.close()
+        err = error_stream(rid)
+        if err is not None:
+            err.close()
+
+    while (stream := conn.accept()) is not None:
+        stream.reply()
+        rid, kind = stream.header("requestid"), stream.header("streamtype")
+        with lock:
+            pairs.setdefault(rid, {})[kind] = stream
+        if kind == "data":
+            try:
+                port = int(stream.header("port"))
+            except ValueError:
+                stream.close()
+                continue
+            threading.Thread(target=forward, args=(rid, port, stream), daemon=True).start()
+
 
 def _status(ws: WebSocket, v4: bool, exit_code: int | None, error: str = "",
             cmd: list[str] | None = None) -> None:
@@ -215,8 +413,9 @@ def _status(ws: WebSocket, v4: bool, exit_code: int | None, error: str = "",
     messages are kubelet's streaming server's (what containerd sends)."""
     if not v4:
         if error or exit_code:
-            ws.send_channel(ERROR, (error or f"command terminated with exit code "
-                                    f"{exit_code}").encode())
+            ws.send_channel(ERROR, (error or "command terminated with non-zero exit code: "
+                                    f"error executing command [{' '.join(cmd or [])}], "
+                                    f"exit code {exit_code}").encode())
         return
     if error:
         status = {"metadata": {}, "status": "Failure", "message": error,
@@ -229,7 +428,8 @@ def _status(ws: WebSocket, v4: bool, exit_code: int | None, error: str = "",
                   "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]}}
     else:
         status = {"metadata": {}, "status": "Success"}
-    ws.send_channel(ERROR, json.dumps(status).encode())
+    # compact, as Go marshals it
+    ws.send_channel(ERROR, json.dumps(status, separators=(",", ":")).encode())
 
 
 def _resize(data: bytes) -> tuple[int, int] | None:
