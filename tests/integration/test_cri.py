@@ -994,3 +994,24 @@ def test_pods_started_and_removed_in_parallel(cri, pod):
             made))
     left = {s.id for s in cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items}
     assert not left & {sid for sid, _ in made}
+
+
+def test_spdy_exec_tty_resize_and_attach(cri, pod):
+    """SPDY/3.1 (crictl's and kubelet's default) on corral's streaming server; the
+    framing itself is compared with containerd's in tests/interop."""
+    from tests.support import spdy_client
+
+    p = pod()
+    cid = p.container("main", ["sleep", "300"])
+    url = cri.runtime.Exec(pb.ExecRequest(container_id=cid, cmd=["sh", "-c", "read x; stty size"],
+                                          tty=True, stdin=True, stdout=True)).url
+    out = spdy_client.remotecommand(url, stdin=b"go\n", stderr=False, tty=True,
+                                    resize=(17, 91))
+    assert out["protocol"] == "v4.channel.k8s.io"
+    assert b"17 91" in out["stdout"]
+    assert b'"status":"Success"' in out["error"]
+    talker = p.container("talker", ["sh", "-c", "read x; echo heard:$x; sleep 1"], stdin=True)
+    url = cri.runtime.Attach(pb.AttachRequest(container_id=talker, stdin=True, stdout=True,
+                                              stderr=True)).url
+    out = spdy_client.remotecommand(url, stdin=b"spdy\n")
+    assert out["stdout"] == b"heard:spdy\n"

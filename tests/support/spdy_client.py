@@ -49,7 +49,8 @@ def _drain(stream: spdy.Stream, out: dict, key: str) -> None:
 
 
 def remotecommand(url: str, *, stdin: bytes | None = None, stdout: bool = True,
-                  stderr: bool = True, tty: bool = False) -> dict:
+                  stderr: bool = True, tty: bool = False,
+                  resize: tuple[int, int] | None = None) -> dict:
     """Exec or attach through `url`: {"protocol", "stdout", "stderr", "error"}."""
     conn, protocol = upgrade(url, ["v4.channel.k8s.io", "v3.channel.k8s.io",
                                    "v2.channel.k8s.io", "channel.k8s.io"])
@@ -70,6 +71,13 @@ def remotecommand(url: str, *, stdin: bytes | None = None, stdout: bool = True,
                for k in ("stdout", "stderr", "error") if k in streams]
     for t in readers:
         t.start()
+    if resize is not None and "resize" in streams:
+        import json
+        import time
+
+        streams["resize"].write(json.dumps({"Width": resize[1], "Height": resize[0]}).encode()
+                                + b"\n")
+        time.sleep(0.2)  # applied before stdin comes (separate streams, no order)
     if stdin is not None:
         streams["stdin"].write(stdin)
         streams["stdin"].close()
