@@ -1,6 +1,10 @@
 """The CRI streaming server: Exec, Attach and PortForward return a one-time URL on this
 HTTP server; the client (kubelet's proxy, crictl) upgrades it to a WebSocket speaking
-Kubernetes' channel protocol.
+Kubernetes' channel protocol, or to SPDY/3.1 (`corral.cri.spdy`) with one stream per
+purpose (`streamtype` error/stdin/stdout/stderr/resize; port-forward: data/error pairs
+per `requestid`), protocol by X-Stream-Protocol-Version. Both feed the same exec,
+attach and port-forward code through the channel interface (`send_channel`,
+`receive`, `close`).
 
 - Exec/Attach: `v4.channel.k8s.io` (or `channel.k8s.io`): every binary message starts
   with a channel byte — 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize (JSON
@@ -11,7 +15,7 @@ Kubernetes' channel protocol.
   2 little-endian bytes; data goes to 127.0.0.1:port in the pod's network namespace.
 
 URLs expire after a minute unused and work once (kubelet's streaming server does the
-same). SPDY is not spoken. The WebSocket framing (RFC 6455) is implemented here:
+same). The WebSocket framing (RFC 6455) is implemented here:
 server frames unmasked, client frames masked, fragments joined, ping answered.
 """
 
