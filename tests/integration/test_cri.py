@@ -645,6 +645,13 @@ def test_container_and_pod_stats(cri, pod):
     assert p.id in ids
     code, _ = _code(rt.ContainerStats, pb.ContainerStatsRequest(container_id="ab" * 32))
     assert code == grpc.StatusCode.NOT_FOUND
+    # the writable layer grows with what the container writes
+    before = rt.ContainerStats(pb.ContainerStatsRequest(container_id=idle)).stats
+    assert p.exec(idle, ["dd", "if=/dev/zero", "of=/blob", "bs=1M", "count=5"]).exit_code == 0
+    after = rt.ContainerStats(pb.ContainerStatsRequest(container_id=idle)).stats
+    grown = after.writable_layer.used_bytes.value - before.writable_layer.used_bytes.value
+    assert grown >= 5 << 20 and after.writable_layer.inodes_used.value >= 1
+    assert after.writable_layer.fs_id.mountpoint == str(cri.root)
 
 
 # -- streaming ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """CRI stats: ContainerStats / PodSandboxStats from the OCI runtime's `events --stats`
-(runc's JSON: the cgroup's cpu, memory, pids), the pod's network from the infra
-process's /proc/<pid>/net/dev.
+(runc's JSON: the cgroup's cpu, memory, pids), the writable layer from the store's RW
+directory, the pod's network from the infra process's /proc/<pid>/net/dev.
 
 `usage_nano_cores` needs two samples: the last one of each container is kept (as
 containerd does) and the rate computed against it.
@@ -9,9 +9,11 @@ containerd does) and the rate computed against it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from corral.cri._gen import api_pb2 as pb
@@ -87,7 +89,37 @@ def container_stats(engine: Any, record: dict, config: Any, c: Any) -> Any:
         usage = int(((data.get("memory") or {}).get("usage") or {}).get("usage") or 0)
         stats.swap.CopyFrom(pb.SwapUsage(timestamp=now,
                                          swap_usage_bytes=_u64(max(0, swap - usage))))
+    if c is not None:
+        try:
+            stats.writable_layer.CopyFrom(writable_layer(engine, record["id"], now))
+        except (OSError, ValueError):
+            pass
     return stats, data
+
+
+def writable_layer(engine: Any, container_id: str, now: int) -> Any:
+    """FilesystemUsage of the container's writable layer: disk blocks and inodes under
+    the driver's RW directory (overlay: `upper`; vfs: the whole copy), hard links
+    counted once, as containerd's snapshotters measure it."""
+    store = engine.store
+    rw = Path(store.containers.rw_dir(container_id))
+    top = rw / "upper" if (rw / "upper").is_dir() else rw / "root"
+    used = inodes = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            used += st.st_blocks * 512
+            inodes += 1
+    return pb.FilesystemUsage(timestamp=now, fs_id=pb.FilesystemIdentifier(
+        mountpoint=str(store.root)), used_bytes=_u64(used), inodes_used=_u64(inodes))
 
 
 def network_usage(pid: int | None, now: int) -> Any:
