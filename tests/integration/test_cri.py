@@ -9,6 +9,7 @@ the server, kills any conmon left for the root and removes the root.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
@@ -221,7 +222,7 @@ def test_pod_two_containers_share_localhost_and_ipc_uts(cri, pod):
     status = cri.runtime.PodSandboxStatus(
         pb.PodSandboxStatusRequest(pod_sandbox_id=p.id)).status
     assert status.state == pb.SANDBOX_READY
-    assert status.network.ip.startswith("10.99.200.")
+    assert ipaddress.ip_address(status.network.ip).version == 4
     assert status.metadata.name == p.config.metadata.name and status.labels["app"]
     serve = ("mkdir -p /www && echo hello-pod > /www/index.html"
              " && exec httpd -f -p 127.0.0.1:8080 -h /www")
@@ -237,6 +238,9 @@ def test_pod_two_containers_share_localhost_and_ipc_uts(cri, pod):
     # and the pod's /dev/shm (POSIX shared memory)
     assert p.exec(web, ["sh", "-c", "echo shared > /dev/shm/note"]).exit_code == 0
     assert p.exec(client, ["cat", "/dev/shm/note"]).stdout == b"shared\n"
+    # the pod IP is the containers' eth0 address
+    assert f"inet {status.network.ip}/" in p.exec(client, ["ip", "addr", "show", "eth0"]
+                                                  ).stdout.decode()
     listed = cri.runtime.ListContainers(pb.ListContainersRequest(
         filter=pb.ContainerFilter(pod_sandbox_id=p.id))).containers
     assert sorted(c.metadata.name for c in listed) == ["client", "web"]
