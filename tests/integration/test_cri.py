@@ -383,19 +383,29 @@ def test_security_context_user_and_readonly_rootfs(cri, pod):
     assert status.split()[-1] == "1"
 
 
-def test_server_restart_keeps_pods_and_containers(cri, pod):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_server_restart_keeps_pods_and_containers(cri, pod, how):
     p = pod()
     cid = p.container("main", ["sleep", "300"])
+    short = p.container("short", ["sh", "-c", "sleep 1; exit 4"])
+    if how == "SIGKILL":
+        cri.proc.kill()  # no graceful shutdown
+        cri.proc.wait()
     cri.stop()
+    time.sleep(1.5)  # `short` exits while no server runs
     cri.start()
     rt = cri.runtime
     response = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id))
     status = response.status
     assert status.state == pb.SANDBOX_READY and status.network.ip
-    assert [s.id for s in response.containers_statuses] == [cid] and response.timestamp
+    assert sorted(s.id for s in response.containers_statuses) == sorted([cid, short])
+    assert response.timestamp
     c = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
     assert c.state == pb.CONTAINER_RUNNING
     assert p.exec(cid, ["echo", "still"]).stdout == b"still\n"
+    done = _until(lambda: (s := rt.ContainerStatus(pb.ContainerStatusRequest(
+        container_id=short)).status).state == pb.CONTAINER_EXITED and s)
+    assert (done.exit_code, done.reason) == (4, "Error")
 
 
 # -- images ------------------------------------------------------------------------------------
