@@ -300,6 +300,8 @@ def test_stop_and_remove_are_idempotent(cri, pod):
         rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=p.id))
     status = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=p.id)).status
     assert status.state == pb.SANDBOX_NOTREADY and status.network.ip == ""
+    with open("/proc/self/mountinfo") as f:  # the pod's shm went with the stop
+        assert not [line for line in f if p.id in line and "/shm " in line]
     for _ in range(2):
         rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))
     assert p.id not in [s.id for s in rt.ListPodSandbox(pb.ListPodSandboxRequest()).items]

@@ -284,6 +284,10 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             # all at once (the infra's network goes down in its cleanup)
             ids = [rec["id"] for rec in self._containers_of(sid)] + [sid]
             _each(lambda ident: self._stop(ident, 0), ids)
+            from corral.cri import shm
+
+            with contextlib.suppress(NotFound):  # as containerd: the pod's files go now
+                shm.unmount(self.engine.store.container_dir(sid))
             with contextlib.suppress(SandboxNotFound):
                 record = self.records.sandbox(sid)
                 record["state"] = "notready"
