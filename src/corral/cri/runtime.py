@@ -240,11 +240,16 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             record = {"id": c.id, "created_at": time.time_ns(), "state": "ready",
                       "config": encode(config), "runtime_handler": request.runtime_handler}
             try:
-                self._patch(c, lambda spec: _patch_sandbox_spec(spec, config, c.id))
-                if _pod_ipc(config) != translate.NODE:
-                    from corral.cri import shm
+                from corral.cri import shm
 
-                    self._patch(c, lambda spec: shm.bind(spec, shm.mount(c.bundle)))
+                shm_dir = shm.mount(c.bundle) if _pod_ipc(config) != translate.NODE else None
+
+                def patch(spec: dict) -> None:
+                    _patch_sandbox_spec(spec, config, c.id)
+                    if shm_dir is not None:
+                        shm.bind(spec, shm_dir)
+
+                self._patch(c, patch)
                 self.records.save_sandbox(record)
                 self._event(c.id, pb.CONTAINER_CREATED_EVENT)
                 engine.start(c.id)
