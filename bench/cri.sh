@@ -6,6 +6,7 @@
 #
 #   bench/cri.sh                      # as root; RUNS=10 ROUNDS=3 by default
 #   RUNTIME=runc bench/cri.sh         # corral driving runc, as containerd does
+#   PARALLEL=8 (default): also the wall time of 8 pods up and down at once
 #
 # Both get a private store/root, their own CNI bridge network with the same plugin
 # list (corral's: bridge + host-local, portmap, firewall, tuning) and the same
@@ -115,6 +116,6 @@ for _ in $(seq 100); do grep -q "listening on" "$TMP/corral.out" 2>/dev/null && 
 
 echo "== pod up (RunPodSandbox..StartContainer) and down (Stop+RemovePodSandbox), busybox sleep"
 echo "   corral (${RUNTIME:-corral-runtime}) vs containerd $(containerd --version | awk "{print \$3}") (runc)"
-"$PY" "$HERE/bench/cri_bench.py" --runs "$RUNS" --rounds "$ROUNDS" \
+"$PY" "$HERE/bench/cri_bench.py" --runs "$RUNS" --rounds "$ROUNDS" --parallel "${PARALLEL:-8}" \
   "corral=unix://$TMP/corral.sock=busybox" \
   "containerd=unix://$CTD/containerd.sock=docker.io/library/busybox:latest"
