@@ -253,6 +253,11 @@ def test_exec_sync_output_exit_codes_and_timeout(cri, pod):
     r = p.exec(cid, ["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (r.stdout, r.stderr, r.exit_code) == (b"out\n", b"err\n", 3)
     assert p.exec(cid, ["true"]).exit_code == 0
+    # a command that fails is an exit code; one that cannot start an error (containerd's)
+    r = p.exec(cid, ["cat", "/missing"])
+    assert r.exit_code == 1 and b"No such file" in r.stderr
+    code, msg = _code(p.exec, cid, ["/no/such"])
+    assert code == grpc.StatusCode.UNKNOWN and "/no/such" in msg
     started = time.monotonic()
     code, _ = _code(p.exec, cid, ["sleep", "30"], 1)
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < 10

@@ -423,3 +423,19 @@ def test_spdy_streams_same_as_containerd(endpoints, tmp_path):
     assert failed["error"]["reason"] == "NonZeroExitCode"
     assert fine["stdout"] == b"fine\n" and forwarded["data"] == b"sp\n"
     assert results["corral"] == results["containerd"]
+
+
+def test_exec_sync_of_a_missing_command_same_as_containerd(endpoints, tmp_path):
+    got = {}
+    for name, ep in endpoints.items():
+        (tmp_path / name).mkdir()
+        sid, pod = _pod(ep, tmp_path / name)
+        cid = _ctr(ep, sid, pod, "main", ["sleep", "300"])
+        try:
+            r = ep.rt.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=["/no/such"],
+                                                  timeout=10))
+            got[name] = ("exit", r.exit_code)
+        except grpc.RpcError as exc:
+            got[name] = ("error", exc.code().name)
+        ep.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert got["corral"] == got["containerd"]

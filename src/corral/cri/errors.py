@@ -19,6 +19,10 @@ class DeadlineExceeded(errors.CorralError):
     """An ExecSync command ran past its timeout."""
 
 
+class ExecFailed(errors.CorralError):
+    """The runtime could not start an exec'd process (UNKNOWN, as containerd)."""
+
+
 def status_code(exc: BaseException) -> Any:
     import grpc
 

@@ -26,7 +26,7 @@ from typing import Any
 from corral.cri import pause, translate
 from corral.cri._gen import api_pb2 as pb
 from corral.cri._gen import api_pb2_grpc as pb_grpc
-from corral.cri.errors import DeadlineExceeded, grpc_errors
+from corral.cri.errors import DeadlineExceeded, ExecFailed, grpc_errors
 from corral.cri.records import ContainerNotFound, Records, SandboxNotFound, decode, encode
 from corral.errors import FailedPrecondition, InvalidArgument, NotFound
 from corral.storage.records import read_json, write_json
@@ -907,6 +907,20 @@ def _oom_killed(c: Any) -> bool:
     return (c.bundle / "oom").exists() if c is not None else False
 
 
+def _start_failure(stderr: str, runtime: str) -> str | None:
+    """The OCI runtime's own report that the process could not be started (not the
+    process's stderr): corral-runtime's `corral-runtime: exec: ...`, runc's
+    `exec failed: unable to start container process: ...`."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    name = os.path.basename(runtime)
+    if last.startswith(f"{name}: exec: ") or "unable to start container process" in last:
+        return last
+    return None
+
+
 def exec_sync(engine: Any, container_id: str, argv: list[str],
               timeout: float | None) -> tuple[bytes, bytes, int]:
     """Run `argv` in the running container through the OCI runtime's `exec`, output
@@ -939,6 +953,10 @@ def exec_sync(engine: Any, container_id: str, argv: list[str],
             proc.communicate()
             raise DeadlineExceeded(f"ExecSync {argv[0]!r} in {c.id[:12]}: timed out after "
                                    f"{timeout}s") from None
+        if proc.returncode != 0 and not out:
+            failure = _start_failure(err.decode(errors="replace"), rt.path)
+            if failure:
+                raise ExecFailed(f"failed to exec in container {c.id[:12]}: {failure}")
         return out[:EXEC_OUTPUT_CAP], err[:EXEC_OUTPUT_CAP], proc.returncode
     finally:
         for path in (pfile, pidfile):
