@@ -439,3 +439,49 @@ def test_exec_sync_of_a_missing_command_same_as_containerd(endpoints, tmp_path):
             got[name] = ("error", exc.code().name)
         ep.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
     assert got["corral"] == got["containerd"]
+
+
+def test_container_edge_cases_same_as_containerd(endpoints, tmp_path):
+    """What kubelet sees around one pod's edges: an OOM kill, a missing image, a second
+    start, exec and log reopen on a stopped container."""
+    got = {}
+    for name, ep in endpoints.items():
+        (tmp_path / name).mkdir()
+        sid, pod = _pod(ep, tmp_path / name)
+        out = {}
+        limit = 16 << 20
+        hog = ep.rt.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=sid, sandbox_config=pod, config=pb.ContainerConfig(
+                metadata=pb.ContainerMetadata(name="hog"), image=pb.ImageSpec(image=ep.image),
+                command=["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+                linux=pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(
+                    memory_limit_in_bytes=limit, memory_swap_limit_in_bytes=limit))))
+        ).container_id
+        ep.rt.StartContainer(pb.StartContainerRequest(container_id=hog))
+
+        def exited(ep=ep, hog=hog):
+            s = ep.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=hog)).status
+            return s if s.state == pb.CONTAINER_EXITED else None
+
+        s = _wait(exited, what=f"{name}: OOM")
+        out["oom"] = (s.exit_code, s.reason)
+        out["start again"] = _code(ep.rt.StartContainer,
+                                   pb.StartContainerRequest(container_id=hog))
+        out["exec stopped"] = _code(ep.rt.ExecSync, pb.ExecSyncRequest(
+            container_id=hog, cmd=["true"], timeout=5))
+        out["reopen stopped"] = _code(ep.rt.ReopenContainerLog,
+                                      pb.ReopenContainerLogRequest(container_id=hog))
+        out["missing image"] = _code(ep.rt.CreateContainer, pb.CreateContainerRequest(
+            pod_sandbox_id=sid, sandbox_config=pod, config=pb.ContainerConfig(
+                metadata=pb.ContainerMetadata(name="noimg"),
+                image=pb.ImageSpec(image="corral-test-absent:1"))))
+        ep.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+        ep.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+        got[name] = out
+    # on purpose: a container in the wrong state is FAILED_PRECONDITION in corral (the
+    # gRPC code for it); containerd 1.6 answers UNKNOWN. kubelet treats both as errors.
+    for case in ("start again", "exec stopped", "reopen stopped"):
+        assert (got["corral"].pop(case), got["containerd"].pop(case)) == (
+            "FAILED_PRECONDITION", "UNKNOWN"), case
+    assert got["corral"] == got["containerd"]
+    assert got["corral"] == {"oom": (137, "OOMKilled"), "missing image": "NOT_FOUND"}
