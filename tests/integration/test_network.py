@@ -39,6 +39,19 @@ pytestmark = [
 HTTPD = "mkdir -p /www && echo \"$0\" > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
+def _free_prefix() -> str:
+    """`10.99.N` for a /24 that no route on the host uses (test sessions run side by side)."""
+    import secrets
+
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"],
+                            capture_output=True, text=True, check=True).stdout
+    start = 130 + secrets.randbelow(60)
+    for third in range(start, start + 60):
+        if f"10.99.{third % 190}.0/24" not in routes and third % 190 > 100:
+            return f"10.99.{third % 190}"
+    raise AssertionError("no free 10.99.N.0/24 for a test network")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,11 +106,16 @@ def net_corral(corral):
     corral.network = network
     yield corral
     subprocess.run(corral.argv("rm", "-af"), capture_output=True, timeout=120)
-    for n in made:
+    left = []
+    for n in made:  # remove everything first, then complain
         subprocess.run(corral.argv("network", "rm", "-f", n.name), capture_output=True,
                        timeout=60)
-        assert not os.path.exists(f"/sys/class/net/{n.bridge}"), f"bridge {n.bridge} left"
-        assert _leases(n.name) == [], f"leases left on {n.name}"
+        if os.path.exists(f"/sys/class/net/{n.bridge}"):
+            left.append(f"bridge {n.bridge} ({_veths_on(n.bridge)})")
+            subprocess.run(["ip", "link", "delete", n.bridge], capture_output=True)
+        if _leases(n.name):
+            left.append(f"leases on {n.name}: {_leases(n.name)}")
+    assert left == [], left
 
 
 def _ip_of(corral: Corral, ref: str, network: str | None = None) -> str:
@@ -213,18 +231,19 @@ def test_internal_network_has_no_route_out(net_corral):
 
 
 def test_static_ip_mac_dns_and_add_host(net_corral):
-    net = net_corral.network("--subnet", "10.99.231.0/24")
-    out = net_corral("run", "--rm", "--network", net.name, "--ip", "10.99.231.77",
+    p = _free_prefix()
+    net = net_corral.network("--subnet", f"{p}.0/24")
+    out = net_corral("run", "--rm", "--network", net.name, "--ip", f"{p}.77",
                      "--mac-address", "02:42:0a:63:e7:4d", "--dns", "192.0.2.53",
-                     "--dns-search", "example.test", "--add-host", "gateway.test:10.99.231.1",
+                     "--dns-search", "example.test", "--add-host", f"gateway.test:{p}.1",
                      "-h", "myhost", "busybox", "sh", "-c",
                      "ip -o addr show eth0; ip -o link show eth0; cat /etc/resolv.conf "
                      "/etc/hosts; hostname").stdout
-    assert "inet 10.99.231.77/24" in out
+    assert f"inet {p}.77/24" in out
     assert "02:42:0a:63:e7:4d" in out
     assert "nameserver 192.0.2.53" in out and "search example.test" in out
-    assert "10.99.231.1\tgateway.test" in out
-    assert "10.99.231.77\tmyhost" in out
+    assert f"{p}.1\tgateway.test" in out
+    assert f"{p}.77\tmyhost" in out
     assert out.strip().endswith("myhost")
 
 
@@ -373,13 +392,15 @@ def test_unknown_network_is_refused_and_nothing_made(net_corral):
 
 
 def test_overlapping_subnet_is_refused(net_corral):
-    net = net_corral.network("--subnet", "10.99.232.0/24")
+    p = _free_prefix()
+    net = net_corral.network("--subnet", f"{p}.0/24")
     name = f"corral-test-{uuid.uuid4().hex[:8]}"
-    r = net_corral("network", "create", "--subnet", "10.99.232.128/25", name, check=False)
+    r = net_corral("network", "create", "--subnet", f"{p}.128/25", name, check=False)
     assert r.returncode != 0 and "overlaps" in r.stderr and net.name in r.stderr
     assert net_corral("network", "inspect", name, check=False).returncode != 0
-    r = net_corral("network", "create", "--subnet", "10.99.233.0/24", "--gateway",
-                   "10.99.234.1", name, check=False)
+    q = _free_prefix()
+    r = net_corral("network", "create", "--subnet", f"{q}.0/24", "--gateway",
+                   "192.0.2.1", name, check=False)
     assert r.returncode != 0 and "gateway" in r.stderr
 
 
