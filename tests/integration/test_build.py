@@ -762,3 +762,16 @@ def test_a_run_that_changes_nothing_adds_no_layer(corral, tmp_path):
     assert [h.get("empty_layer", False) for h in config["history"][-3:]] == [True, False, True]
     assert _ran(corral.build(ctx, "-t", tag).stdout) == [] and \
         corral.build(ctx, "-t", tag).stdout.count("Using cache") == 3
+
+
+def test_onbuild_trigger_uses_a_stage_of_the_downstream_build(corral, tmp_path):
+    base, tag = _tag(), _tag()
+    corral.build(_context(tmp_path / "base", "FROM busybox\nONBUILD COPY --from=helper /h /h\n"
+                                             "ONBUILD RUN echo ran:trigger\n"), "-t", base)
+    ctx = _context(tmp_path / "app", f"FROM busybox AS helper\nRUN echo helped > /h\n"
+                                     f"FROM busybox AS unused\nRUN echo ran:unused\n"
+                                     f"FROM {base}\nRUN cat /h\n")
+    out = corral.build(ctx, "-t", tag).stdout
+    assert _ran(out) == ["ran:trigger"]  # the unused stage did not run; helper did, lazily
+    assert corral.run(tag, "cat", "/h") == "helped\n"
+    assert "OnBuild" not in corral.config(tag)["config"]  # not inherited by grand-children

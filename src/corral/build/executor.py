@@ -157,7 +157,7 @@ class Builder:
         needed = needed_stages(stages, target, self.lexer, meta)
         self.total = sum(1 + len(s.instructions) for s in stages if s.index in needed)
         for stage in stages:
-            if stage.index in needed:
+            if stage.index in needed and stage.index not in self.stage_states:
                 self.stage_states[stage.index] = self._run_stage(stages, stage)
             if stage is target:
                 break
@@ -208,10 +208,7 @@ class Builder:
                                            f"linux/{arch}")
         earlier = find_stage(stages, stage.base, stage.index)
         if earlier is not None:
-            state = self.stage_states.get(earlier.index)
-            if state is None:  # pragma: no cover - needed_stages ran it
-                raise stage.from_ins.error(f"stage {stage.base} did not run")
-            return state.copy()
+            return self._stage_result(earlier).copy()
         if stage.base == "scratch":
             return State(scratch_config("linux", arch), key=chain_key("", "FROM scratch"))
         image_id = self._resolve_image(stage.base, stage.from_ins)
@@ -369,11 +366,20 @@ class Builder:
         self.result.ran.append(f"{ins.line} {ins.cmd}")
         self.opts.log(f"--> {new.image_id.split(':', 1)[1][:12]}")
 
+    def _stage_result(self, other: Stage) -> State:
+        """An earlier stage's result, building it now if the plan did not need it (an
+        ONBUILD trigger of a base image can name a stage of this Dockerfile)."""
+        state = self.stage_states.get(other.index)
+        if state is None:
+            self.total += 1 + len(other.instructions)
+            state = self.stage_states[other.index] = self._run_stage(self._stages, other)
+        return state
+
     def _mount_origin(self, ref: str, stage: Stage, ins: Instruction) -> tuple[str, str | None]:
         """(cache-key text, image id) of a `from=` of RUN --mount: a stage or an image."""
         other = find_stage(self._stages, ref, stage.index)
         if other is not None:
-            state = self.stage_states[other.index]
+            state = self._stage_result(other)
             return f"stage-rootfs:{state.top}", state.image_id
         image = self._resolve_image(ref, ins)
         return "image:" + image, image
@@ -471,7 +477,7 @@ class Builder:
                 from_ref = self.lexer.word(from_ref, env)
                 other = find_stage(stages, from_ref, stage.index)
                 if other is not None:
-                    src_state = self.stage_states[other.index]
+                    src_state = self._stage_result(other)
                     src_image = src_state.image_id
                     origin = f"stage-rootfs:{src_state.top}"  # its layers: its content
                 else:
