@@ -165,7 +165,7 @@ class Engine:
             state=state)
 
     def _save_state(self, c: Container) -> None:
-        write_json(c.bundle / "state.json", dataclasses.asdict(c.state))
+        write_json(c.bundle / "state.json", dataclasses.asdict(c.state), durable=False)
 
     def _runtime(self, c: Container) -> OCIRuntime:
         return OCIRuntime(c.runtime, runtime_root(self.root, c.runtime))
@@ -285,7 +285,7 @@ class Engine:
                 "created": record.created, "config": config.to_json(), "runtime": runtime,
                 "runtime_name": os.path.basename(runtime),
                 "log_path": str(bundle / "ctr.log"), "command": command})
-            write_json(bundle / "state.json", dataclasses.asdict(State()))
+            write_json(bundle / "state.json", dataclasses.asdict(State()), durable=False)
             store.containers.set_metadata(cid, command=command)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -633,7 +633,7 @@ class Engine:
         process.pop("consoleSize", None)
         rt = self._runtime(c)
         pfile = c.bundle / f"exec-{secrets.token_hex(6)}.json"
-        write_json(pfile, process)
+        write_json(pfile, process, durable=False)
         try:
             args = ["exec", "--process", str(pfile)]
             if detach:

@@ -61,18 +61,22 @@ def read_json(path: Path, default: Any) -> Any:
         raise StorageCorrupt(f"{path}: not valid JSON: {exc}") from exc
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Atomically replace `path`: write a temp file, fsync it, rename, fsync the directory."""
+def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
+    """Atomically replace `path`: write a temp file, fsync it, rename, fsync the directory.
+    `durable=False` skips both fsyncs (still atomic): for records that are rebuilt from
+    the processes after a crash, such as the engine's per-container state."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     data = json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 class FileLock:
