@@ -666,7 +666,8 @@ RUN --mount=target=/ctx,rw touch /ctx/written && ls /ctx/written > /rw-seen
 """, {"data.txt": "data\n", ".dockerignore": "secret\n", "secret": "s"})
     corral.build(ctx, "-t", tag)
     out = corral.run(tag, "sh", "-c", "cat /count-seen /copied /ctx-list /from-stage "
-                                      "/tmpfs-list /rw-seen; ls -d /cache /ctx /t /scratch 2>&1; true")
+                                      "/tmpfs-list /rw-seen; "
+                                      "ls -d /cache /ctx /t /scratch 2>&1; true")
     lines = out.splitlines()
     assert lines[:8] == ["1", "data", ".dockerignore", "Dockerfile", "data.txt", "from-stage",
                          "a", "/ctx/written"]
@@ -689,7 +690,8 @@ def test_runc_runs_the_steps_too(corral, tmp_path):
     runc = shutil.which("runc") or "/usr/sbin/runc"
     tag = _tag()
     ctx = _context(tmp_path, "FROM busybox\nUSER nobody\nWORKDIR /tmp/w\n"
-                             "RUN --mount=type=tmpfs,target=/m id -un > /tmp/w/who; echo ran:runc\n")
+                             "RUN --mount=type=tmpfs,target=/m id -un > /tmp/w/who; "
+                             "echo ran:runc\n")
     out = corral("--runtime", runc, "build", "-t", tag, str(ctx)).stdout
     assert _ran(out) == ["ran:runc"]
     assert corral.run(tag, "cat", "/tmp/w/who") == "nobody\n"

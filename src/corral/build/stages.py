@@ -152,5 +152,5 @@ def needed_stages(stages: list[Stage], target: Stage, lexer: Lexer,
     return needed
 
 
-__all__ = ["PROXY_ARGS", "Stage", "find_stage", "meta_args", "needed_stages", "parse_arg", "platform_args",
-           "split_stages"]
+__all__ = ["PROXY_ARGS", "Stage", "find_stage", "meta_args", "needed_stages", "parse_arg",
+           "platform_args", "split_stages"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,25 @@ def _pairs(values: list[str], flag: str, *, from_env: bool) -> dict[str, str]:
     return out
 
 
+def _secrets(values: list[str]) -> dict[str, str]:
+    """`--secret id=ID,src=PATH` (type=file, the default) -> {ID: absolute PATH}."""
+    secrets: dict[str, str] = {}
+    for spec in values:
+        fields = dict(part.partition("=")[::2] for part in spec.split(","))
+        ident = fields.get("id")
+        source = fields.get("src") or fields.get("source")
+        if fields.get("type", "file") != "file" or not ident or not source:
+            raise errors.UsageError(f"--secret {spec!r}: expected id=ID,src=PATH")
+        if not os.path.isfile(source):
+            raise errors.UsageError(f"--secret {spec!r}: {source} is not a file")
+        secrets[ident] = os.path.abspath(source)
+    return secrets
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds: the step's container is removed
+
+
 def cmd_build(args: argparse.Namespace, ctx: Any) -> int:
     from corral.build.container import StepFailed
     from corral.build.executor import BuildOptions, run_build
@@ -102,29 +122,14 @@ def cmd_build(args: argparse.Namespace, ctx: Any) -> int:
         log(f"Pulling {name}")
         transports.copy(source, dest)
 
-    secrets: dict[str, str] = {}
-    for spec in args.secret:
-        fields = dict(part.partition("=")[::2] for part in spec.split(","))
-        ident = fields.get("id")
-        source = fields.get("src") or fields.get("source")
-        if fields.get("type", "file") != "file" or not ident or not source:
-            raise errors.UsageError(f"--secret {spec!r}: expected id=ID,src=PATH")
-        if not os.path.isfile(source):
-            raise errors.UsageError(f"--secret {spec!r}: {source} is not a file")
-        secrets[ident] = os.path.abspath(source)
     options = BuildOptions(
         context=context, dockerfile=dockerfile, dockerfile_text=text, tags=list(args.tag),
         target=args.target, build_args=_pairs(args.build_arg, "--build-arg", from_env=True),
         labels=_pairs(args.label, "--label", from_env=False), no_cache=args.no_cache,
         pull=args.pull, network=args.network, runtime=ctx.runtime,
-        runtime_root=runtime_root(ctx.root, ctx.runtime), platform=args.platform, log=log, output=output,
-        pull_image=pull, secrets=secrets)
-    def terminated(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)  # unwinds: the step's container is removed
-
-    import signal
-
-    signal.signal(signal.SIGTERM, terminated)
+        runtime_root=runtime_root(ctx.root, ctx.runtime), platform=args.platform,
+        log=log, output=output, pull_image=pull, secrets=_secrets(args.secret))
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         result = run_build(ctx.store, options)
     except StepFailed as exc:  # a RUN that failed exits 1, like podman build (others: 125)
