@@ -777,3 +777,49 @@ def test_onbuild_trigger_uses_a_stage_of_the_downstream_build(corral, tmp_path):
     assert _ran(out) == ["ran:trigger"]  # the unused stage did not run; helper did, lazily
     assert corral.run(tag, "cat", "/h") == "helped\n"
     assert "OnBuild" not in corral.config(tag)["config"]  # not inherited by grand-children
+
+
+def test_copy_exclude_add_unpack_and_checksum(corral, tmp_path):
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        info = tarfile.TarInfo("inner.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"inner\n"))
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "remote.tar.gz").write_bytes(archive.getvalue())
+    good = "sha256:" + hashlib.sha256(archive.getvalue()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/remote.tar.gz"
+    try:
+        tag = _tag()
+        ctx = _context(tmp_path, f"""\
+FROM busybox
+COPY --exclude=*.txt --exclude=*.md hom* /mine/
+COPY --exclude=*.log --exclude=sub dir /dir/
+ADD --unpack=false local.tar.gz /kept/
+ADD --checksum={good} {url} /remote/
+ADD --unpack=true {url} /unpacked/
+""", {"home.txt": "t", "home.md": "m", "home.c": "c", "homer.h": "h", "dir/a.log": "l",
+              "dir/b.c": "b", "dir/sub/x": "x", "dir/deep/y.log": "y",
+              "local.tar.gz": archive.getvalue()})
+        corral.build(ctx, "-t", tag)
+        out = corral.run(tag, "sh", "-c", "cd / && find mine dir kept remote unpacked -type f "
+                                          "| sort")
+        # `*` stays in one directory (filepath.Match): deep/y.log needs **/*.log
+        assert out.split() == ["dir/b.c", "dir/deep/y.log", "kept/local.tar.gz", "mine/home.c",
+                               "mine/homer.h", "remote/remote.tar.gz", "unpacked/inner.txt"]
+        bad = _context(tmp_path / "bad", f"FROM busybox\nADD --checksum=sha256:{'0' * 64} "
+                                         f"{url} /x\n")
+        failed = corral.build(bad, check=False)
+        assert failed.returncode == 125 and "does not match the content" in failed.stderr
+        assert "Dockerfile:2: ADD:" in failed.stderr
+    finally:
+        server.shutdown()

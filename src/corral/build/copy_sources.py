@@ -13,6 +13,7 @@ root, where paths are resolved with symlinks confined to that root.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import posixpath
 import stat
@@ -23,7 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
-from corral.build.context import BuildContext, Entry, HashCache, SourceNotFound, digest_entries
+from corral.build.context import (
+    BuildContext,
+    DockerIgnore,
+    Entry,
+    HashCache,
+    SourceNotFound,
+    digest_entries,
+)
 from corral.build.copy_files import CopyItem, is_archive
 from corral.build.dockerfile import Instruction
 from corral.build.expand import Lexer
@@ -51,11 +59,35 @@ class Collected:
                 pass
 
 
+@dataclass(frozen=True)
+class AddOptions:
+    """ADD/COPY flags that change what is collected: `--exclude` patterns, ADD's
+    `--checksum=sha256:...` (URLs) and `--unpack` (default: local tars yes, URLs no)."""
+
+    exclude: tuple[str, ...] = ()
+    checksum: str | None = None
+    unpack: bool | None = None
+
+
+def _filtered(item: CopyItem, top: str, matcher: DockerIgnore | None) -> CopyItem | None:
+    """`item` without what `--exclude` matches (`top`: its path as written/matched)."""
+    if matcher is None:
+        return item
+    if matcher.excluded(top.strip("/")):
+        return None
+    if item.is_dir:
+        item.entries = [e for e in item.entries if not matcher.excluded(e.rel)]
+    return item
+
+
 def collect(ins: Instruction, sources: list[str], *, context: BuildContext | None,
             from_root: str | None, lexer: Lexer, env: Mapping[str, str], cache: HashCache,
-            tmpdir: str) -> Collected:
+            tmpdir: str, options: AddOptions = AddOptions()) -> Collected:
     """The items of `sources` (see the module docstring)."""
     heredocs = {h.name: h for h in ins.heredocs}
+    matcher = DockerIgnore(list(options.exclude)) if options.exclude else None
+    if options.checksum is not None and not all("://" in name for name in sources):
+        raise ins.error("--checksum is only for URL sources")
     out = Collected()
     try:
         for name in sources:
@@ -66,7 +98,10 @@ def collect(ins: Instruction, sources: list[str], *, context: BuildContext | Non
                 out.items.append(CopyItem(plain, False, [], data=body.encode()))
                 out.digests.append("heredoc:" + plain + ":" + body)
             elif from_root is not None:
-                for item in image_sources(from_root, name):
+                for found in image_sources(from_root, name):
+                    item = _filtered(found, found.name, matcher)
+                    if item is None:
+                        continue
                     out.items.append(item)
                     out.digests.append(f"src:{name}:{item.name}:"
                                        + digest_entries(item.entries, cache))
@@ -75,21 +110,44 @@ def collect(ins: Instruction, sources: list[str], *, context: BuildContext | Non
                     raise ins.error(f"{name}: COPY does not fetch URLs (use ADD)")
                 item, path = fetch_url(name, tmpdir)
                 out.temporary.append(path)
-                out.items.append(item)
+                digest = digest_file(path)
+                if options.checksum is not None and options.checksum != digest:
+                    raise ins.error(f"{name}: --checksum={options.checksum} does not match "
+                                    f"the content ({digest})")
+                if options.unpack and is_archive(path):
+                    out.archives.append(path)
+                else:
+                    out.items.append(item)
                 out.digests.append(f"url:{name}:" + digest_entries(item.entries, cache))
             else:
                 assert context is not None
                 for source in context.sources([name]):
-                    if ins.cmd == "ADD" and not source.is_dir and is_archive(source.path):
-                        out.archives.append(source.path)
-                        out.digests.append("archive:" + digest_entries(source.entries, cache))
+                    rel = os.path.relpath(source.path, context.root)
+                    if ins.cmd == "ADD" and options.unpack is not False and \
+                            not source.is_dir and is_archive(source.path):
+                        if matcher is None or not matcher.excluded(rel):
+                            out.archives.append(source.path)
+                            out.digests.append("archive:" + digest_entries(source.entries,
+                                                                           cache))
                         continue
-                    out.items.append(CopyItem(source.name, source.is_dir, source.entries))
-                    out.digests.append(f"src:{name}:" + digest_entries(source.entries, cache))
+                    item = _filtered(CopyItem(source.name, source.is_dir, source.entries),
+                                     rel, matcher)
+                    if item is None:
+                        continue
+                    out.items.append(item)
+                    out.digests.append(f"src:{name}:" + digest_entries(item.entries, cache))
     except BaseException:
         out.cleanup()
         raise
     return out
+
+
+def digest_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
 
 
 def fetch_url(url: str, tmpdir: str) -> tuple[CopyItem, str]:
@@ -163,4 +221,5 @@ def image_sources(root: str, name: str) -> list[CopyItem]:
     return items
 
 
-__all__ = ["Collected", "DownloadFailed", "collect", "fetch_url", "image_sources"]
+__all__ = ["AddOptions", "Collected", "DownloadFailed", "collect", "digest_file", "fetch_url",
+           "image_sources"]

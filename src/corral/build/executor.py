@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -47,7 +48,7 @@ from corral.build.copy_files import (
     make_dirs,
     parse_chmod,
 )
-from corral.build.copy_sources import collect
+from corral.build.copy_sources import AddOptions, collect
 from corral.build.dockerfile import DockerfileError, Instruction, parse
 from corral.build.expand import ExpansionError, Lexer
 from corral.build.stages import (
@@ -449,9 +450,19 @@ class Builder:
               ins: Instruction) -> None:
         state = scope.state
         env = self._expand_env(scope)
-        for unsupported in ("parents", "exclude", "checksum", "keep-git-dir"):
+        for unsupported in ("parents", "keep-git-dir"):
             if ins.flag(unsupported) is not None:
                 raise ins.error(f"--{unsupported} is not supported yet")
+        unpack = ins.flag("unpack")
+        if unpack is not None and unpack.lower() not in ("true", "false", "1", "0"):
+            raise ins.error(f"--unpack={unpack}: expected true or false")
+        checksum = ins.flag("checksum")
+        if checksum is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", checksum):
+            raise ins.error(f"--checksum={checksum}: expected sha256:<64 hex digits>")
+        add_options = AddOptions(
+            exclude=tuple(self.lexer.word(p, env) for p in ins.flag_all("exclude")),
+            checksum=checksum,
+            unpack=None if unpack is None else unpack.lower() in ("true", "1"))
         if ins.cmd == "ADD" and ins.flag("from") is not None:
             raise ins.error("--from is only for COPY")
         words = [self.lexer.word(a, env) for a in ins.args] if ins.json else \
@@ -488,9 +499,10 @@ class Builder:
                     self.store.mount_image(src_image, Path(mount_dir))
             collected = collect(ins, sources, context=self.context, from_root=mount_dir,
                                 lexer=self.lexer, env=env, cache=self.hash_cache,
-                                tmpdir=self._tmp())
+                                tmpdir=self._tmp(), options=add_options)
             description = (f"{ins.cmd} chown={chown} chmod={chmod_text} dest={dest} "
-                           f"workdir={workdir} {origin} " + json.dumps(collected.digests))
+                           f"workdir={workdir} {origin} exclude={list(add_options.exclude)} "
+                           f"unpack={add_options.unpack} " + json.dumps(collected.digests))
             key = chain_key(state.key, description)
             if self._cache_hit(scope, key, ins):
                 return
