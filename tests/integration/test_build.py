@@ -823,3 +823,20 @@ ADD --unpack=true {url} /unpacked/
         assert "Dockerfile:2: ADD:" in failed.stderr
     finally:
         server.shutdown()
+
+
+def test_copy_parents(corral, tmp_path):
+    tag = _tag()
+    ctx = _context(tmp_path, "FROM busybox\n"
+                             "COPY ./x/a.txt ./y/a.txt /no_parents/\n"
+                             "COPY --parents ./x/a.txt ./y/a.txt /parents/\n"
+                             "COPY --parents ./x/./y/*.txt /pivot/\n"
+                             "COPY --parents ./src/**/*.txt /deep/\n",
+                   {"x/a.txt": "xa", "y/a.txt": "ya", "x/y/a.txt": "xya", "x/y/b.txt": "xyb",
+                    "src/a.txt": "1", "src/x/b.txt": "2", "src/x/y/c.txt": "3", "src/x/n.md": "n"})
+    corral.build(ctx, "-t", tag)
+    out = corral.run(tag, "sh", "-c", "cd / && find no_parents parents pivot deep -type f | sort; "
+                                      "cat /no_parents/a.txt")
+    assert out.split() == ["deep/src/a.txt", "deep/src/x/b.txt", "deep/src/x/y/c.txt",
+                           "no_parents/a.txt", "parents/x/a.txt", "parents/y/a.txt",
+                           "pivot/y/a.txt", "pivot/y/b.txt", "ya"]  # the reference's examples

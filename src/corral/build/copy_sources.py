@@ -62,11 +62,13 @@ class Collected:
 @dataclass(frozen=True)
 class AddOptions:
     """ADD/COPY flags that change what is collected: `--exclude` patterns, ADD's
-    `--checksum=sha256:...` (URLs) and `--unpack` (default: local tars yes, URLs no)."""
+    `--checksum=sha256:...` (URLs) and `--unpack` (default: local tars yes, URLs no),
+    COPY's `--parents` (keep the sources' directories; `/./` marks where they start)."""
 
     exclude: tuple[str, ...] = ()
     checksum: str | None = None
     unpack: bool | None = None
+    parents: bool = False
 
 
 def _filtered(item: CopyItem, top: str, matcher: DockerIgnore | None) -> CopyItem | None:
@@ -78,6 +80,17 @@ def _filtered(item: CopyItem, top: str, matcher: DockerIgnore | None) -> CopyIte
     if item.is_dir:
         item.entries = [e for e in item.entries if not matcher.excluded(e.rel)]
     return item
+
+
+def _with_parents(item: CopyItem, path: str, rel: str, pivot: str) -> CopyItem:
+    """`item` placed at its context path (from `pivot` on) under the destination."""
+    kept = rel[len(pivot) + 1:] if pivot and rel.startswith(pivot + "/") else rel
+    if not item.is_dir:
+        return CopyItem(item.name, True, [Entry(path, kept, item.entries[0].st)])
+    entries = [Entry(path, kept, os.lstat(path))] if kept and kept != "." else []
+    prefix = "" if kept in ("", ".") else kept + "/"
+    entries += [Entry(e.path, prefix + e.rel, e.st) for e in item.entries]
+    return CopyItem(item.name, True, entries)
 
 
 def collect(ins: Instruction, sources: list[str], *, context: BuildContext | None,
@@ -121,6 +134,12 @@ def collect(ins: Instruction, sources: list[str], *, context: BuildContext | Non
                 out.digests.append(f"url:{name}:" + digest_entries(item.entries, cache))
             else:
                 assert context is not None
+                pivot = ""
+                bare = name.lstrip("/")
+                while bare.startswith("./"):
+                    bare = bare[2:].lstrip("/")
+                if options.parents and "/./" in bare:  # `x/./y`: keep directories from y on
+                    pivot = os.path.normpath(bare.split("/./", 1)[0]).strip("/")
                 for source in context.sources([name]):
                     rel = os.path.relpath(source.path, context.root)
                     if ins.cmd == "ADD" and options.unpack is not False and \
@@ -134,6 +153,8 @@ def collect(ins: Instruction, sources: list[str], *, context: BuildContext | Non
                                      rel, matcher)
                     if item is None:
                         continue
+                    if options.parents:
+                        item = _with_parents(item, source.path, rel, pivot)
                     out.items.append(item)
                     out.digests.append(f"src:{name}:" + digest_entries(item.entries, cache))
     except BaseException:

@@ -450,9 +450,11 @@ class Builder:
               ins: Instruction) -> None:
         state = scope.state
         env = self._expand_env(scope)
-        for unsupported in ("parents", "keep-git-dir"):
-            if ins.flag(unsupported) is not None:
-                raise ins.error(f"--{unsupported} is not supported yet")
+        if ins.flag("keep-git-dir") is not None:
+            raise ins.error("--keep-git-dir: git sources are not supported yet")
+        parents = (ins.flag("parents") or "false").lower() in ("true", "1")
+        if parents and ins.flag("from"):
+            raise ins.error("--parents with --from is not supported yet")
         unpack = ins.flag("unpack")
         if unpack is not None and unpack.lower() not in ("true", "false", "1", "0"):
             raise ins.error(f"--unpack={unpack}: expected true or false")
@@ -462,7 +464,8 @@ class Builder:
         add_options = AddOptions(
             exclude=tuple(self.lexer.word(p, env) for p in ins.flag_all("exclude")),
             checksum=checksum,
-            unpack=None if unpack is None else unpack.lower() in ("true", "1"))
+            unpack=None if unpack is None else unpack.lower() in ("true", "1"),
+            parents=parents)
         if ins.cmd == "ADD" and ins.flag("from") is not None:
             raise ins.error("--from is only for COPY")
         words = [self.lexer.word(a, env) for a in ins.args] if ins.json else \
@@ -501,7 +504,7 @@ class Builder:
                                 lexer=self.lexer, env=env, cache=self.hash_cache,
                                 tmpdir=self._tmp(), options=add_options)
             description = (f"{ins.cmd} chown={chown} chmod={chmod_text} dest={dest} "
-                           f"workdir={workdir} {origin} exclude={list(add_options.exclude)} "
+                           f"workdir={workdir} {origin} exclude={list(add_options.exclude)} parents={parents} "
                            f"unpack={add_options.unpack} " + json.dumps(collected.digests))
             key = chain_key(state.key, description)
             if self._cache_hit(scope, key, ins):
