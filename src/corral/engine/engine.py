@@ -108,6 +108,23 @@ def _alive(pid: int | None, start: str | None) -> bool:
     return current is not None and (start is None or current == start)
 
 
+@contextlib.contextmanager
+def _alongside(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[None]:
+    """Run `func` in a thread while the body runs; its errors are ignored (best effort)."""
+    import threading
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            func(*args, **kwargs)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
 def _exit_command() -> list[str]:
     return [sys.executable, "-m", "corral.cli.main"]
 
@@ -506,10 +523,11 @@ class Engine:
             code = self._read_exit(c.id)
             if code is None and _alive(st.pid, st.pid_start):
                 return  # still running (a stray call)
-            with networking.teardown_alongside(self, c):  # CNI DEL next to the delete
+            # the runtime's delete, the CNI DELs and the unmount (an RCU grace period
+            # or two) do not depend on each other: they run side by side
+            with networking.teardown_alongside(self, c), \
+                    _alongside(self.store.unmount, c.id, force=True):
                 self._runtime(c).delete(c.id, force=True)
-                with contextlib.suppress(Exception):
-                    self.store.unmount(c.id, force=True)
             st.status = "exited" if code is not None else "stopped"
             st.exit_code, st.finished_at, st.pid, st.conmon_pid = code, now(), None, None
             self._save_state(c)
