@@ -827,7 +827,10 @@ ADD --unpack=true {url} /unpacked/
 
 def test_copy_parents(corral, tmp_path):
     tag = _tag()
-    ctx = _context(tmp_path, "FROM busybox\n"
+    ctx = _context(tmp_path, "FROM busybox AS stage\nRUN mkdir -p /opt/app/bin && "
+                             "echo tool > /opt/app/bin/tool\n"
+                             "FROM busybox\n"
+                             "COPY --parents --from=stage /opt/./app/bin/tool /fromstage/\n"
                              "COPY ./x/a.txt ./y/a.txt /no_parents/\n"
                              "COPY --parents ./x/a.txt ./y/a.txt /parents/\n"
                              "COPY --parents ./x/./y/*.txt /pivot/\n"
@@ -835,8 +838,8 @@ def test_copy_parents(corral, tmp_path):
                    {"x/a.txt": "xa", "y/a.txt": "ya", "x/y/a.txt": "xya", "x/y/b.txt": "xyb",
                     "src/a.txt": "1", "src/x/b.txt": "2", "src/x/y/c.txt": "3", "src/x/n.md": "n"})
     corral.build(ctx, "-t", tag)
-    out = corral.run(tag, "sh", "-c", "cd / && find no_parents parents pivot deep -type f | sort; "
-                                      "cat /no_parents/a.txt")
+    out = corral.run(tag, "sh", "-c", "cd / && find no_parents parents pivot deep fromstage "
+                                      "-type f | sort; cat /no_parents/a.txt")
     assert out.split() == ["deep/src/a.txt", "deep/src/x/b.txt", "deep/src/x/y/c.txt",
-                           "no_parents/a.txt", "parents/x/a.txt", "parents/y/a.txt",
+                           "fromstage/app/bin/tool", "no_parents/a.txt", "parents/x/a.txt", "parents/y/a.txt",
                            "pivot/y/a.txt", "pivot/y/b.txt", "ya"]  # the reference's examples

@@ -82,6 +82,16 @@ def _filtered(item: CopyItem, top: str, matcher: DockerIgnore | None) -> CopyIte
     return item
 
 
+def _pivot(name: str) -> str:
+    """`x/./y/z` -> `x`: with --parents, directories are kept from after the `/./` on."""
+    bare = name.lstrip("/")
+    while bare.startswith("./"):
+        bare = bare[2:].lstrip("/")
+    if "/./" not in bare:
+        return ""
+    return os.path.normpath(bare.split("/./", 1)[0]).strip("/")
+
+
 def _with_parents(item: CopyItem, path: str, rel: str, pivot: str) -> CopyItem:
     """`item` placed at its context path (from `pivot` on) under the destination."""
     kept = rel[len(pivot) + 1:] if pivot and rel.startswith(pivot + "/") else rel
@@ -111,10 +121,13 @@ def collect(ins: Instruction, sources: list[str], *, context: BuildContext | Non
                 out.items.append(CopyItem(plain, False, [], data=body.encode()))
                 out.digests.append("heredoc:" + plain + ":" + body)
             elif from_root is not None:
-                for found in image_sources(from_root, name):
-                    item = _filtered(found, found.name, matcher)
+                pivot = _pivot(name) if options.parents else ""
+                for rel, real, found in image_sources(from_root, name):
+                    item = _filtered(found, rel, matcher)
                     if item is None:
                         continue
+                    if options.parents:
+                        item = _with_parents(item, real, rel, pivot)
                     out.items.append(item)
                     out.digests.append(f"src:{name}:{item.name}:"
                                        + digest_entries(item.entries, cache))
@@ -134,12 +147,7 @@ def collect(ins: Instruction, sources: list[str], *, context: BuildContext | Non
                 out.digests.append(f"url:{name}:" + digest_entries(item.entries, cache))
             else:
                 assert context is not None
-                pivot = ""
-                bare = name.lstrip("/")
-                while bare.startswith("./"):
-                    bare = bare[2:].lstrip("/")
-                if options.parents and "/./" in bare:  # `x/./y`: keep directories from y on
-                    pivot = os.path.normpath(bare.split("/./", 1)[0]).strip("/")
+                pivot = _pivot(name) if options.parents else ""
                 for source in context.sources([name]):
                     rel = os.path.relpath(source.path, context.root)
                     if ins.cmd == "ADD" and options.unpack is not False and \
@@ -202,9 +210,9 @@ def fetch_url(url: str, tmpdir: str) -> tuple[CopyItem, str]:
     return CopyItem(filename, False, [Entry(path, filename, st)]), path
 
 
-def image_sources(root: str, name: str) -> list[CopyItem]:
+def image_sources(root: str, name: str) -> list[tuple[str, str, CopyItem]]:
     """COPY --from sources inside a mounted image or stage root (symlinks confined to
-    it; globs in the last path component)."""
+    it; globs in the last path component): (path in the root, host path, item)."""
     from corral.linux.mounts import secure_join
 
     cleaned = posixpath.normpath("/" + name).lstrip("/")
@@ -235,10 +243,10 @@ def image_sources(root: str, name: str) -> list[CopyItem]:
                     path = os.path.join(dirpath, child)
                     entries.append(Entry(path, os.path.relpath(path, real), os.lstat(path)))
             entries.sort(key=lambda e: e.rel)
-            items.append(CopyItem(rel or "/", True, entries))
+            items.append((rel, real, CopyItem(rel or "/", True, entries)))
         else:
-            items.append(CopyItem(posixpath.basename(rel), False,
-                                  [Entry(real, posixpath.basename(rel), st)]))
+            items.append((rel, real, CopyItem(posixpath.basename(rel), False,
+                                              [Entry(real, posixpath.basename(rel), st)])))
     return items
 
 

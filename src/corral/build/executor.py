@@ -453,8 +453,6 @@ class Builder:
         if ins.flag("keep-git-dir") is not None:
             raise ins.error("--keep-git-dir: git sources are not supported yet")
         parents = (ins.flag("parents") or "false").lower() in ("true", "1")
-        if parents and ins.flag("from"):
-            raise ins.error("--parents with --from is not supported yet")
         unpack = ins.flag("unpack")
         if unpack is not None and unpack.lower() not in ("true", "false", "1", "0"):
             raise ins.error(f"--unpack={unpack}: expected true or false")
