@@ -145,6 +145,9 @@ def register(commands: Any) -> None:
         p.add_argument("container", metavar="CONTAINER")
 
     verbs(commands)
+    inspect = commands.choices.get("inspect")
+    if inspect is not None:  # `corral inspect` takes containers too
+        inspect.set_defaults(func=cmd_inspect)
     from corral.cli import main
 
     if main.COMMAND_WORD not in (None, "container"):
@@ -161,9 +164,6 @@ def register(commands: Any) -> None:
     p = sub.add_parser("cleanup")  # conmon's exit command; not for people
     p.add_argument("container")
     p.set_defaults(func=cmd_cleanup)
-    inspect = commands.choices.get("inspect")
-    if inspect is not None:
-        inspect.set_defaults(func=cmd_inspect)
 
 
 # -- create / run / start ----------------------------------------------------------------

@@ -88,8 +88,9 @@ MODULES = ("image", "build", "container", "registry_client", "registry", "volume
            "system", "cri")
 #: top-level command -> the modules it needs; any other word loads them all (help, typos)
 OWNERS: dict[str, tuple[str, ...]] = {
-    **{c: ("image",) for c in ("history", "images", "import", "inspect", "load", "rmi",
-                               "save", "tag")},
+    **{c: ("image",) for c in ("history", "images", "import", "load", "rmi", "save",
+                               "tag")},
+    "inspect": ("image", "container"),  # images, and containers (the container module's)
     "image": ("image", "build"),
     "build": ("build",),
     **{c: ("container",) for c in ("attach", "create", "exec", "export", "kill", "logs",
