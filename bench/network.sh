@@ -30,6 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+"$HERE/.venv/bin/python3" -m compileall -q "$HERE/src/corral" >/dev/null  # as installed
 $C image busybox >/dev/null
 $C save -o "$TMP/busybox.tar" busybox >/dev/null
 $P load -i "$TMP/busybox.tar" >/dev/null 2>&1
