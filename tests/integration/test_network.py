@@ -8,6 +8,7 @@ teardown removes containers and networks and checks nothing of theirs is left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -471,3 +472,82 @@ def test_prune_removes_unused_networks_only(net_corral):
     assert unused.name in out and used.name not in out
     names = net_corral("network", "ls", "-q").stdout.split()
     assert used.name in names and unused.name not in names
+
+
+# -- a host whose FORWARD policy is DROP ------------------------------------------------------
+@pytest.fixture
+def private_host(tmp_path):
+    """A network namespace standing in for the host (its own bridges and iptables, FORWARD
+    policy DROP) with an "outside" namespace behind a veth that serves HTTP."""
+    tag = uuid.uuid4().hex[:6]
+    host, outside = f"corral-test-h{tag}", f"corral-test-o{tag}"
+    for ns in (host, outside):
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+    server = None
+    try:
+        def sh(ns: str, script: str) -> None:
+            subprocess.run(["ip", "netns", "exec", ns, "sh", "-ec", script], check=True)
+
+        subprocess.run(["ip", "link", "add", f"cth{tag}", "netns", host, "type", "veth",
+                        "peer", "name", f"cto{tag}", "netns", outside], check=True)
+        sh(host, f"ip link set lo up; ip addr add 198.18.0.1/30 dev cth{tag}; "
+                 f"ip link set cth{tag} up; iptables -P FORWARD DROP")
+        sh(outside, f"ip link set lo up; ip addr add 198.18.0.2/30 dev cto{tag}; "
+                    f"ip link set cto{tag} up; ip route add default via 198.18.0.1")
+        www = tmp_path / "www"
+        www.mkdir()
+        (www / "index.html").write_text("from-outside\n")
+        server = subprocess.Popen(["ip", "netns", "exec", outside, "busybox", "httpd", "-f",
+                                   "-p", "198.18.0.2:80", "-h", str(www)])
+        yield host
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        for ns in (host, outside):
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_forward_drop_policy_still_lets_containers_out_and_keeps_networks_apart(
+        net_corral, private_host):
+    """Corral's per-bridge rules (network.isolation) in place of the CNI firewall plugin:
+    with FORWARD DROP, a container reaches the outside through NAT; without the rule
+    accepting its bridge's traffic it would not; another network stays unreachable."""
+    def corral(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run(["nsenter", f"--net=/run/netns/{private_host}",
+                            *net_corral.argv(*args)], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        assert not check or r.returncode == 0, r.stderr
+        return r
+
+    def iptables(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", private_host, "iptables", *args],
+                              capture_output=True, text=True)
+
+    tag = uuid.uuid4().hex
+    name, bridge = f"corral-test-{tag[:8]}", f"corral-test-{tag[8:11]}"
+    other, other_bridge = f"corral-test-{tag[11:19]}", f"corral-test-{tag[19:22]}"
+    corral("network", "create", "--interface-name", bridge, "--subnet", "10.99.251.0/24", name)
+    corral("network", "create", "--interface-name", other_bridge, "--subnet",
+           "10.99.252.0/24", other)
+    get = "echo 'GET / HTTP/1.0' | nc -w 3 198.18.0.2 80"
+    try:
+        r = corral("run", "--rm", "--network", name, "busybox", "sh", "-c", get)
+        assert "from-outside" in r.stdout
+        assert iptables("-C", "CORRAL-FORWARD", "-i", bridge, "-j", "ACCEPT").returncode == 0
+        corral("run", "-d", "--name", "peer", "--network", other, "busybox", "sh", "-c",
+               HTTPD, "peer")
+        peer_ip = json.loads(corral("container", "inspect", "peer").stdout)[0][
+            "NetworkSettings"]["Networks"][other]["IPAddress"]
+        r = corral("run", "--rm", "--network", name, "busybox", "sh", "-c",
+                   f"echo 'GET / HTTP/1.0' | nc -w 2 {peer_ip} 80", check=False)
+        assert "peer" not in r.stdout  # isolated
+        assert iptables("-D", "CORRAL-FORWARD", "-i", bridge, "-j", "ACCEPT").returncode == 0
+        r = corral("run", "--rm", "--network", name, "busybox", "sh", "-c", get, check=False)
+        assert "from-outside" not in r.stdout  # the rule is what lets it out
+    finally:
+        corral("rm", "-af", check=False)
+        for n, b in ((name, bridge), (other, other_bridge)):
+            corral("network", "rm", "-f", n, check=False)
+            with contextlib.suppress(OSError):
+                os.unlink(f"/run/corral/isolation/{b}")

@@ -90,7 +90,7 @@ def test_network_records_and_their_cni_lists(tmp_path):
                                           "gateway": "10.99.251.254",
                                           "rangeStart": "10.99.251.128",
                                           "rangeEnd": "10.99.251.254"}]]
-    assert [p["type"] for p in conflist.plugins] == ["bridge", "portmap", "firewall", "tuning"]
+    assert [p["type"] for p in conflist.plugins] == ["bridge", "portmap", "tuning"]
     assert {"portMappings", "ips", "mac"} <= conflist.capabilities
     internal = store.create("corral-test-u2", subnets=["10.99.252.0/24"], internal=True,
                             bridge="corral-test-u02")

@@ -1,14 +1,20 @@
-"""Isolation between networks (docker's DOCKER-ISOLATION-STAGE-1/2): a container on one
-bridge cannot reach containers on another bridge through the host's routing, though
-traffic to the outside (NAT) still flows.
+"""The host's forwarding rules for Corral's bridges, per bridge rather than per container
+(docker's model): networks isolated from each other (docker's DOCKER-ISOLATION-STAGE-1/2)
+and containers' traffic accepted even where the FORWARD policy is DROP — the job the
+CNI `firewall` plugin does with two rules per container, which cost two plugin runs on
+every start and stop.
 
-    FORWARD -j CORRAL-ISOLATION-1
+    FORWARD -j CORRAL-FORWARD                                   (inserted first)
+    CORRAL-FORWARD:     -j CORRAL-ISOLATION-1                   (first rule)
+                        -o <bridge> -j ACCEPT                   (per network)
+                        -i <bridge> -j ACCEPT                   (per network; internal:
+                                                                 -i <bridge> -o <bridge>)
     CORRAL-ISOLATION-1: -i <bridge> ! -o <bridge> -j CORRAL-ISOLATION-2   (per network)
     CORRAL-ISOLATION-2: -o <bridge> -j DROP                               (per network)
 
 Rules are added when a container joins a network (idempotent: `iptables -C` first) and
 removed with the network. A marker in /run (a tmpfs, empty after a reboot) saves the
-iptables calls once a bridge's rules were ensured since boot.
+iptables calls once a bridge's rules were ensured since boot; `network reload` forces.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import subprocess
 
 MARKERS = "/run/corral/isolation"
 
+FORWARD = "CORRAL-FORWARD"
 STAGE1 = "CORRAL-ISOLATION-1"
 STAGE2 = "CORRAL-ISOLATION-2"
 
@@ -37,17 +44,28 @@ def _ensure_rule(chain: str, rule: list[str], *, first: bool = False) -> None:
         _iptables("-I" if first else "-A", chain, *rule)
 
 
-def ensure(bridge: str, *, force: bool = False) -> None:
-    """The chains, the FORWARD jump and this bridge's two rules."""
+def _accepts(bridge: str, internal: bool) -> list[list[str]]:
+    if internal:
+        return [["-i", bridge, "-o", bridge, "-j", "ACCEPT"]]
+    return [["-o", bridge, "-j", "ACCEPT"], ["-i", bridge, "-j", "ACCEPT"]]
+
+
+def ensure(bridge: str, *, internal: bool = False, force: bool = False) -> None:
+    """The chains, the FORWARD jump and this bridge's rules."""
     marker = os.path.join(MARKERS, bridge)
     if not force and os.path.exists(marker):
         return
-    for chain in (STAGE1, STAGE2):
+    for chain in (FORWARD, STAGE1, STAGE2):
         if not _iptables("-n", "-L", chain):
             _iptables("-N", chain)
-    _ensure_rule("FORWARD", ["-j", STAGE1], first=True)
+    while _iptables("-D", "FORWARD", "-j", STAGE1):  # the layout before CORRAL-FORWARD
+        pass
+    _ensure_rule("FORWARD", ["-j", FORWARD], first=True)
+    _ensure_rule(FORWARD, ["-j", STAGE1], first=True)
     _ensure_rule(STAGE1, ["-i", bridge, "!", "-o", bridge, "-j", STAGE2])
     _ensure_rule(STAGE2, ["-o", bridge, "-j", "DROP"])
+    for rule in _accepts(bridge, internal):
+        _ensure_rule(FORWARD, rule)
     with contextlib.suppress(OSError):
         os.makedirs(MARKERS, exist_ok=True)
         with open(marker, "w"):
@@ -56,9 +74,11 @@ def ensure(bridge: str, *, force: bool = False) -> None:
 
 def remove(bridge: str) -> None:
     """This bridge's rules (the chains stay, as CNI's own chains do)."""
-    while _iptables("-D", STAGE1, "-i", bridge, "!", "-o", bridge, "-j", STAGE2):
-        pass
-    while _iptables("-D", STAGE2, "-o", bridge, "-j", "DROP"):
-        pass
+    rules = [(STAGE1, ["-i", bridge, "!", "-o", bridge, "-j", STAGE2]),
+             (STAGE2, ["-o", bridge, "-j", "DROP"])]
+    rules += [(FORWARD, r) for internal in (False, True) for r in _accepts(bridge, internal)]
+    for chain, rule in rules:
+        while _iptables("-D", chain, *rule):
+            pass
     with contextlib.suppress(OSError):
         os.unlink(os.path.join(MARKERS, bridge))

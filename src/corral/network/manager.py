@@ -141,7 +141,7 @@ class NetworkManager:
         from corral.network import isolation
 
         for request in requests:
-            isolation.ensure(request.network.bridge)
+            isolation.ensure(request.network.bridge, internal=request.network.internal)
         netns_mod.create(path)
         return path
 
@@ -176,7 +176,7 @@ class NetworkManager:
         ensure_available(self.cni, conflist)
         from corral.network import isolation
 
-        isolation.ensure(request.network.bridge)
+        isolation.ensure(request.network.bridge, internal=request.network.internal)
         caps: dict[str, Any] = {}
         if request.ip:
             _check_ip_in(request.network, request.ip)

@@ -97,7 +97,8 @@ class Network:
         if not self.internal:
             plugins.append({"type": "portmap", "capabilities": {"portMappings": True},
                             "snat": True})
-        plugins.append({"type": "firewall", "backend": "iptables"})
+        # no `firewall` plugin: network.isolation accepts the bridge's traffic in
+        # FORWARD once per bridge, not twice per container start and stop
         plugins.append({"type": "tuning", "capabilities": {"mac": True}})
         data = {"cniVersion": CNI_VERSION, "name": self.name, "plugins": plugins,
                 "args": {"corral": {"id": self.id, "labels": self.labels}}}
