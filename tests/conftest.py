@@ -42,7 +42,7 @@ def pytest_configure(config):
                     f'default_subnet = "{subnet}"\ndefault_bridge = "{bridge}"\n')
     os.environ.update(CORRAL_CONFIG=str(path), CORRAL_TEST_DEFAULT_NETWORK=network,
                       CORRAL_TEST_DEFAULT_BRIDGE=bridge, CORRAL_TEST_DEFAULT_SUBNET=subnet)
-    config._corral_test_network = (directory, network, bridge)
+    config._corral_test_network = (directory, network, bridge, subnet)
 
 
 def pytest_unconfigure(config):
@@ -51,7 +51,7 @@ def pytest_unconfigure(config):
         return
     import shutil
 
-    directory, network, bridge = made
+    directory, network, bridge, subnet = made
     shutil.rmtree(directory, ignore_errors=True)
     try:
         from corral.network import isolation
@@ -61,4 +61,4 @@ def pytest_unconfigure(config):
     remove_bridge(bridge)
     remove_leases(network)
     if not os.path.exists(f"/sys/class/net/{bridge}"):
-        isolation.remove(bridge)
+        isolation.remove(bridge, [subnet])

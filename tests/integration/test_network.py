@@ -492,8 +492,9 @@ def private_host(tmp_path):
                         "peer", "name", f"cto{tag}", "netns", outside], check=True)
         sh(host, f"ip link set lo up; ip addr add 198.18.0.1/30 dev cth{tag}; "
                  f"ip link set cth{tag} up; iptables -P FORWARD DROP")
+        # no route back to the containers' subnets: only NAT'd traffic gets answers
         sh(outside, f"ip link set lo up; ip addr add 198.18.0.2/30 dev cto{tag}; "
-                    f"ip link set cto{tag} up; ip route add default via 198.18.0.1")
+                    f"ip link set cto{tag} up")
         www = tmp_path / "www"
         www.mkdir()
         (www / "index.html").write_text("from-outside\n")
@@ -510,9 +511,11 @@ def private_host(tmp_path):
 
 def test_forward_drop_policy_still_lets_containers_out_and_keeps_networks_apart(
         net_corral, private_host):
-    """Corral's per-bridge rules (network.isolation) in place of the CNI firewall plugin:
-    with FORWARD DROP, a container reaches the outside through NAT; without the rule
-    accepting its bridge's traffic it would not; another network stays unreachable."""
+    """Corral's per-bridge rules (network.isolation) in place of the CNI firewall plugin
+    and the bridge plugin's per-container ipMasq: with FORWARD DROP, a container reaches
+    the outside through NAT (the outside has no route back to the container); without
+    the rule accepting its bridge's traffic it would not; another network stays
+    unreachable."""
     def corral(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         r = subprocess.run(["nsenter", f"--net=/run/netns/{private_host}",
                             *net_corral.argv(*args)], capture_output=True, text=True,
@@ -535,6 +538,8 @@ def test_forward_drop_policy_still_lets_containers_out_and_keeps_networks_apart(
         r = corral("run", "--rm", "--network", name, "busybox", "sh", "-c", get)
         assert "from-outside" in r.stdout
         assert iptables("-C", "CORRAL-FORWARD", "-i", bridge, "-j", "ACCEPT").returncode == 0
+        assert iptables("-t", "nat", "-C", "CORRAL-POSTROUTING", "-s", "10.99.251.0/24", "!",
+                        "-o", bridge, "-j", "MASQUERADE").returncode == 0
         corral("run", "-d", "--name", "peer", "--network", other, "busybox", "sh", "-c",
                HTTPD, "peer")
         peer_ip = json.loads(corral("container", "inspect", "peer").stdout)[0][

@@ -85,7 +85,7 @@ def test_network_records_and_their_cni_lists(tmp_path):
     conflist = net.conflist()
     bridge = conflist.plugins[0]
     assert bridge["type"] == "bridge" and bridge["bridge"] == "corral-test-u01"
-    assert bridge["ipMasq"] and bridge["isGateway"]
+    assert bridge["isGateway"] and not bridge["ipMasq"]  # NAT: one rule per network
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.99.251.0/24",
                                           "gateway": "10.99.251.254",
                                           "rangeStart": "10.99.251.128",

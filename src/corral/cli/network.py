@@ -198,7 +198,8 @@ def cmd_reload(args: argparse.Namespace, ctx: Any) -> int:
     for container_id in reconcile(engine):
         print(container_id)
     for network in manager(engine).networks.list():
-        isolation.ensure(network.bridge, internal=network.internal, force=True)
+        isolation.ensure(network.bridge, internal=network.internal,
+                         subnets=[s.subnet for s in network.subnets], force=True)
     return 0
 
 

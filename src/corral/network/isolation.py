@@ -11,6 +11,12 @@ every start and stop.
                                                                  -i <bridge> -o <bridge>)
     CORRAL-ISOLATION-1: -i <bridge> ! -o <bridge> -j CORRAL-ISOLATION-2   (per network)
     CORRAL-ISOLATION-2: -o <bridge> -j DROP                               (per network)
+    nat POSTROUTING -j CORRAL-POSTROUTING
+    CORRAL-POSTROUTING: -s <subnet> ! -o <bridge> -j MASQUERADE           (per subnet,
+                                                                           not internal)
+
+The last is the bridge plugin's `ipMasq` done once per network (docker's rule) instead
+of a chain and three rules per container, made and removed on every start and stop.
 
 Rules are added when a container joins a network (idempotent: `iptables -C` first) and
 removed with the network. A marker in /run (a tmpfs, empty after a reboot) saves the
@@ -26,6 +32,7 @@ import subprocess
 MARKERS = "/run/corral/isolation"
 
 FORWARD = "CORRAL-FORWARD"
+POSTROUTING = "CORRAL-POSTROUTING"
 STAGE1 = "CORRAL-ISOLATION-1"
 STAGE2 = "CORRAL-ISOLATION-2"
 
@@ -50,11 +57,25 @@ def _accepts(bridge: str, internal: bool) -> list[list[str]]:
     return [["-o", bridge, "-j", "ACCEPT"], ["-i", bridge, "-j", "ACCEPT"]]
 
 
-def ensure(bridge: str, *, internal: bool = False, force: bool = False) -> None:
-    """The chains, the FORWARD jump and this bridge's rules."""
+def _masquerade(bridge: str, subnet: str) -> list[str]:
+    return ["-s", subnet, "!", "-o", bridge, "-j", "MASQUERADE"]
+
+
+def ensure(bridge: str, *, internal: bool = False, subnets: list[str] | tuple[str, ...] = (),
+           force: bool = False) -> None:
+    """The chains, the FORWARD and POSTROUTING jumps and this bridge's rules."""
     marker = os.path.join(MARKERS, bridge)
     if not force and os.path.exists(marker):
         return
+    if not internal and subnets:
+        if not _iptables("-t", "nat", "-n", "-L", POSTROUTING):
+            _iptables("-t", "nat", "-N", POSTROUTING)
+        if not _iptables("-t", "nat", "-C", "POSTROUTING", "-j", POSTROUTING):
+            _iptables("-t", "nat", "-A", "POSTROUTING", "-j", POSTROUTING)
+        for subnet in subnets:
+            rule = _masquerade(bridge, subnet)
+            if not _iptables("-t", "nat", "-C", POSTROUTING, *rule):
+                _iptables("-t", "nat", "-A", POSTROUTING, *rule)
     for chain in (FORWARD, STAGE1, STAGE2):
         if not _iptables("-n", "-L", chain):
             _iptables("-N", chain)
@@ -72,13 +93,16 @@ def ensure(bridge: str, *, internal: bool = False, force: bool = False) -> None:
             pass
 
 
-def remove(bridge: str) -> None:
+def remove(bridge: str, subnets: list[str] | tuple[str, ...] = ()) -> None:
     """This bridge's rules (the chains stay, as CNI's own chains do)."""
     rules = [(STAGE1, ["-i", bridge, "!", "-o", bridge, "-j", STAGE2]),
              (STAGE2, ["-o", bridge, "-j", "DROP"])]
     rules += [(FORWARD, r) for internal in (False, True) for r in _accepts(bridge, internal)]
     for chain, rule in rules:
         while _iptables("-D", chain, *rule):
+            pass
+    for subnet in subnets:
+        while _iptables("-t", "nat", "-D", POSTROUTING, *_masquerade(bridge, subnet)):
             pass
     with contextlib.suppress(OSError):
         os.unlink(os.path.join(MARKERS, bridge))

@@ -141,7 +141,8 @@ class NetworkManager:
         from corral.network import isolation
 
         for request in requests:
-            isolation.ensure(request.network.bridge, internal=request.network.internal)
+            isolation.ensure(request.network.bridge, internal=request.network.internal,
+                             subnets=[s.subnet for s in request.network.subnets])
         netns_mod.create(path)
         return path
 
@@ -176,7 +177,8 @@ class NetworkManager:
         ensure_available(self.cni, conflist)
         from corral.network import isolation
 
-        isolation.ensure(request.network.bridge, internal=request.network.internal)
+        isolation.ensure(request.network.bridge, internal=request.network.internal,
+                         subnets=[s.subnet for s in request.network.subnets])
         caps: dict[str, Any] = {}
         if request.ip:
             _check_ip_in(request.network, request.ip)

@@ -89,9 +89,9 @@ class Network:
         if not self.internal:
             ipam["routes"] = [{"dst": "0.0.0.0/0" if ipaddress.ip_network(s.subnet).version == 4
                                else "::/0"} for s in self.subnets]
-        plugins: list[dict[str, Any]] = [
+        plugins: list[dict[str, Any]] = [  # NAT: one rule per network (network.isolation)
             {"type": "bridge", "bridge": self.bridge, "isGateway": not self.internal,
-             "ipMasq": not self.internal, "hairpinMode": True,
+             "ipMasq": False, "hairpinMode": True,
              "capabilities": {"ips": True}, "ipam": ipam},
         ]
         if not self.internal:
@@ -334,7 +334,7 @@ class NetworkStore:
         remove_leases(network.name)
         from corral.network import isolation
 
-        isolation.remove(network.bridge)
+        isolation.remove(network.bridge, [s.subnet for s in network.subnets])
         return network
 
 
