@@ -523,13 +523,21 @@ class Engine:
             code = self._read_exit(c.id)
             if code is None and _alive(st.pid, st.pid_start):
                 return  # still running (a stray call)
-            # the runtime's delete, the CNI DELs and the unmount (an RCU grace period
-            # or two) do not depend on each other: they run side by side
+            # --rm (no restart policy can apply: refused at create) whose foreground CLI
+            # is this process or gone: the container goes now
+            remove_now = c.config.auto_remove and not (
+                st.rm_client and st.rm_client != os.getpid() and _alive(st.rm_client, None))
+            # the runtime's delete, the CNI DELs, the unmount (an RCU grace period or two)
+            # and a --rm removal do not depend on each other: they run side by side
             with networking.teardown_alongside(self, c), \
                     _alongside(self.store.unmount, c.id, force=True):
                 self._runtime(c).delete(c.id, force=True)
-            st.status = "exited" if code is not None else "stopped"
-            st.exit_code, st.finished_at, st.pid, st.conmon_pid = code, now(), None, None
+                st.status = "exited" if code is not None else "stopped"
+                st.exit_code, st.finished_at, st.pid, st.conmon_pid = code, now(), None, None
+                if remove_now:
+                    self._remove_locked(c, network=False)
+            if remove_now:
+                return
             self._save_state(c)
             policy = RestartPolicy.parse(c.config.restart)
             if from_monitor and policy.should_restart(code, st.restart_count,
@@ -542,9 +550,6 @@ class Engine:
                     st.error = f"restart failed: {exc}"
                     self._save_state(c)
                 return
-            if c.config.auto_remove and not (st.rm_client and st.rm_client != os.getpid()
-                                             and _alive(st.rm_client, None)):
-                self._remove_locked(c)
 
     # -- remove -----------------------------------------------------------------------------
     def remove(self, ref: str, force: bool = False) -> str:
@@ -563,7 +568,8 @@ class Engine:
             self._remove_locked(self._load(self.store.container(c.id)))
         return c.id
 
-    def _remove_locked(self, c: Container) -> None:
+    def _remove_locked(self, c: Container, *, network: bool = True) -> None:
+        """`network=False`: the caller tears the networking down itself (alongside)."""
         st = c.state
         if not (st.pid is None and st.status in ("exited", "stopped")):
             # cleanup() records exited/stopped with no pid only after the runtime's
@@ -572,9 +578,10 @@ class Engine:
         if _alive(c.state.conmon_pid, None):
             with contextlib.suppress(OSError):
                 os.kill(c.state.conmon_pid, 9)  # type: ignore[arg-type]
-        from corral.engine import networking
+        if network:
+            from corral.engine import networking
 
-        networking.teardown(self, c)
+            networking.teardown(self, c)
         self.store.remove_container(c.id)
         if c.config.auto_remove:  # --rm: its anonymous volumes go too (docker)
             from corral.engine.volumes import VolumeStore
