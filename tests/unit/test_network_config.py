@@ -91,6 +91,8 @@ def test_network_records_and_their_cni_lists(tmp_path):
                                           "rangeStart": "10.99.251.128",
                                           "rangeEnd": "10.99.251.254"}]]
     assert [p["type"] for p in conflist.plugins] == ["bridge", "portmap", "tuning"]
+    bare = net.conflist(ports=False, mac=False)
+    assert [p["type"] for p in bare.plugins] == ["bridge"]  # nothing for them to do
     assert {"portMappings", "ips", "mac"} <= conflist.capabilities
     internal = store.create("corral-test-u2", subnets=["10.99.252.0/24"], internal=True,
                             bridge="corral-test-u02")

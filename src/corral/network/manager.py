@@ -152,7 +152,8 @@ class NetworkManager:
         done: list[Attached] = []
         try:
             for index, request in enumerate(requests):
-                conflist = request.network.conflist()
+                conflist = request.network.conflist(ports=bool(request.ports),
+                                                    mac=bool(request.mac))
                 caps: dict[str, Any] = {}
                 if request.ports:
                     caps["portMappings"] = [p.to_cni() for p in request.ports]
@@ -173,7 +174,7 @@ class NetworkManager:
 
     def connect(self, container_id: str, request: Request, ifname: str) -> Attached:
         """ADD one more network to a running container's netns."""
-        conflist = request.network.conflist()
+        conflist = request.network.conflist(ports=False, mac=bool(request.mac))
         ensure_available(self.cni, conflist)
         from corral.network import isolation
 

@@ -75,8 +75,11 @@ class Network:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def conflist(self) -> NetworkConfigList:
-        """The CNI configuration list for this network (SPEC section 1)."""
+    def conflist(self, *, ports: bool = True, mac: bool = True) -> NetworkConfigList:
+        """The CNI configuration list for this network (SPEC section 1). An attachment
+        without published ports or a MAC gets the list without `portmap` or `tuning`:
+        they would do nothing but cost a plugin run on every start and stop. DEL and
+        CHECK use the list their ADD used (the result cache keeps it)."""
         ranges = []
         for s in self.subnets:
             entry: dict[str, Any] = {"subnet": s.subnet, "gateway": s.gateway}
@@ -94,12 +97,13 @@ class Network:
              "ipMasq": False, "hairpinMode": True,
              "capabilities": {"ips": True}, "ipam": ipam},
         ]
-        if not self.internal:
+        if ports and not self.internal:
             plugins.append({"type": "portmap", "capabilities": {"portMappings": True},
                             "snat": True})
         # no `firewall` plugin: network.isolation accepts the bridge's traffic in
         # FORWARD once per bridge, not twice per container start and stop
-        plugins.append({"type": "tuning", "capabilities": {"mac": True}})
+        if mac:
+            plugins.append({"type": "tuning", "capabilities": {"mac": True}})
         data = {"cniVersion": CNI_VERSION, "name": self.name, "plugins": plugins,
                 "args": {"corral": {"id": self.id, "labels": self.labels}}}
         return parse_conflist(data, f"network {self.name}")
