@@ -311,6 +311,12 @@ def test_podman_cni_network_and_published_port(podman):
         podman("network", "rm", "-f", network)
         if os.path.exists(f"/sys/class/net/{bridge}"):  # podman leaves CNI bridges behind
             subprocess.run(["ip", "link", "delete", bridge], check=False)
+        leases = Path("/var/lib/cni/networks") / network  # and host-local's lock files
+        if leases.is_dir() and all(p.name == "lock" or p.name.startswith("last_reserved")
+                                   for p in leases.iterdir()):
+            for p in leases.iterdir():
+                p.unlink()
+            leases.rmdir()
     assert not os.path.exists(f"/sys/class/net/{bridge}")
 
 
