@@ -160,7 +160,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, ctx: Any) -> int:
-    from corral.engine.networking import remove_network
+    from corral.engine.network_verbs import remove_network
 
     engine = _engine(ctx)
     for name in args.names:
@@ -169,21 +169,21 @@ def cmd_rm(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_connect(args: argparse.Namespace, ctx: Any) -> int:
-    from corral.engine.networking import connect
+    from corral.engine.network_verbs import connect
 
     connect(_engine(ctx), args.container, args.network, aliases=args.alias, ip=args.ip)
     return 0
 
 
 def cmd_disconnect(args: argparse.Namespace, ctx: Any) -> int:
-    from corral.engine.networking import disconnect
+    from corral.engine.network_verbs import disconnect
 
     disconnect(_engine(ctx), args.container, args.network)
     return 0
 
 
 def cmd_prune(args: argparse.Namespace, ctx: Any) -> int:
-    from corral.engine.networking import prune_networks
+    from corral.engine.network_verbs import prune_networks
 
     for name in prune_networks(_engine(ctx)):
         print(name)
@@ -204,7 +204,7 @@ def cmd_reload(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_check(args: argparse.Namespace, ctx: Any) -> int:
-    from corral.engine.networking import check
+    from corral.engine.network_verbs import check
 
     problems = check(_engine(ctx), args.container)
     for problem in problems:
