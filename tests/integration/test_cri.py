@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.support.network import leases, veths_on
 
 grpc = pytest.importorskip("grpc", reason="needs grpcio (scripts/setup)")
 try:
@@ -438,19 +439,7 @@ def test_image_service_list_status_remove_fsinfo(cri):
 
 
 # -- CNI ---------------------------------------------------------------------------------------
-def _veths_on(bridge: str) -> list[str]:
-    try:
-        return sorted(os.listdir(f"/sys/class/net/{bridge}/brif"))
-    except FileNotFoundError:
-        return []
-
-
-def _leases(network: str) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(f"/var/lib/cni/networks/{network}")
-                      if n[0].isdigit() or ":" in n)
-    except FileNotFoundError:
-        return []
+_veths_on, _leases = veths_on, leases
 
 
 @pytest.fixture

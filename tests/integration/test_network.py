@@ -21,7 +21,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from tests.integration.test_engine_cli import (  # noqa: F401 - fixtures
     CORRAL,
     Corral,
@@ -30,6 +29,7 @@ from tests.integration.test_engine_cli import (  # noqa: F401 - fixtures
     corral,
     image_root,
 )
+from tests.support.network import leases, veths_on
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("conmon") is None, reason="needs conmon"),
@@ -59,19 +59,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _veths_on(bridge: str) -> list[str]:
-    try:
-        return sorted(os.listdir(f"/sys/class/net/{bridge}/brif"))
-    except FileNotFoundError:
-        return []
-
-
-def _leases(network: str) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(f"/var/lib/cni/networks/{network}")
-                      if n[0].isdigit() or ":" in n)
-    except FileNotFoundError:
-        return []
+_veths_on, _leases = veths_on, leases
 
 
 def _rules_mentioning(text: str) -> list[str]:
