@@ -393,18 +393,10 @@ def cmd_top(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _stats_sample(ctx: Any, container_id: str) -> dict | None:
-    argv = [*_record_runtime(ctx, container_id), "events", "--stats", container_id]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    if result.returncode != 0:
-        return None
-    for line in result.stdout.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("type") == "stats":
-            return event.get("data") or {}
-    return None
+    from corral.engine.oci import OCIRuntime
+
+    runtime, _, root = _record_runtime(ctx, container_id)
+    return OCIRuntime(runtime, root).stats(container_id)
 
 
 def _name_of(record: Any) -> str:

@@ -8,9 +8,7 @@ containerd does) and the rate computed against it.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,20 +24,7 @@ def sample(engine: Any, c: Any) -> dict:
     """The runtime's stats of a running container ({} when it is not running)."""
     if c is None or c.status not in ("running", "paused"):
         return {}
-    rt = engine._runtime(c)
-    try:
-        result = subprocess.run(rt.argv("events", "--stats", c.id), capture_output=True,
-                                text=True, timeout=10, check=False)
-    except subprocess.TimeoutExpired:
-        return {}
-    for line in result.stdout.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("type") == "stats":
-            return event.get("data") or {}
-    return {}
+    return engine._runtime(c).stats(c.id, timeout=10) or {}
 
 
 def _u64(value: Any) -> Any:

@@ -84,6 +84,25 @@ class OCIRuntime:
         except ValueError:
             return None
 
+    def stats(self, container_id: str, timeout: float = 30) -> dict | None:
+        """One sample of `events --stats` (runc's JSON `data`); None if there is none."""
+        try:
+            result = subprocess.run(self.argv("events", "--stats", container_id),
+                                    capture_output=True, text=True, timeout=timeout,
+                                    check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if result.returncode != 0:
+            return None
+        for line in result.stdout.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("type") == "stats":
+                return event.get("data") or {}
+        return None
+
     def start(self, container_id: str) -> None:
         self.call("start", container_id)
 
