@@ -8,40 +8,16 @@
 # Temp stores for both; everything made here is removed on exit.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-CORRAL="$HERE/.venv/bin/corral"
 N=${N:-50}
 RUNS=${RUNS:-20}
-TMP=$(mktemp -d /tmp/corral-bench-engine-XXXX)
-CR="$TMP/corral"
-PR="$TMP/podman"
-C="$CORRAL --root $CR"
-P="podman --root $PR/root --runroot $PR/run --storage-driver overlay --events-backend none --cgroup-manager cgroupfs"
-cleanup() {
-  $C rm -af >/dev/null 2>&1 || true
-  $P rm -af -t 0 >/dev/null 2>&1 || true
-  $P system reset -f >/dev/null 2>&1 || true
-  grep -o "$TMP[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-"$HERE/.venv/bin/python3" -m compileall -q "$HERE/src/corral" >/dev/null  # as installed
-$C image busybox >/dev/null
-$C save -o "$TMP/busybox.tar" busybox >/dev/null
-$P load -i "$TMP/busybox.tar" >/dev/null 2>&1
-PIMG=$($P images -q | head -1)
-$P tag "$PIMG" localhost/busybox:latest >/dev/null 2>&1 || true
+NAME=engine
+. "$HERE/bench/engine_lib.sh"
 
 echo "== run --rm busybox true (median of $RUNS)"
 hyperfine -N -w 3 -r "$RUNS" --export-json "$TMP/run.json" \
   "$C run --rm --network none busybox true" \
   "$P run --rm --network none localhost/busybox true" >/dev/null 2>&1
-python3 - "$TMP/run.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-c, p = r[0]["median"] * 1000, r[1]["median"] * 1000
-print(f"corral {c:.0f} ms   podman {p:.0f} ms   corral/podman {c/p:.2f}")
-PY
+ratio "$TMP/run.json"
 
 mem_of() {  # $1 = conmon pid, $2 = cgroup memory file -> KiB
   local pss cg
@@ -85,9 +61,4 @@ CID=$($C run -d --network none busybox sleep 3600)
 PID=$($P run -d --network none localhost/busybox sleep 3600)
 hyperfine -N -w 3 -r "$RUNS" --export-json "$TMP/exec.json" \
   "$C exec $CID true" "$P exec $PID true" >/dev/null 2>&1
-python3 - "$TMP/exec.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-c, p = r[0]["median"] * 1000, r[1]["median"] * 1000
-print(f"corral {c:.0f} ms   podman {p:.0f} ms   corral/podman {c/p:.2f}")
-PY
+ratio "$TMP/exec.json"

@@ -1,0 +1,38 @@
+# Shared by bench/engine.sh and bench/network.sh (sourced, not run): temp stores for
+# corral and podman, removed on exit; corral byte-compiled (as installed); the busybox
+# image made by corral and loaded into podman as localhost/busybox; `ratio FILE` prints
+# the two medians of a hyperfine --export-json file and corral/podman.
+#
+# Before sourcing: HERE (the checkout), NAME (the temp dir's tag) and optionally a
+# function `extra_cleanup` (run on exit, with C set). After: TMP, C, P.
+CORRAL="$HERE/.venv/bin/corral"
+TMP=$(mktemp -d "/tmp/corral-bench-$NAME-XXXX")
+CR="$TMP/corral"
+PR="$TMP/podman"
+C="$CORRAL --root $CR"
+P="podman --root $PR/root --runroot $PR/run --storage-driver overlay --events-backend none --cgroup-manager cgroupfs"
+cleanup() {
+  $C rm -af >/dev/null 2>&1 || true
+  if declare -F extra_cleanup >/dev/null; then extra_cleanup >/dev/null 2>&1 || true; fi
+  $P rm -af -t 0 >/dev/null 2>&1 || true
+  $P system reset -f >/dev/null 2>&1 || true
+  grep -o "$TMP[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+"$HERE/.venv/bin/python3" -m compileall -q "$HERE/src/corral" >/dev/null
+$C image busybox >/dev/null
+$C save -o "$TMP/busybox.tar" busybox >/dev/null
+$P load -i "$TMP/busybox.tar" >/dev/null 2>&1
+PIMG=$($P images -q | head -1)
+$P tag "$PIMG" localhost/busybox:latest >/dev/null 2>&1 || true
+
+ratio() {
+python3 - "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+c, p = r[0]["median"] * 1000, r[1]["median"] * 1000
+print(f"corral {c:.0f} ms   podman {p:.0f} ms   corral/podman {c/p:.2f}")
+PY
+}
