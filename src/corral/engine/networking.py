@@ -255,6 +255,7 @@ def publish_names(engine: Any, c: Any) -> None:
     """Record the container's names and addresses for /etc/hosts and rewrite its file
     and those of every container sharing a network (`network.hosts.HostsRegistry`)."""
     from corral.engine.spec import parse_add_hosts
+    from corral.network.manager import Attached
 
     m = manager(engine)
     if not c.state.networks:
@@ -263,16 +264,12 @@ def publish_names(engine: Any, c: Any) -> None:
     networks: dict[str, dict] = {}
     for a in c.state.networks:
         entry = networks.setdefault(a["network"], {"ips": [], "aliases": []})
-        entry["ips"] += _addresses(a)
+        entry["ips"] += Attached.from_json(a).addresses
         entry["aliases"] += list(a.get("aliases") or [])
     m.hosts.join(c.id, {"hosts_path": str(c.bundle / "hosts"),
                         "names": [c.config.hostname or c.id[:12], c.name],
                         "networks": networks,
                         "extra": parse_add_hosts(c.config.add_hosts)})
-
-
-def _addresses(attached: dict) -> list[str]:
-    return [ip.split("/")[0] for ip in attached.get("ips") or []]
 
 
 # -- stop -----------------------------------------------------------------------------------
@@ -343,21 +340,9 @@ def _running(engine: Any, container_id: str) -> bool:
 
 def _busy(engine: Any, container_id: str) -> bool:
     """Another process holds the container's lock (a start or cleanup in progress)."""
-    import fcntl
-    import os
+    from corral.storage.records import is_locked
 
-    path = Path(engine.locks) / f"{container_id}.lock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return is_locked(Path(engine.locks) / f"{container_id}.lock")
 
 
 def port_lines(c: Any) -> list[str]:

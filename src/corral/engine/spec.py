@@ -588,10 +588,9 @@ def write_etc_files(container_dir: Path, *, hostname: str, name: str | None, net
             hosts += "\n"
         hosts += f"127.0.1.1\t{names}\n"
     else:
-        hosts = ("127.0.0.1\tlocalhost localhost.localdomain localhost4 "
-                 "localhost4.localdomain4\n"
-                 "::1\tlocalhost localhost.localdomain localhost6 localhost6.localdomain6\n"
-                 f"127.0.1.1\t{names}\n")
+        from corral.network.hosts import LOCALHOST
+
+        hosts = LOCALHOST + f"127.0.1.1\t{names}\n"
     hosts += "".join(f"{ip}\t{hname}\n" for hname, ip in parse_add_hosts(add_hosts))
     resolv_lines = resolv_conf_lines(host.resolv_conf, network=network, dns=dns,
                                      dns_search=dns_search, dns_options=dns_options)

@@ -113,6 +113,21 @@ class FileLock:
                     self._fd = None
 
 
+def is_locked(path: Path) -> bool:
+    """Someone (another open file description) holds an flock on `path` right now."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def try_lock_dir(path: Path) -> int | None:
     """flock(LOCK_EX|LOCK_NB) a directory: its fd if we got it, None if someone holds it."""
     try:
