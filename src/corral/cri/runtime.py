@@ -750,6 +750,63 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             records.append(record)
         return pb.ListPodSandboxStatsResponse(stats=_map(self._sandbox_stats, records))
 
+    # -- metrics ------------------------------------------------------------------------------
+    @grpc_errors
+    def ListMetricDescriptors(self, request: Any, context: Any) -> Any:
+        """ListMetricDescriptorsRequest → every metric ListPodSandboxMetrics reports
+        (cAdvisor's names; a static list, see metrics.py)."""
+        from corral.cri import metrics
+
+        return pb.ListMetricDescriptorsResponse(descriptors=metrics.descriptors())
+
+    def _sandbox_metrics(self, record: dict) -> Any:
+        """PodSandboxMetrics of a ready pod (None otherwise): each running container's
+        cgroup metrics, the pod's network counters."""
+        from corral.cri import metrics
+
+        state, infra = self._sandbox_state(record)
+        if state != pb.SANDBOX_READY or infra is None or not infra.state.pid:
+            return None
+        out = pb.PodSandboxMetrics(pod_sandbox_id=record["id"])
+        for rec in self._containers_of(record["id"]):
+            try:
+                c = self.engine.get(rec["id"])
+            except NotFound:
+                continue
+            if c.status not in ("running", "paused") or not c.state.pid:
+                continue
+            data = metrics.sample(c.state.pid)
+            if data is None:
+                continue
+            name = decode(pb.ContainerConfig, rec["config"]).metadata.name
+            out.container_metrics.append(metrics.container_metrics(
+                rec["id"], (rec["id"], name, rec.get("image", "")), data,
+                _ns(c.state.started_at) // 1_000_000_000))
+        config = decode(pb.PodSandboxConfig, record["config"])
+        ns = translate.namespace_options(config.linux if config.HasField("linux") else None)
+        if ns is None or ns.network != translate.NODE:  # the node's counters are not the pod's
+            out.metrics.extend(metrics.network_metrics(
+                infra.state.pid, (record["id"], "POD", pause.PAUSE_IMAGE)))
+        return out
+
+    @grpc_errors
+    def ListPodSandboxMetrics(self, request: Any, context: Any) -> Any:
+        """ListPodSandboxMetricsRequest → the metrics of every ready pod, read live
+        from the cgroups and the pods' network namespaces."""
+        found = _map(self._sandbox_metrics, self.records.all_sandboxes())
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=[m for m in found if m is not None])
+
+    def StreamPodSandboxMetrics(self, request: Any, context: Any) -> Any:
+        """StreamPodSandboxMetricsRequest → ListPodSandboxMetrics' pods, in one message
+        per pod."""
+        for record in self.records.all_sandboxes():
+            try:
+                found = self._sandbox_metrics(record)
+            except NotFound:
+                continue
+            if found is not None:
+                yield pb.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=[found])
+
     # -- streaming ----------------------------------------------------------------------------
     def _stream_url(self, kind: str, request: dict) -> str:
         if self.streams is None:
