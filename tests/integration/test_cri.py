@@ -147,11 +147,12 @@ def _pod_config(name: str, logdir: Path | None = None, **kw) -> pb.PodSandboxCon
 class Pod:
     """One pod through the API; `remove()` is safe to call twice."""
 
-    def __init__(self, cri: Server, name: str, logdir: Path | None = None, **kw) -> None:
+    def __init__(self, cri: Server, name: str, logdir: Path | None = None, *,
+                 runtime_handler: str = "", **kw) -> None:
         self.cri = cri
         self.config = _pod_config(name, logdir, **kw)
-        self.id = cri.runtime.RunPodSandbox(
-            pb.RunPodSandboxRequest(config=self.config)).pod_sandbox_id
+        self.id = cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(
+            config=self.config, runtime_handler=runtime_handler)).pod_sandbox_id
 
     def container(self, name: str, command: list[str], *, log_path: str = "",
                   start: bool = True, **kw) -> str:

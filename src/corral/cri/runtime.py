@@ -69,8 +69,13 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
 
     def __init__(self, engine: Any, *, network: str | None = None,
                  cgroup_driver: str = "cgroupfs", streams: Any = None,
-                 orphan_grace: float = 60.0) -> None:
+                 orphan_grace: float = 60.0, handlers: Any = None) -> None:
+        from corral.cri.handlers import Handlers
+
         self.engine = engine
+        # runtime handler name -> OCI runtime (handlers.py: detected or the CRI config)
+        self.handlers = handlers if handlers is not None else Handlers.load(
+            engine.default_runtime)
         self.streams = streams  # streaming.StreamServer: Exec/Attach/PortForward URLs
         self.records = Records(Path(engine.root))
         self.network = network
@@ -174,9 +179,10 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
 
             info["config"] = json.dumps({"root": str(self.engine.root),
                                          "network": self.network or "",
-                                         "cgroupDriver": self.cgroup_driver})
+                                         "cgroupDriver": self.cgroup_driver,
+                                         "runtimeHandlers": self.handlers.as_dict()})
         return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), info=info,
-                                 runtime_handlers=[pb.RuntimeHandler(name="")])
+                                 runtime_handlers=self.handlers.runtime_handlers())
 
     def _runtime_ready(self) -> tuple[bool, str]:
         from corral.engine import conmon
@@ -227,18 +233,18 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         network. Any failure (CNI ADD included) removes what was made."""
         config = request.config
         translate.check_sandbox_metadata(config if request.HasField("config") else None)
-        if request.runtime_handler not in ("", RUNTIME_NAME):
-            raise NotFound(f"runtime handler {request.runtime_handler!r} is not configured "
-                           "(only the default handler)")
+        handler = self.handlers.get(request.runtime_handler)  # NotFound: nothing made
         engine = self.engine
         image = pause.ensure(engine.store)
         ccfg = translate.sandbox_config(config, image=image, network=self.network,
                                         command=pause.COMMAND)
         ccfg.name = translate.sandbox_name(config)
+        ccfg.runtime = handler.runtime
         c = engine.create(ccfg)
         with self._pod_lock(c.id):
             record = {"id": c.id, "created_at": time.time_ns(), "state": "ready",
-                      "config": encode(config), "runtime_handler": request.runtime_handler}
+                      "config": encode(config), "runtime_handler": request.runtime_handler,
+                      "runtime": handler.runtime}
             try:
                 from corral.cri import shm
 
@@ -435,6 +441,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         ccfg = translate.container_config(config, sandbox, sandbox_id=sid, image=image.id,
                                           log_path=log_path)
         ccfg.name = translate.container_name(config, sandbox)
+        ccfg.runtime = infra.runtime  # the pod's runtime handler's
         if config.stop_signal:  # Signal enum: SIGNAL_SIGINT -> SIGINT
             ccfg.stop_signal = pb.Signal.Name(config.stop_signal).removeprefix("SIGNAL_")
         linux = sandbox.linux if sandbox.HasField("linux") else None

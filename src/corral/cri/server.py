@@ -33,8 +33,10 @@ def socket_path(listen: str) -> Path:
 
 
 def build(engine: Any, *, network: str | None = None, workers: int = 16,
-          streams: Any = None) -> Any:
-    """A grpc.Server with both services registered (not started, no port yet)."""
+          streams: Any = None, handlers: Any = None) -> Any:
+    """A grpc.Server with both services registered (not started, no port yet).
+    `handlers` (handlers.Handlers): the runtime handlers; default: the CRI config file's
+    or the runtimes found on the host."""
     try:
         import grpc
 
@@ -52,17 +54,21 @@ def build(engine: Any, *, network: str | None = None, workers: int = 16,
                          options=[("grpc.max_send_message_length", 64 << 20),
                                   ("grpc.max_receive_message_length", 64 << 20)])
     pb_grpc.add_RuntimeServiceServicer_to_server(
-        RuntimeService(engine, network=network, streams=streams), server)
+        RuntimeService(engine, network=network, streams=streams, handlers=handlers), server)
     pb_grpc.add_ImageServiceServicer_to_server(ImageService(engine), server)
     return server
 
 
 def serve(engine: Any, listen: str = DEFAULT_LISTEN, *, network: str | None = None,
           workers: int = 16, stream_address: str = "127.0.0.1:0",
-          on_ready: Callable[[str], None] | None = None) -> None:
+          on_ready: Callable[[str], None] | None = None, handlers: Any = None) -> None:
     """Serve until SIGTERM/SIGINT; a stale socket file is replaced. The streaming
     server (Exec/Attach/PortForward URLs) listens on `stream_address` (HOST:PORT)."""
     path = socket_path(listen)
+    if handlers is None:  # a bad CRI config fails here, before the socket is made
+        from corral.cri.handlers import Handlers
+
+        handlers = Handlers.load(engine.default_runtime)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         path.unlink()
@@ -73,7 +79,8 @@ def serve(engine: Any, listen: str = DEFAULT_LISTEN, *, network: str | None = No
     if not host or not port.isdigit():
         raise InvalidArgument(f"--stream-address {stream_address!r}: expected HOST:PORT")
     streams = StreamServer(engine, host.strip("[]"), int(port))
-    server = build(engine, network=network, workers=workers, streams=streams)
+    server = build(engine, network=network, workers=workers, streams=streams,
+                   handlers=handlers)
     if server.add_insecure_port(f"unix://{path}") == 0:
         raise Unavailable(f"cannot listen on {path}")
     os.chmod(path, 0o660)
