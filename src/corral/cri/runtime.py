@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from corral.cri import pause, translate
+from corral.cri import pause, podcgroup, translate
 from corral.cri._gen import api_pb2 as pb
 from corral.cri._gen import api_pb2_grpc as pb_grpc
 from corral.cri.errors import DeadlineExceeded, ExecFailed, grpc_errors
@@ -234,6 +234,9 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         config = request.config
         translate.check_sandbox_metadata(config if request.HasField("config") else None)
         handler = self.handlers.get(request.runtime_handler)  # NotFound: nothing made
+        linux_cfg = config.linux if config.HasField("linux") else None
+        # the pod cgroup's limits: checked before anything is made
+        pod_res = translate.pod_resources(linux_cfg) if linux_cfg is not None else {}
         engine = self.engine
         image = pause.ensure(engine.store)
         ccfg = translate.sandbox_config(config, image=image, network=self.network,
@@ -242,20 +245,26 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         ccfg.runtime = handler.runtime
         c = engine.create(ccfg)
         with self._pod_lock(c.id):
+            parent = linux_cfg.cgroup_parent if linux_cfg is not None else ""
+            if not parent and pod_res:
+                parent = podcgroup.own_path(c.id)
             record = {"id": c.id, "created_at": time.time_ns(), "state": "ready",
                       "config": encode(config), "runtime_handler": request.runtime_handler,
-                      "runtime": handler.runtime}
+                      "runtime": handler.runtime, "cgroup_parent": parent,
+                      "pod_cgroup_made": False}
             try:
                 from corral.cri import shm
 
                 shm_dir = shm.mount(c.bundle) if _pod_ipc(config) != translate.NODE else None
 
                 def patch(spec: dict) -> None:
-                    _patch_sandbox_spec(spec, config, c.id)
+                    _patch_sandbox_spec(spec, config, c.id, parent)
                     if shm_dir is not None:
                         shm.bind(spec, shm_dir)
 
                 self._patch(c, patch)
+                if parent:  # made (if new) and sized before the infra joins it
+                    record["pod_cgroup_made"] = podcgroup.apply(parent, pod_res)
                 self.records.save_sandbox(record)
                 self._event(c.id, pb.CONTAINER_CREATED_EVENT)
                 engine.start(c.id)
@@ -265,6 +274,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 shm.unmount(c.bundle)
                 with contextlib.suppress(Exception):
                     engine.remove(c.id, force=True)
+                if record["pod_cgroup_made"]:
+                    podcgroup.remove(parent)
                 self.records.drop_sandbox(c.id)
                 raise
         self.exits.watch(c.id)
@@ -315,6 +326,9 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             return pb.RemovePodSandboxResponse()
         with self._pod_lock(sid):
             recs = self._containers_of(sid)
+            sandbox: dict = {}
+            with contextlib.suppress(SandboxNotFound):
+                sandbox = self.records.sandbox(sid)
 
             def remove(ident: str) -> None:
                 with contextlib.suppress(NotFound):
@@ -329,6 +343,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             with contextlib.suppress(NotFound):
                 shm.unmount(self.engine.store.container_dir(sid))
             remove(sid)  # last: the containers joined its namespaces
+            if sandbox.get("pod_cgroup_made") and sandbox.get("cgroup_parent"):
+                podcgroup.remove(sandbox["cgroup_parent"])
             for rec in recs:
                 self._event(rec["id"], pb.CONTAINER_DELETED_EVENT)
             self._event(sid, pb.CONTAINER_DELETED_EVENT)
@@ -445,7 +461,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         if config.stop_signal:  # Signal enum: SIGNAL_SIGINT -> SIGINT
             ccfg.stop_signal = pb.Signal.Name(config.stop_signal).removeprefix("SIGNAL_")
         linux = sandbox.linux if sandbox.HasField("linux") else None
-        parent = linux.cgroup_parent if linux is not None else ""
+        parent = record.get("cgroup_parent",
+                            linux.cgroup_parent if linux is not None else "")
         from corral.cri import shm
 
         shm_dir = shm.path(infra.bundle)
@@ -662,6 +679,38 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
 
         self._patch(c, merge)
         return pb.UpdateContainerResourcesResponse()
+
+    @grpc_errors
+    def UpdatePodSandboxResources(self, request: Any, context: Any) -> Any:
+        """UpdatePodSandboxResourcesRequest.resources/.overhead → the pod cgroup's limits
+        (as at RunPodSandbox: resources + overhead) and the pod's recorded config.
+        FailedPrecondition for a pod with no pod cgroup (neither cgroup_parent nor
+        resources/overhead at RunPodSandbox) or one that is not ready."""
+        if not request.pod_sandbox_id:
+            raise InvalidArgument("UpdatePodSandboxResourcesRequest.pod_sandbox_id is "
+                                  "required")
+        res = translate.pod_resources(
+            None, resources=request.resources if request.HasField("resources") else None,
+            overhead=request.overhead if request.HasField("overhead") else None,
+            what="UpdatePodSandboxResourcesRequest")
+        sid = self.records.sandbox_id(request.pod_sandbox_id)
+        with self._pod_lock(sid):
+            record = self.records.sandbox(sid)
+            config = decode(pb.PodSandboxConfig, record["config"])
+            parent = record.get("cgroup_parent", config.linux.cgroup_parent)
+            if not parent:
+                raise FailedPrecondition(f"pod sandbox {sid[:12]} has no pod cgroup (made "
+                                         "without cgroup_parent, resources or overhead)")
+            state, _c = self._sandbox_state(record)
+            if state != pb.SANDBOX_READY:
+                raise FailedPrecondition(f"pod sandbox {sid[:12]} is not ready")
+            podcgroup.apply(parent, res)
+            for name in ("resources", "overhead"):
+                if request.HasField(name):
+                    getattr(config.linux, name).CopyFrom(getattr(request, name))
+            record["config"] = encode(config)
+            self.records.save_sandbox(record)
+        return pb.UpdatePodSandboxResourcesResponse()
 
     # -- stats --------------------------------------------------------------------------------
     def _container_stats(self, record: dict) -> tuple[Any, dict]:
@@ -942,9 +991,9 @@ def _pod_ipc(config: Any) -> int:
     return ns.ipc if ns is not None else translate.POD
 
 
-def _patch_sandbox_spec(spec: dict, config: Any, container_id: str) -> None:
+def _patch_sandbox_spec(spec: dict, config: Any, container_id: str, parent: str) -> None:
     """The infra container's spec: hostPID/hostIPC (NODE) drop those namespaces, the
-    pod's cgroup parent. (No oom_score_adj -998 as kubelet's pause gets: lowering it
+    pod's cgroup parent (`parent`: cgroup_parent or the server's own pod cgroup). (No oom_score_adj -998 as kubelet's pause gets: lowering it
     needs CAP_SYS_RESOURCE, which some hosts do not grant.)"""
     linux_cfg = config.linux if config.HasField("linux") else None
     ns = translate.namespace_options(linux_cfg)
@@ -961,8 +1010,8 @@ def _patch_sandbox_spec(spec: dict, config: Any, container_id: str) -> None:
     if drop:
         linux["namespaces"] = [n for n in linux.get("namespaces") or []
                                if n.get("type") not in drop]
-    if linux_cfg is not None and linux_cfg.cgroup_parent:
-        linux["cgroupsPath"] = translate.cgroup_path(linux_cfg.cgroup_parent, container_id)
+    if parent:
+        linux["cgroupsPath"] = translate.cgroup_path(parent, container_id)
 
 
 def _oom_killed(c: Any) -> bool:

@@ -386,3 +386,61 @@ def oci_resources(r: Any) -> dict:
     if r.unified:
         out["unified"] = dict(r.unified)
     return out
+
+
+def pod_resources(linux: Any, *, resources: Any = None, overhead: Any = None,
+                  what: str = "LinuxPodSandboxConfig") -> dict:
+    """The pod cgroup's OCI `linux.resources`: the pod's resources (the sum of its
+    containers') plus its overhead, as kubelet sizes a pod cgroup — a limit (memory,
+    cpu quota, swap) only when the pod has one, the overhead added to it; cpu shares
+    summed; cpusets, hugepages and unified files the pod's. `linux` is a
+    LinuxPodSandboxConfig (or None with `resources`/`overhead` given, for
+    UpdatePodSandboxResources); {} when neither is set."""
+    if linux is not None:
+        resources = linux.resources if _has(linux, "resources") else None
+        overhead = linux.overhead if _has(linux, "overhead") else None
+    for name, r in (("resources", resources), ("overhead", overhead)):
+        if r is None:
+            continue
+        for fld in ("cpu_period", "cpu_quota", "cpu_shares", "memory_limit_in_bytes",
+                    "memory_swap_limit_in_bytes"):
+            value = getattr(r, fld)
+            if value < 0 and not (fld == "cpu_quota" and value == -1):
+                raise InvalidArgument(f"{what}.{name}.{fld}: {value} is negative")
+        if r.cpu_period and not 1000 <= r.cpu_period <= 1_000_000:
+            raise InvalidArgument(f"{what}.{name}.cpu_period: {r.cpu_period} is not "
+                                  "within 1000-1000000 (microseconds)")
+    r, o = resources, overhead
+    out: dict = {}
+    memory: dict = {}
+    cpu: dict = {}
+    if r is not None and r.memory_limit_in_bytes > 0:
+        memory["limit"] = int(r.memory_limit_in_bytes) + int(
+            o.memory_limit_in_bytes if o is not None else 0)
+        if r.memory_swap_limit_in_bytes > 0:
+            memory["swap"] = int(r.memory_swap_limit_in_bytes) + (memory["limit"] - int(
+                r.memory_limit_in_bytes))
+    if r is not None and r.cpu_quota > 0:
+        period = int(r.cpu_period or 100_000)
+        quota = int(r.cpu_quota)
+        if o is not None and o.cpu_quota > 0:
+            quota += int(o.cpu_quota * period // (o.cpu_period or 100_000))
+        cpu["quota"], cpu["period"] = quota, period
+    shares = (r.cpu_shares if r is not None else 0) + (o.cpu_shares if o is not None else 0)
+    if shares > 0:
+        cpu["shares"] = int(max(2, shares))
+    if r is not None:
+        if r.cpuset_cpus:
+            cpu["cpus"] = r.cpuset_cpus
+        if r.cpuset_mems:
+            cpu["mems"] = r.cpuset_mems
+        if r.hugepage_limits:
+            out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": int(h.limit)}
+                                     for h in r.hugepage_limits]
+        if r.unified:
+            out["unified"] = dict(r.unified)
+    if memory:
+        out["memory"] = memory
+    if cpu:
+        out["cpu"] = cpu
+    return out
