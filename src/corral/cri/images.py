@@ -77,6 +77,13 @@ class ImageService(pb_grpc.ImageServiceServicer):
         return pb.ListImagesResponse(images=[
             self._image(r) for r in self.store.list_images() if wanted in (None, r.id)])
 
+    def StreamImages(self, request: Any, context: Any) -> Any:
+        """StreamImagesRequest → ListImages' images, a page a message (CRIListStreaming)."""
+        from corral.cri.runtime import filtered, pages
+
+        images = self.ListImages(filtered(pb.ListImagesRequest, request), context).images
+        yield from pages(images, lambda chunk: pb.StreamImagesResponse(images=chunk))
+
     @grpc_errors
     def ImageStatus(self, request: Any, context: Any) -> Any:
         """ImageStatusRequest → the Image, or an empty response when it is not present;

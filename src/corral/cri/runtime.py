@@ -34,6 +34,7 @@ from corral.storage.records import read_json, write_json
 RUNTIME_NAME = "corral"
 CRI_API_VERSION = "v1"
 EXEC_OUTPUT_CAP = 16 << 20  # ExecSyncResponse: output capped at 16 MiB (CVE-2022-1708)
+STREAM_PAGE = 100  # items per message of the Stream* list calls (KEP-5825)
 
 
 def _ns(text: str | None) -> int:
@@ -425,6 +426,14 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 runtime_handler=record.get("runtime_handler", "")))
         return pb.ListPodSandboxResponse(items=items)
 
+    def StreamPodSandboxes(self, request: Any, context: Any) -> Any:
+        """StreamPodSandboxesRequest → ListPodSandbox's items, STREAM_PAGE a message
+        (kubelet's CRIListStreaming; errors as ListPodSandbox's)."""
+        items = self.ListPodSandbox(filtered(pb.ListPodSandboxRequest, request),
+                                    context).items
+        yield from pages(items, lambda chunk: pb.StreamPodSandboxesResponse(
+            pod_sandboxes=chunk))
+
     # -- containers ---------------------------------------------------------------------------
     @grpc_errors
     def CreateContainer(self, request: Any, context: Any) -> Any:
@@ -582,6 +591,12 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 created_at=record["created_at"], labels=config.labels,
                 annotations=config.annotations))
         return pb.ListContainersResponse(containers=out)
+
+    def StreamContainers(self, request: Any, context: Any) -> Any:
+        """StreamContainersRequest → ListContainers' containers, paged."""
+        items = self.ListContainers(filtered(pb.ListContainersRequest, request),
+                                    context).containers
+        yield from pages(items, lambda chunk: pb.StreamContainersResponse(containers=chunk))
 
     @grpc_errors
     def ContainerStatus(self, request: Any, context: Any) -> Any:
@@ -749,6 +764,13 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         return pb.ListContainerStatsResponse(
             stats=[s for s, _ in _map(self._container_stats, records)])
 
+    def StreamContainerStats(self, request: Any, context: Any) -> Any:
+        """StreamContainerStatsRequest → ListContainerStats' stats, paged."""
+        items = self.ListContainerStats(filtered(pb.ListContainerStatsRequest, request),
+                                        context).stats
+        yield from pages(items, lambda chunk: pb.StreamContainerStatsResponse(
+            container_stats=chunk))
+
     def _sandbox_stats(self, record: dict) -> Any:
         from corral.cri import stats
 
@@ -805,6 +827,13 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                     continue
             records.append(record)
         return pb.ListPodSandboxStatsResponse(stats=_map(self._sandbox_stats, records))
+
+    def StreamPodSandboxStats(self, request: Any, context: Any) -> Any:
+        """StreamPodSandboxStatsRequest → ListPodSandboxStats' stats, paged."""
+        items = self.ListPodSandboxStats(filtered(pb.ListPodSandboxStatsRequest, request),
+                                         context).stats
+        yield from pages(items, lambda chunk: pb.StreamPodSandboxStatsResponse(
+            pod_sandbox_stats=chunk))
 
     # -- metrics ------------------------------------------------------------------------------
     @grpc_errors
@@ -932,6 +961,21 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         stdout, stderr, code = exec_sync(self.engine, record["id"], list(request.cmd),
                                          request.timeout or None)
         return pb.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=code)
+
+
+def filtered(cls: Any, request: Any) -> Any:
+    """A List* request carrying the Stream* request's filter (if it has one)."""
+    out = cls()
+    if request.HasField("filter"):
+        out.filter.CopyFrom(request.filter)
+    return out
+
+
+def pages(items: Any, make: Any, size: int = STREAM_PAGE) -> Any:
+    """The Stream* calls' messages: `make(chunk)` for every `size` items."""
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield make(items[start:start + size])
 
 
 def _each(action: Any, items: list[str]) -> None:
