@@ -77,6 +77,11 @@ def test_pod_with_the_runc_handler_runs_under_runc(cri, pod):
         assert state["pid"] == pid
         assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x00300\x00"
         assert p.exec(cid, ["echo", "hi"]).stdout == b"hi\n"
+        # the metrics find runc's cgroups as they find corral-runtime's
+        mine = [m for m in cri.runtime.ListPodSandboxMetrics(
+            pb.ListPodSandboxMetricsRequest()).pod_metrics if m.pod_sandbox_id == sid]
+        procs = {x.name: x.value.value for x in mine[0].container_metrics[0].metrics}
+        assert procs["container_processes"] == 1 and procs["container_threads"] == 1
         sandbox = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sid))
         assert sandbox.status.runtime_handler == "runc"
         assert [x.runtime_handler for x in cri.runtime.ListPodSandbox(
