@@ -196,3 +196,12 @@ def test_stream_pod_sandbox_metrics(cri, pod):
     procs = [x for x in mine[0].container_metrics[0].metrics
              if x.name == "container_processes"]
     assert procs[0].value.value == 1  # sleep
+
+
+def test_host_network_pod_has_no_network_metrics(cri, pod):
+    p = pod(linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=pb.NamespaceOption(network=pb.NODE))))
+    cid = p.container("main", ["sleep", "300"])
+    m = _metrics(cri, p.id)
+    assert list(m.metrics) == []  # the node's counters are not the pod's
+    assert [c.container_id for c in m.container_metrics] == [cid]
