@@ -10,13 +10,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from corral.cri._gen import api_pb2 as pb
 from corral.cri._gen import api_pb2_grpc as pb_grpc
 from corral.cri.errors import grpc_errors
 from corral.errors import InvalidArgument, NotFound
+
+
+def _identity_authfile(directory: Path, ref: str, auth: Any) -> str:
+    """An auth file (mode 0600) holding `auth.identity_token` for the image's registry
+    (`auth.server_address` when given)."""
+    from corral.oci.reference import parse
+
+    registry = auth.server_address or parse(ref.removeprefix("docker://")).domain
+    entry = {"identitytoken": auth.identity_token}
+    if auth.username:
+        entry["username"] = auth.username
+    path = directory / "auth.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with open(fd, "w") as f:
+        json.dump({"auths": {registry: entry}}, f)
+    return str(path)
 
 
 def _user(config: dict) -> tuple[int | None, str]:
@@ -105,7 +124,9 @@ class ImageService(pb_grpc.ImageServiceServicer):
     @grpc_errors
     def PullImage(self, request: Any, context: Any) -> Any:
         """PullImageRequest: image from its registry into the store, with the request's
-        AuthConfig (username/password or `auth` base64 user:pass); → image_ref (the id)."""
+        AuthConfig (username/password, `auth` base64 user:pass, or an `identity_token`:
+        an OAuth2 refresh token the registry's token server exchanges); → image_ref
+        (the id)."""
         ref = request.image.image if request.HasField("image") else ""
         if not ref:
             raise InvalidArgument("PullImageRequest.image.image is required")
@@ -113,11 +134,14 @@ class ImageService(pb_grpc.ImageServiceServicer):
         from corral.registry.client.config import RegistryOptions
 
         opts = RegistryOptions()
+        tmpdir = self.engine.root / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        authdir = None
         if request.HasField("auth"):
             auth = request.auth
-            if auth.registry_token or auth.identity_token:
-                raise InvalidArgument("PullImageRequest.auth: registry_token/identity_token "
-                                      "are not supported yet (username/password or auth)")
+            if auth.registry_token:
+                raise InvalidArgument("PullImageRequest.auth.registry_token is not supported "
+                                      "yet (username/password, auth or identity_token)")
             if auth.auth:
                 import base64
 
@@ -128,13 +152,21 @@ class ImageService(pb_grpc.ImageServiceServicer):
                 opts.username, opts.password = user, password
             elif auth.username:
                 opts.username, opts.password = auth.username, auth.password
+            if auth.identity_token:
+                # the registry client takes identity tokens from auth files only: a
+                # private one for this pull (the request's credentials, nobody else's)
+                authdir = Path(tempfile.mkdtemp(prefix="pull-auth-", dir=tmpdir))
+                opts.authfile = _identity_authfile(authdir, ref, auth)
+                opts.username = opts.password = None
         opts.blob_cache = str(self.engine.root / "cache" / "blob-locations.json")
-        tmpdir = self.engine.root / "tmp"
-        tmpdir.mkdir(parents=True, exist_ok=True)
-        text = ref if ref.startswith("docker://") else f"docker://{ref}"
-        source = transports.parse(text, registry=opts, tmpdir=str(tmpdir))
-        dest = transports.parse("containers-storage:", store=self.store)
-        copied = transports.copy(source, dest)
+        try:
+            text = ref if ref.startswith("docker://") else f"docker://{ref}"
+            source = transports.parse(text, registry=opts, tmpdir=str(tmpdir))
+            dest = transports.parse("containers-storage:", store=self.store)
+            copied = transports.copy(source, dest)
+        finally:
+            if authdir is not None:
+                shutil.rmtree(authdir, ignore_errors=True)
         return pb.PullImageResponse(image_ref=copied[0].id)
 
     @grpc_errors
