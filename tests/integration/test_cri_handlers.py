@@ -84,12 +84,18 @@ def test_pod_with_the_runc_handler_runs_under_runc(cri, pod):
         assert procs["container_processes"] == 1 and procs["container_threads"] == 1
         sandbox = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sid))
         assert sandbox.status.runtime_handler == "runc"
+        # a restarted server puts the pod's new containers under runc still
+        cri.stop()
+        cri.start()
+        later = p.container("later", ["sleep", "300"])
+        runc = _runtime_list(shutil.which("runc"), cri.root / "runtime-runc")
+        assert runc.get(later) == "running", runc
         assert [x.runtime_handler for x in cri.runtime.ListPodSandbox(
             pb.ListPodSandboxRequest(filter=pb.PodSandboxFilter(id=sid))).items] == ["runc"]
     finally:
         p.remove()
     runc = _runtime_list(shutil.which("runc"), cri.root / "runtime-runc")
-    assert sid not in runc and cid not in runc
+    assert sid not in runc and cid not in runc and later not in runc
 
 
 def test_unknown_handler_is_not_found_and_leaves_nothing(cri):

@@ -1037,8 +1037,9 @@ def _pod_ipc(config: Any) -> int:
 
 def _patch_sandbox_spec(spec: dict, config: Any, container_id: str, parent: str) -> None:
     """The infra container's spec: hostPID/hostIPC (NODE) drop those namespaces, the
-    pod's cgroup parent (`parent`: cgroup_parent or the server's own pod cgroup). (No oom_score_adj -998 as kubelet's pause gets: lowering it
-    needs CAP_SYS_RESOURCE, which some hosts do not grant.)"""
+    pod cgroup (`parent`: cgroup_parent or the server's own). (No oom_score_adj -998
+    as kubelet's pause gets: lowering it needs CAP_SYS_RESOURCE, which some hosts do
+    not grant.)"""
     linux_cfg = config.linux if config.HasField("linux") else None
     ns = translate.namespace_options(linux_cfg)
     linux = spec.setdefault("linux", {})
