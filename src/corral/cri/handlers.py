@@ -99,6 +99,7 @@ class Handlers:
         for name, runtime in handlers.items():
             self._by_name[name] = Handler(name, runtime)
         self._lock = threading.Lock()
+        self._others: dict[str, bool] = {}  # rro() of runtimes that are no handler's
         if "" not in self._by_name:
             raise CRIConfigError("no default runtime handler")
 
@@ -178,6 +179,17 @@ class Handlers:
             raise HandlerNotFound(f"RunPodSandboxRequest.runtime_handler {name!r} is not "
                                   f"configured (configured: {known})")
         return handler
+
+    def rro(self, runtime: str) -> bool:
+        """Whether `runtime` (a path; a handler's or not, e.g. after a restart with
+        another map) does recursive read-only mounts."""
+        with self._lock:
+            for h in self._by_name.values():
+                if h.runtime == runtime:
+                    return h.features()["recursive_read_only_mounts"]
+            if runtime not in self._others:
+                self._others[runtime] = _rro(runtime)
+            return self._others[runtime]
 
     def runtime_handlers(self) -> list[Any]:
         """StatusResponse.runtime_handlers: every handler with its features."""

@@ -183,7 +183,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                                          "cgroupDriver": self.cgroup_driver,
                                          "runtimeHandlers": self.handlers.as_dict()})
         return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), info=info,
-                                 runtime_handlers=self.handlers.runtime_handlers())
+                                 runtime_handlers=self.handlers.runtime_handlers(),
+                                 features=pb.RuntimeFeatures(mount_options=True))
 
     def _runtime_ready(self) -> tuple[bool, str]:
         from corral.engine import conmon
@@ -467,6 +468,12 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                                           log_path=log_path)
         ccfg.name = translate.container_name(config, sandbox)
         ccfg.runtime = infra.runtime  # the pod's runtime handler's
+        rro = [m.container_path for m in config.mounts if m.recursive_read_only]
+        if rro and not self.handlers.rro(infra.runtime):
+            raise InvalidArgument(f"Mount {rro[0]}: recursive_read_only is not supported by "
+                                  f"the pod's runtime handler "
+                                  f"{record.get('runtime_handler', '')!r} "
+                                  f"({os.path.basename(infra.runtime)})")
         if config.stop_signal:  # Signal enum: SIGNAL_SIGINT -> SIGINT
             ccfg.stop_signal = pb.Signal.Name(config.stop_signal).removeprefix("SIGNAL_")
         linux = sandbox.linux if sandbox.HasField("linux") else None

@@ -28,6 +28,12 @@ RUNTIME_DEFAULT, UNCONFINED, LOCALHOST = 0, 1, 2
 _PROPAGATION = {0: "rprivate", 1: "rslave", 2: "rshared"}
 # Protocol
 _PROTOCOL = {0: "tcp", 1: "udp", 2: "sctp"}
+#: Mount.mount_options accepted (bind mount flags; each with its opposite)
+MOUNT_OPTIONS = {"noexec": "exec", "exec": "noexec", "nosuid": "suid", "suid": "nosuid",
+                 "nodev": "dev", "dev": "nodev", "noatime": "atime", "atime": "noatime",
+                 "nodiratime": "diratime", "diratime": "nodiratime",
+                 "relatime": "norelatime", "norelatime": "relatime",
+                 "strictatime": "nostrictatime", "nostrictatime": "strictatime"}
 
 #: labels the engine containers of pods carry (`corral ps --filter label=...`)
 LABEL_KIND = "io.corral.cri.kind"          # sandbox | container
@@ -218,6 +224,13 @@ def container_config(config: Any, sandbox: Any, *, sandbox_id: str, image: str,
         if "," in m.host_path + m.container_path or "=" in m.host_path + m.container_path:
             raise InvalidArgument(f"Mount {m.container_path}: ',' and '=' are not "
                                   "supported in paths")
+        if m.recursive_read_only and not (m.readonly and m.propagation == 0):
+            raise InvalidArgument(f"Mount {m.container_path}: recursive_read_only needs "
+                                  "readonly and PROPAGATION_PRIVATE")
+        for option in m.mount_options:
+            if option not in MOUNT_OPTIONS:
+                raise InvalidArgument(f"Mount {m.container_path}: mount_options {option!r} "
+                                      f"is not one of {', '.join(sorted(MOUNT_OPTIONS))}")
         if not os.path.exists(m.host_path):
             # kubelet creates hostPath dirs it needs; containerd makes a missing one
             os.makedirs(m.host_path, exist_ok=True)
@@ -344,9 +357,30 @@ def patch_spec(spec: dict, *, config: Any, sandbox: Any, infra_pid: int | None,
             res.setdefault("memory", {})["swap"] = int(r.memory_swap_limit_in_bytes)
         if r.unified:
             res["unified"] = dict(r.unified)
+    _patch_mounts(spec, config)
     if cgroup_parent:
         linux["cgroupsPath"] = cgroup_path(cgroup_parent, container_id)
     return spec
+
+
+def _patch_mounts(spec: dict, config: Any) -> None:
+    """Mount.recursive_read_only (`rro`: the runtime makes every submount read-only
+    too) and Mount.mount_options (noexec, nosuid, ...; replacing their opposites) on
+    the bind mounts the engine made of the CRI mounts."""
+    by_dest = {os.path.normpath(m.get("destination", "")): m for m in spec.get("mounts") or []
+               if m.get("type") == "bind"}
+    for cm in getattr(config, "mounts", None) or []:
+        if not (cm.recursive_read_only or cm.mount_options):
+            continue
+        mount = by_dest.get(os.path.normpath(cm.container_path))
+        if mount is None:
+            continue
+        options = list(mount.get("options") or [])
+        wanted = list(cm.mount_options) + (["rro"] if cm.recursive_read_only else [])
+        for option in wanted:
+            opposite = MOUNT_OPTIONS.get(option)
+            options = [o for o in options if o != opposite and o != option] + [option]
+        mount["options"] = options
 
 
 def cgroup_path(parent: str, container_id: str) -> str:
