@@ -121,9 +121,22 @@ def test_existing_cgroup_parent_is_left_to_its_owner(cri, pod, parent):
     assert made.is_dir()
 
 
-def test_pod_resources_without_a_parent_get_a_pod_cgroup_of_the_server(cri, pod):
+@pytest.fixture
+def own_parent():
+    """The server's /corral-pods, removed after the test when it is empty (other pods
+    of other servers may be using it)."""
+    yield "/corral-pods"
+    for d in _dirs("/corral-pods"):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def test_pod_resources_without_a_parent_get_a_pod_cgroup_of_the_server(cri, pod,
+                                                                       own_parent):
     p = pod(linux=pb.LinuxPodSandboxConfig(resources=RESOURCES))
-    own = f"/corral-pods/pod-{p.id}"
+    own = f"{own_parent}/pod-{p.id}"
     assert _memory_limit(own) == 24 << 20 and _cpu(own)[0] == 50000
     cid = p.container("main", ["sleep", "300"])
     assert _own_cgroup(_pid(cri, cid)) == f"{own}/corral-{cid}"
