@@ -37,7 +37,7 @@ UNLIMITED = 1 << 62  # v1's "no limit" is PAGE_COUNTER_MAX pages: anything above
 class Descriptor:
     name: str
     help: str
-    kind: int  # pb.COUNTER or pb.GAUGE
+    kind: Any  # pb.COUNTER or pb.GAUGE (a MetricType)
     labels: tuple[str, ...] = BASE_LABELS
     #: container metrics: sample -> [(extra label values, value)]
     value: Callable[[dict], list[tuple[tuple[str, ...], int]]] | None = None
