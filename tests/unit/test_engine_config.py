@@ -152,3 +152,45 @@ def test_cli_precedence(monkeypatch, tmp_path):
 def test_as_dict_lists():
     data = config_file.as_dict(EngineConfig())
     assert isinstance(data["default_capabilities"], list) and data["pids_limit"] == 2048
+
+
+# -- ContainerConfig records (corral.engine.config) ------------------------------------------
+
+
+def test_container_config_new_fields_round_trip():
+    from corral.engine.config import ContainerConfig
+
+    config = ContainerConfig(
+        image="busybox", ipc="container:abc", uts="host", pid="ns:/proc/1/ns/pid",
+        cgroup_parent="/kubepods/pod1", cgroup_conf=["memory.high=1g"], shm_size="1m",
+        sysctls=["net.core.somaxconn=5"], cpu_shares=512, cpu_period=100000,
+        cpu_quota=50000, cpuset_cpus="0", cpuset_mems="0", memory_swap="-1",
+        oom_score_adj=10, group_add=["5"], masked_paths=["/m"], readonly_paths=[],
+        log_path="/var/log/pods/c.log", extra={"future_option": 1})
+    data = config.to_json()
+    assert ContainerConfig.from_json(data) == config
+    import json
+
+    assert ContainerConfig.from_json(json.loads(json.dumps(data))) == config
+
+
+def test_container_config_old_records_load():
+    from corral.engine.config import ContainerConfig
+
+    # written before these fields: options under `extra`, the new fields absent
+    old = {"image": "busybox", "command": ["sh"], "network": "bridge",
+           "extra": {"shm_size": "16m", "sysctls": ["net.core.somaxconn=7"],
+                     "cpu_shares": 100, "init_path": "/usr/bin/tini", "log_path": "/l.log",
+                     "unknown": "kept"}}
+    config = ContainerConfig.from_json(old)
+    assert (config.shm_size, config.sysctls, config.cpu_shares) == (
+        "16m", ["net.core.somaxconn=7"], 100)
+    assert (config.init_path, config.log_path) == ("/usr/bin/tini", "/l.log")
+    assert config.extra == {"unknown": "kept"}
+    assert (config.ipc, config.pid, config.cgroup_parent, config.masked_paths) == (
+        None, None, None, None)
+    assert config.group_add == [] and config.cgroup_conf == []
+    # a field given at the top wins over a stale copy under extra
+    both = ContainerConfig.from_json({"image": "x", "shm_size": "2m",
+                                      "extra": {"shm_size": "9m"}})
+    assert both.shm_size == "2m" and both.extra == {}

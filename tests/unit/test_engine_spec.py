@@ -475,8 +475,10 @@ def test_cli_run_options(tmp_path, monkeypatch):
     assert values["cap_add"] == ["CAP_NET_ADMIN"] and values["cap_drop"] == ["ALL"]
     assert values["privileged"] and values["init"]
     assert (values["memory"], values["cpus"], values["pids_limit"]) == ("64m", "0.5", 10)
-    assert values["extra"] == {"memory_swap": "-1", "cpu_shares": 100,
-                               "sysctls": ["net.core.somaxconn=5"], "shm_size": "1m"}
+    assert "extra" not in values  # fields of ContainerConfig now
+    assert {k: values[k] for k in ("memory_swap", "cpu_shares", "sysctls", "shm_size")} == {
+        "memory_swap": "-1", "cpu_shares": 100, "sysctls": ["net.core.somaxconn=5"],
+        "shm_size": "1m"}
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -486,4 +488,194 @@ def test_cli_run_options(tmp_path, monkeypatch):
     (["--security-opt", "seccomp=/nonexistent.json"], "does not exist")])
 def test_cli_run_options_errors(argv, match):
     with pytest.raises((InvalidArgument, NotFound), match=match):
+        _parse(argv)
+
+
+# -- namespaces, cgroup parent, process and mount options (the CRI's needs) ----------------
+
+
+def _ns(spec: dict) -> dict:
+    return {n["type"]: n.get("path") for n in spec["linux"]["namespaces"]}
+
+
+def test_cgroup_parent_sets_cgroups_path(env):
+    assert "cgroupsPath" not in env({})["linux"]
+    spec = env({"cgroup_parent": "/kubepods/pod1"})
+    assert spec["linux"]["cgroupsPath"] == f"/kubepods/pod1/corral-{CID}"
+    # relative: from the hierarchy root, as podman's cgroupfs manager
+    assert env({"cgroup_parent": "corral-test-xyz/"})["linux"]["cgroupsPath"] == \
+        f"/corral-test-xyz/corral-{CID}"
+
+
+@pytest.mark.parametrize("value", ["/a/../b", "/", "a b", "/x/./y"])
+def test_bad_cgroup_parent_names_the_flag(env, value):
+    with pytest.raises(InvalidArgument, match="--cgroup-parent"):
+        env({"cgroup_parent": value})
+
+
+def test_host_namespaces_are_dropped(env):
+    spec = env({"ipc": "host", "uts": "host", "pid": "host"})
+    assert set(_ns(spec)) == {"network", "mount", "cgroup"}
+    assert "hostname" not in spec  # the host's UTS namespace keeps its hostname
+    shm = next(m for m in spec["mounts"] if m["destination"] == "/dev/shm")
+    assert (shm["type"], shm["source"]) == ("bind", "/dev/shm")  # the host's, as podman
+    private = env({"ipc": "private", "uts": "", "pid": None})
+    assert set(_ns(private)) == {"pid", "network", "ipc", "uts", "mount", "cgroup"}
+    assert private["hostname"] == CID[:12]
+
+
+def test_namespace_paths_are_joined(env, tmp_path):
+    nsfile = tmp_path / "ipcns"
+    nsfile.write_text("")
+    spec = env({"ipc": f"ns:{nsfile}", "uts": f"ns:{nsfile}", "pid": str(nsfile)})
+    assert _ns(spec)["ipc"] == _ns(spec)["uts"] == _ns(spec)["pid"] == str(nsfile)
+    assert "hostname" not in spec
+    with pytest.raises(NotFound, match="--pid ns:/corral-test-none"):
+        env({"pid": "ns:/corral-test-none"})
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("ipc", "bogus", "--ipc 'bogus': expected private, shareable, host"),
+    ("uts", "shareable", "--uts 'shareable'"),
+    ("pid", "container:", "--pid container: needs"),
+    ("ipc", "ns:relative", "must be absolute")])
+def test_bad_namespace_modes(env, field, value, match):
+    with pytest.raises(InvalidArgument, match=match):
+        env({field: value})
+
+
+def test_container_namespaces_are_joined_through_the_running_target(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from corral.engine import engine as engine_mod
+    from corral.engine.spec import _container_namespace
+    from corral.errors import FailedPrecondition
+
+    targets = {"web": SimpleNamespace(name="web", status="running",
+                                      state=SimpleNamespace(pid=4242)),
+               "gone": SimpleNamespace(name="gone", status="exited",
+                                       state=SimpleNamespace(pid=None))}
+
+    def get(self, ref):
+        if ref not in targets:
+            raise NotFound(ref)
+        return targets[ref]
+
+    monkeypatch.setattr(engine_mod.Engine, "get", get)
+    store = SimpleNamespace(root=tmp_path)
+    assert _container_namespace(store, "web", "ipc", "--ipc") == "/proc/4242/ns/ipc"
+    with pytest.raises(FailedPrecondition, match="--pid container:gone: .* not running"):
+        _container_namespace(store, "gone", "pid", "--pid")
+    with pytest.raises(NotFound, match="--uts container:nope: no such container"):
+        _container_namespace(store, "nope", "uts", "--uts")
+
+
+def test_ipc_sysctls_need_a_private_ipc_namespace(env):
+    assert env({"sysctls": ["kernel.shmmax=1000"]})["linux"]["sysctl"]["kernel.shmmax"] == \
+        "1000"
+    with pytest.raises(InvalidArgument, match="kernel.shmmax: only with a private IPC"):
+        env({"ipc": "host", "sysctls": ["kernel.shmmax=1000"]})
+
+
+def test_group_add_oom_score_adj_and_exact_paths(env):
+    spec = env({"user": "alice", "group_add": ["audio", "5", "wheel"], "oom_score_adj": 100,
+                "masked_paths": ["/m"], "readonly_paths": []})
+    assert spec["process"]["user"]["additionalGids"] == [10, 29, 5]
+    assert spec["process"]["oomScoreAdj"] == 100
+    assert (spec["linux"]["maskedPaths"], spec["linux"]["readonlyPaths"]) == (["/m"], [])
+    default = env({})
+    assert "oomScoreAdj" not in default["process"] and default["linux"]["maskedPaths"]
+    assert env({"privileged": True, "masked_paths": ["/m"]})["linux"]["maskedPaths"] == []
+    with pytest.raises(NotFound, match="--group-add video: no such group"):
+        env({"group_add": ["video"]})
+    with pytest.raises(InvalidArgument, match="--oom-score-adj: 1001 is not within"):
+        env({"oom_score_adj": 1001})
+    with pytest.raises(InvalidArgument, match="masked_paths: 'rel' is not an absolute"):
+        env({"masked_paths": ["rel"]})
+
+
+def test_cpu_period_quota_cpuset_mems_and_cgroup_conf(env):
+    res = env({"cpu_quota": 50000, "cpu_period": 200000, "cpuset_mems": "0",
+               "cpuset_cpus": "0-1", "cpu_shares": 2,
+               "cgroup_conf": ["memory.high=1048576"]})["linux"]["resources"]
+    assert res["cpu"] == {"quota": 50000, "period": 200000, "shares": 2, "cpus": "0-1",
+                          "mems": "0"}
+    assert res["unified"] == {"memory.high": "1048576"}
+    assert env({"cpu_quota": 20000})["linux"]["resources"]["cpu"] == {
+        "quota": 20000, "period": 100000}
+    for config, match in (({"cpus": "1", "cpu_quota": 1000}, "--cpus conflicts"),
+                          ({"cpu_period": 10}, "--cpu-period: 10 is not within"),
+                          ({"cpuset_mems": "zero"}, "--cpuset-mems 'zero'"),
+                          ({"cgroup_conf": ["nodot=1"]}, "--cgroup-conf 'nodot'")):
+        with pytest.raises(InvalidArgument, match=match):
+            env(config)
+
+
+def test_bind_mount_options_and_recursive_read_only(env):
+    host = env.tmp / "host"
+    spec = env({"mounts": [f"type=bind,source={host},target=/a,readonly,"
+                           "bind-recursive=readonly,noexec,nosuid",
+                           f"type=bind,source={host},target=/b,bind-propagation=rslave,"
+                           "nodev,norelatime"],
+                "volumes": [f"{host}:/c:rro", f"{host}:/d:ro,noexec,nostrictatime"]})
+    options = {m["destination"]: m["options"] for m in spec["mounts"]}
+    assert options["/a"] == ["rbind", "ro", "rro", "noexec", "nosuid", "rprivate"]
+    assert options["/b"] == ["rbind", "rw", "rslave", "nodev", "norelatime"]
+    assert options["/c"] == ["rbind", "ro", "rro", "rprivate"]
+    assert options["/d"] == ["rbind", "ro", "noexec", "nostrictatime", "rprivate"]
+
+
+@pytest.mark.parametrize("config,match", [
+    ({"volumes": ["/tmp:/x:rro,rw"]}, "rro \\(recursive read-only\\) conflicts with rw"),
+    ({"volumes": ["/tmp:/x:rro,rshared"]}, "needs private propagation, not rshared"),
+    ({"mounts": ["type=bind,source=/tmp,target=/x,readonly=false,bind-recursive=readonly"]},
+     "conflicts with rw"),
+    ({"mounts": ["type=bind,source=/tmp,target=/x,bind-recursive=sometimes"]},
+     "bind-recursive 'sometimes' is not one of")])
+def test_bad_recursive_read_only(env, config, match):
+    with pytest.raises(InvalidArgument, match=match):
+        env(config)
+
+
+def test_log_path_is_checked(env, tmp_path):
+    env({"log_path": str(tmp_path / "c.log")})
+    with pytest.raises(InvalidArgument, match="log_path 'rel.log': must be an absolute"):
+        env({"log_path": "rel.log"})
+    with pytest.raises(NotFound, match="the directory /corral-test-none does not exist"):
+        env({"log_path": "/corral-test-none/c.log"})
+
+
+def test_options_kept_under_extra_by_older_records_still_apply(env):
+    from corral.engine.config import ContainerConfig
+
+    config = ContainerConfig(image="x", extra={"sysctls": ["net.core.somaxconn=7"],
+                                               "shm_size": "8m"})
+    spec = env(config)
+    assert spec["linux"]["sysctl"]["net.core.somaxconn"] == "7"
+    shm = next(m for m in spec["mounts"] if m["destination"] == "/dev/shm")
+    assert f"size={8 << 20}" in shm["options"]
+
+
+def test_cli_namespace_cgroup_and_process_flags():
+    values = _parse(["--cgroup-parent", "corral-test-xyz", "--ipc", "container:web",
+                     "--uts", "host", "--pid", "ns:/proc/1/ns/pid", "--oom-score-adj", "-5",
+                     "--group-add", "wheel", "--group-add", "7", "--cpu-period", "50000",
+                     "--cpu-quota", "25000", "--cpuset-mems", "0",
+                     "--cgroup-conf", "memory.high=1g"])
+    assert values["cgroup_parent"] == "/corral-test-xyz"
+    assert (values["ipc"], values["uts"], values["pid"]) == ("container:web", "host",
+                                                             "ns:/proc/1/ns/pid")
+    assert values["oom_score_adj"] == -5 and values["group_add"] == ["wheel", "7"]
+    assert (values["cpu_period"], values["cpu_quota"], values["cpuset_mems"]) == (
+        50000, 25000, "0")
+    assert values["cgroup_conf"] == ["memory.high=1g"]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--cgroup-parent", "../up"], "--cgroup-parent '../up'"),
+    (["--ipc", "sideways"], "--ipc 'sideways'"), (["--pid", "container:"], "--pid container:"),
+    (["--oom-score-adj", "-2000"], "--oom-score-adj"),
+    (["--cgroup-conf", "memory.high"], "--cgroup-conf")])
+def test_cli_namespace_cgroup_flag_errors(argv, match):
+    with pytest.raises(InvalidArgument, match=match):
         _parse(argv)

@@ -9,9 +9,12 @@
   before anything is created) and normalized (relative bind sources and env files
   made absolute), keyed as `ContainerConfig` fields (`volumes`, `tmpfs`, `mounts`,
   `cap_add`, `cap_drop`, `security_opt`, `privileged`, `init`, `memory`, `cpus`,
-  `pids_limit`, `ulimits`, `devices`, `env_file`) plus `extra` for the rest
-  (`memory_swap`, `memory_reservation`, `cpu_shares`, `cpuset_cpus`, `sysctls`,
-  `shm_size`, `init_path`). `corral.engine.spec.build_spec` reads them back.
+  `pids_limit`, `ulimits`, `devices`, `env_file`, `memory_swap`,
+  `memory_reservation`, `cpu_shares`, `cpu_period`, `cpu_quota`, `cpuset_cpus`,
+  `cpuset_mems`, `sysctls`, `shm_size`, `init_path`, `cgroup_parent`, `cgroup_conf`,
+  `oom_score_adj`, `group_add`, `ipc`, `uts`, `pid`). `corral.engine.spec.build_spec`
+  reads them back. (`--ipc/--uts/--pid` keep argparse dests `*_mode`: `args.pid` is
+  not free in every caller.)
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from corral.engine import options as opt
 
-#: ContainerConfig's own fields; the rest go under `extra`
+#: always in the result (a [] or False replaces what the config had)
 _TOP = ("volumes", "tmpfs", "mounts", "cap_add", "cap_drop", "security_opt", "privileged",
         "init", "memory", "cpus", "pids_limit", "ulimits", "devices", "env_file")
 
@@ -57,6 +60,23 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
       metavar="HOST[:CONTAINER][:PERMS]")
     a("--sysctl", dest="sysctls", action="append", default=[], metavar="KEY=VALUE")
     a("--shm-size", dest="shm_size", metavar="BYTES", help="size of /dev/shm (default 64m)")
+    a("--cpu-period", dest="cpu_period", type=int, metavar="US",
+      help="CFS period in microseconds (with --cpu-quota)")
+    a("--cpu-quota", dest="cpu_quota", type=int, metavar="US",
+      help="CFS quota in microseconds per period (-1: unlimited)")
+    a("--cpuset-mems", dest="cpuset_mems", metavar="LIST", help="memory nodes (e.g. 0-1)")
+    a("--cgroup-parent", dest="cgroup_parent", metavar="PATH",
+      help="the cgroup holding the container's (absolute, or from the hierarchy root)")
+    a("--cgroup-conf", dest="cgroup_conf", action="append", default=[], metavar="KEY=VALUE",
+      help="a cgroup v2 file to write (e.g. memory.high=1g)")
+    a("--oom-score-adj", dest="oom_score_adj", type=int, metavar="N",
+      help="the OOM killer's score adjustment (-1000..1000)")
+    a("--group-add", dest="group_add", action="append", default=[], metavar="GROUP",
+      help="an additional group (name in the image's /etc/group, or gid)")
+    for name in ("ipc", "uts", "pid"):
+        a(f"--{name}", dest=f"{name}_mode", metavar="MODE",
+          help=f"the {name.upper()} namespace: private, host, container:ID or ns:/path"
+          + (" (shareable: private)" if name == "ipc" else ""))
 
 
 def _absolute(path: str) -> str:
@@ -122,31 +142,38 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     values["devices"] = list(getattr(args, "devices", []) or [])
     for text in values["devices"]:
         opt.parse_device(text)
-    extra: dict[str, Any] = {}
     if getattr(args, "memory_swap", None):
         if str(args.memory_swap) != "-1":
             opt.parse_size(args.memory_swap, "--memory-swap")
-        extra["memory_swap"] = args.memory_swap
+        values["memory_swap"] = args.memory_swap
     if getattr(args, "memory_reservation", None):
         opt.parse_size(args.memory_reservation, "--memory-reservation")
-        extra["memory_reservation"] = args.memory_reservation
-    if getattr(args, "cpu_shares", None):
-        extra["cpu_shares"] = args.cpu_shares
-    if getattr(args, "cpuset_cpus", None):
-        extra["cpuset_cpus"] = args.cpuset_cpus
+        values["memory_reservation"] = args.memory_reservation
+    for name in ("cpu_shares", "cpu_period", "cpu_quota", "cpuset_cpus", "cpuset_mems"):
+        if getattr(args, name, None):
+            values[name] = getattr(args, name)
     sysctls = list(getattr(args, "sysctls", []) or [])
     if sysctls:
         opt.parse_sysctls(sysctls)
-        extra["sysctls"] = sysctls
+        values["sysctls"] = sysctls
     if getattr(args, "shm_size", None):
         opt.parse_size(args.shm_size, "--shm-size")
-        extra["shm_size"] = args.shm_size
+        values["shm_size"] = args.shm_size
     if getattr(args, "init_path", None):
-        extra["init_path"] = _absolute(args.init_path)
-    values = {k: v for k, v in values.items() if v not in (None, [], False) or k in _TOP}
-    if extra:
-        values["extra"] = extra
-    return values
+        values["init_path"] = _absolute(args.init_path)
+    if getattr(args, "cgroup_parent", None) is not None:
+        values["cgroup_parent"] = opt.parse_cgroup_parent(args.cgroup_parent)
+    values["cgroup_conf"] = list(getattr(args, "cgroup_conf", []) or [])
+    opt.parse_cgroup_conf(values["cgroup_conf"])
+    if getattr(args, "oom_score_adj", None) is not None:
+        values["oom_score_adj"] = opt.parse_oom_score_adj(args.oom_score_adj)
+    values["group_add"] = [str(g) for g in getattr(args, "group_add", []) or []]
+    for name in ("ipc", "uts", "pid"):
+        mode = getattr(args, f"{name}_mode", None)
+        if mode is not None:
+            opt.parse_namespace(mode, f"--{name}")
+            values[name] = mode
+    return {k: v for k, v in values.items() if v not in (None, [], False) or k in _TOP}
 
 
 __all__ = ["add_run_options", "options_from_args"]

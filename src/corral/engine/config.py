@@ -2,7 +2,9 @@
 
 The engine core reads the core fields; `corral.engine.spec.build_spec` (the run-options
 builder) reads the rest. JSON round trip keeps unknown keys under `extra`, so records
-written by a newer corral still load.
+written by a newer corral still load; keys an older corral kept under `extra`
+(`shm_size`, `sysctls`, `cpu_shares`, ...) are lifted into their fields, and fields a
+record lacks take their defaults.
 """
 
 from __future__ import annotations
@@ -64,6 +66,35 @@ class ContainerConfig:
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
     add_hosts: list[str] = field(default_factory=list)
+    # namespaces other than the network's (podman's --ipc, --uts, --pid): None or
+    # "private" (a new one), "host", "container:<id>" (a running container's; the id
+    # resolved at create), "ns:<path>" (a namespace file, e.g. a bind-mounted one)
+    ipc: str | None = None
+    uts: str | None = None
+    pid: str | None = None
+    # the cgroup: `cgroup_parent` holds the container's `corral-<id>` (absolute, or
+    # relative to the hierarchy root); `cgroup_conf`: cgroup v2 files (KEY=VALUE)
+    cgroup_parent: str | None = None
+    cgroup_conf: list[str] = field(default_factory=list)
+    # resources beyond memory/cpus/pids_limit (docker's/podman's flags)
+    memory_swap: str | None = None
+    memory_reservation: str | None = None
+    cpu_shares: int | None = None
+    cpu_period: int | None = None
+    cpu_quota: int | None = None
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    oom_score_adj: int | None = None
+    sysctls: list[str] = field(default_factory=list)
+    shm_size: str | None = None
+    # the process: supplementary groups (names from the image's /etc/group, or gids)
+    group_add: list[str] = field(default_factory=list)
+    init_path: str | None = None
+    # masked and read-only paths: None keeps the defaults, a list replaces them
+    masked_paths: list[str] | None = None
+    readonly_paths: list[str] | None = None
+    # the log file conmon writes (None: the container directory's ctr.log)
+    log_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -75,6 +106,11 @@ class ContainerConfig:
         known = {k: v for k, v in data.items() if k in names}
         extra = dict(known.pop("extra", None) or {})
         extra.update({k: v for k, v in data.items() if k not in names})
+        # options older records kept under `extra` that are fields now (a value at the
+        # top, written since, wins)
+        for key in [k for k in extra if k in names and k != "extra"]:
+            value = extra.pop(key)
+            known.setdefault(key, value)
         return cls(**known, extra=extra)
 
     def update(self, values: dict[str, Any]) -> None:

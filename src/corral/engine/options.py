@@ -14,7 +14,9 @@ builder, volumes created by `corral.engine.volumes`.
 - `--ulimit name=soft[:hard]` (-1: unlimited) → (RLIMIT_NAME, soft, hard);
 - `--device HOST[:CONTAINER][:PERMS]` → `DeviceSpec`;
 - `--security-opt` → `SecurityOptions`; `--cap-add/--cap-drop` names (with or
-  without CAP_, any case, ALL); `--sysctl k=v`; `--label k=v`; `--env-file` lines.
+  without CAP_, any case, ALL); `--sysctl k=v`; `--label k=v`; `--env-file` lines;
+- `--ipc/--uts/--pid` (private, host, container:ID, ns:/path) → `NamespaceMode`;
+  `--cgroup-parent`, `--cgroup-conf`, `--oom-score-adj`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ UNLIMITED = 2**64 - 1  # RLIM_INFINITY in the OCI spec's uint64
 _PROPAGATION = ("shared", "rshared", "slave", "rslave", "private", "rprivate",
                 "unbindable", "runbindable")
 _FLAGS = ("noexec", "exec", "nosuid", "suid", "nodev", "dev", "atime", "noatime",
-          "relatime", "strictatime", "nodiratime", "diratime", "sync", "async")
+          "relatime", "norelatime", "strictatime", "nostrictatime", "nodiratime",
+          "diratime", "sync", "async")
+#: the private propagations `rro` (recursive read-only) may be combined with
+_PRIVATE = ("private", "rprivate")
 
 
 def parse_size(text: str | int, flag: str = "size") -> int:
@@ -148,7 +153,7 @@ def parse_volume(text: str, cwd: str | None = None) -> MountSpec:
             readonly = opt == "ro"
         elif opt in ("z", "Z"):
             continue  # SELinux relabel: nothing to do without SELinux
-        elif opt in _PROPAGATION or opt in _FLAGS or opt in ("bind", "rbind"):
+        elif opt in _PROPAGATION or opt in _FLAGS or opt in ("bind", "rbind", "rro"):
             extra.append(opt)
         elif opt == "nocopy":
             nocopy = True
@@ -157,6 +162,8 @@ def parse_volume(text: str, cwd: str | None = None) -> MountSpec:
         else:
             raise InvalidArgument(f"{flag}: unknown volume option {opt!r}")
     dest = _check_destination(dest, flag)
+    if "rro" in extra:
+        readonly = _recursive_readonly(extra, readonly, seen_mode, flag)
     if _is_path(source):
         base = cwd or os.getcwd()
         path = os.path.normpath(os.path.join(base, source))
@@ -165,6 +172,21 @@ def parse_volume(text: str, cwd: str | None = None) -> MountSpec:
         return MountSpec("bind", dest, path, readonly, tuple(extra), origin="-v")
     _check_volume_name(source, flag)
     return MountSpec("volume", dest, source, readonly, tuple(extra), nocopy, origin="-v")
+
+
+def _recursive_readonly(options: list[str], readonly: bool, explicit: bool,
+                        flag: str) -> bool:
+    """`rro` (every submount read-only too, mount_setattr(2) AT_RECURSIVE): implies
+    `ro`, conflicts with `rw`, and needs a private propagation (the default)."""
+    if explicit and not readonly:
+        raise InvalidArgument(f"{flag}: rro (recursive read-only) conflicts with rw")
+    other = [o for o in options if o in _PROPAGATION and o not in _PRIVATE]
+    if other:
+        raise InvalidArgument(f"{flag}: rro (recursive read-only) needs private "
+                              f"propagation, not {other[0]}")
+    if "bind" in options:
+        raise InvalidArgument(f"{flag}: rro (recursive read-only) needs a recursive bind")
+    return True
 
 
 def _bool(value: str, flag: str) -> bool:
@@ -239,12 +261,12 @@ def parse_mount(text: str, cwd: str | None = None) -> MountSpec:
     if not dest:
         raise InvalidArgument(f"{flag}: no target (target=/path)")
     dest = _check_destination(dest, flag)
-    readonly = False
+    readonly = explicit = False
     for key in ("readonly", "ro"):
         if key in fields:
-            readonly = _bool(fields.pop(key), flag)
+            readonly, explicit = _bool(fields.pop(key), flag), True
     if "rw" in fields:
-        readonly = not _bool(fields.pop("rw"), flag)
+        readonly, explicit = not _bool(fields.pop("rw"), flag), True
     options: list[str] = []
     nocopy = False
     if kind == "bind":
@@ -258,6 +280,16 @@ def parse_mount(text: str, cwd: str | None = None) -> MountSpec:
             options.append(prop)
         if "bind-nonrecursive" in fields and _bool(fields.pop("bind-nonrecursive"), flag):
             options.append("bind")
+        recursive = fields.pop("bind-recursive", None)
+        if recursive is not None:  # docker 25's: enabled, disabled, writable, readonly
+            if recursive == "disabled":
+                options.append("bind")
+            elif recursive == "readonly":
+                options.append("rro")
+                readonly = _recursive_readonly(options, readonly, explicit, flag)
+            elif recursive not in ("enabled", "writable"):
+                raise InvalidArgument(f"{flag}: bind-recursive {recursive!r} is not one of "
+                                      "enabled, disabled, writable, readonly")
         fields.pop("consistency", None)
         for key in ("z", "relabel"):
             fields.pop(key, None)
@@ -455,6 +487,102 @@ def parse_security_opts(items: Iterable[str]) -> SecurityOptions:
     return SecurityOptions(seccomp, nnp, apparmor, label_disable, tuple(mask), tuple(unmask))
 
 
+# -- namespaces, cgroup, process ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamespaceMode:
+    """`--ipc/--uts/--pid` parsed: `kind` private|host|container|path; `target` the
+    container reference (container) or the namespace file (path)."""
+    kind: str = "private"
+    target: str = ""
+
+
+def parse_namespace(text: str | None, flag: str) -> NamespaceMode:
+    """podman's `--ipc`, `--uts`, `--pid` values: `private` (or unset; `shareable` for
+    --ipc), `host`, `container:ID|NAME`, `ns:/path` (or an absolute path)."""
+    value = (text or "").strip()
+    if value in ("", "private") or (value == "shareable" and flag == "--ipc"):
+        return NamespaceMode()
+    if value == "host":
+        return NamespaceMode("host")
+    kind, sep, rest = value.partition(":")
+    if sep and kind == "container":
+        if not rest:
+            raise InvalidArgument(f"{flag} container: needs a container name or id")
+        return NamespaceMode("container", rest)
+    if (sep and kind == "ns") or value.startswith("/"):
+        path = rest if sep and kind == "ns" else value
+        if not path.startswith("/"):
+            raise InvalidArgument(f"{flag} {value}: the namespace path must be absolute")
+        return NamespaceMode("path", os.path.normpath(path))
+    extra = ", shareable" if flag == "--ipc" else ""
+    raise InvalidArgument(f"{flag} {value!r}: expected private{extra}, host, "
+                          "container:ID or ns:/path")
+
+
+_CGROUP_NAME = re.compile(r"[A-Za-z0-9_.@:+-]+")
+
+
+def parse_cgroup_parent(text: str, flag: str = "--cgroup-parent") -> str:
+    """`--cgroup-parent PATH` → an absolute cgroup path (a relative one is taken from the
+    hierarchy root, as podman's cgroupfs manager does): no `..`, no empty or odd
+    components."""
+    value = text.strip()
+    parts = [p for p in value.split("/") if p]
+    if not parts:
+        raise InvalidArgument(f"{flag} {text!r}: a cgroup path is needed (e.g. "
+                              "/my-parent)")
+    for part in parts:
+        if part in (".", "..") or not _CGROUP_NAME.fullmatch(part):
+            raise InvalidArgument(f"{flag} {text!r}: {part!r} is not a valid cgroup name "
+                                  "(letters, digits, _ . @ : + -; no '..')")
+    return "/" + "/".join(parts)
+
+
+def parse_cgroup_conf(items: Iterable[str]) -> dict[str, str]:
+    """`--cgroup-conf KEY=VALUE` (cgroup v2 files, e.g. memory.high=1g) → OCI
+    `linux.resources.unified`."""
+    out = parse_key_values(items, "--cgroup-conf", require_value=True)
+    for key in out:
+        if not re.fullmatch(r"[a-z0-9_]+\.[a-z0-9_.]+", key):
+            raise InvalidArgument(f"--cgroup-conf {key!r}: not a cgroup file name "
+                                  "(controller.file)")
+    return out
+
+
+def parse_oom_score_adj(value: int | str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"--oom-score-adj: {value!r} is not a number") from None
+    if not -1000 <= number <= 1000:
+        raise InvalidArgument(f"--oom-score-adj: {number} is not within -1000..1000")
+    return number
+
+
+def parse_int(value: int | str, flag: str, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{flag}: {value!r} is not a number") from None
+    if (minimum is not None and number < minimum) or (maximum is not None and
+                                                      number > maximum):
+        raise InvalidArgument(f"{flag}: {number} is not within {minimum}..{maximum}")
+    return number
+
+
+def check_paths(paths: Iterable[str], flag: str) -> list[str]:
+    """Absolute container paths (masked_paths, readonly_paths)."""
+    out = []
+    for path in paths:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidArgument(f"{flag}: {path!r} is not an absolute path")
+        out.append(path)
+    return out
+
+
 def parse_signal(text: str | int) -> int:
     """`SIGTERM`, `TERM`, `15` → 15."""
     import signal
@@ -479,13 +607,20 @@ __all__ = [
     "UNLIMITED",
     "DeviceSpec",
     "MountSpec",
+    "NamespaceMode",
     "SecurityOptions",
+    "check_paths",
     "merge_capabilities",
     "normalize_capability",
+    "parse_cgroup_conf",
+    "parse_cgroup_parent",
     "parse_cpus",
     "parse_device",
+    "parse_int",
     "parse_key_values",
     "parse_mount",
+    "parse_namespace",
+    "parse_oom_score_adj",
     "parse_security_opts",
     "parse_signal",
     "parse_size",

@@ -39,6 +39,7 @@ replace to get stable golden specs. The result is validated (JSON schema + seman
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -130,15 +131,16 @@ def _swap_accounting() -> bool:
 
 
 def _get(config: Any, name: str, default: Any = None) -> Any:
-    """A field of the ContainerConfig, else its `extra`, else `default` (dicts work too)."""
+    """A field of the ContainerConfig, else its `extra`, else `default` (dicts work too).
+    An unset (None) or empty list/dict field falls back to `extra`."""
     if isinstance(config, dict):
         value = config.get(name, None)
-        if value is None:
-            value = (config.get("extra") or {}).get(name)
-        return default if value is None else value
-    value = getattr(config, name, None)
-    if value is None:
-        value = (getattr(config, "extra", None) or {}).get(name)
+        extra = config.get("extra") or {}
+    else:
+        value = getattr(config, name, None)
+        extra = getattr(config, "extra", None) or {}
+    if value is None or (isinstance(value, (list, dict)) and not value and name in extra):
+        value = extra.get(name, value)
     return default if value is None else value
 
 
@@ -204,6 +206,19 @@ def build_spec(image_config: Any, config: Any, *, rootfs: Path | str,
                     network="host" if network == "host" else "private")
     process = spec["process"]
     linux = spec["linux"]
+    namespaces = _apply_namespaces(spec, config, store)
+    cgroup_parent = _get(config, "cgroup_parent", None)
+    if cgroup_parent:
+        linux["cgroupsPath"] = f"{opt.parse_cgroup_parent(cgroup_parent)}/corral-{container_id}"
+    _check_log_path(_get(config, "log_path", None))
+    group_add = _list(config, "group_add")
+    if group_add:
+        gids = list(process["user"].get("additionalGids") or [])
+        process["user"]["additionalGids"] = list(dict.fromkeys(
+            gids + _group_ids(group_add, rootfs)))
+    oom = _get(config, "oom_score_adj", None)
+    if oom is not None and oom != "":
+        process["oomScoreAdj"] = opt.parse_oom_score_adj(oom)
     annotations: dict[str, str] = dict(spec.get("annotations") or {})
     annotations.update({str(k): str(v) for k, v in
                         (_get(config, "annotations", {}) or {}).items()})
@@ -225,8 +240,14 @@ def build_spec(image_config: Any, config: Any, *, rootfs: Path | str,
 
         profile = sd.load(seccomp_choice) if seccomp_choice else sd.default_source()
         linux["seccomp"] = sd.to_oci(profile, caps, machine=host.machine, kernel=host.kernel)
-    masked = [] if privileged else list(linux.get("maskedPaths") or [])
-    readonly_paths = [] if privileged else list(linux.get("readonlyPaths") or [])
+    given_masked = _get(config, "masked_paths", None)
+    given_readonly = _get(config, "readonly_paths", None)
+    masked = list(linux.get("maskedPaths") or []) if given_masked is None else \
+        opt.check_paths(given_masked, "masked_paths")
+    readonly_paths = list(linux.get("readonlyPaths") or []) if given_readonly is None \
+        else opt.check_paths(given_readonly, "readonly_paths")
+    if privileged:
+        masked, readonly_paths = [], []
     if "ALL" in security.unmask:
         masked, readonly_paths = [], []
     else:
@@ -275,7 +296,7 @@ def build_spec(image_config: Any, config: Any, *, rootfs: Path | str,
             continue  # podman: the defaults never touch the host's network namespace
         sysctls[key.strip()] = value.strip()
     for key, value in opt.parse_sysctls(_list(config, "sysctls")).items():
-        _check_sysctl(key, network)
+        _check_sysctl(key, network, namespaces)
         sysctls[key] = value
     if sysctls:
         linux["sysctl"] = sysctls
@@ -292,6 +313,9 @@ def build_spec(image_config: Any, config: Any, *, rootfs: Path | str,
         if m["destination"] == "/dev/shm":
             m["options"] = [o for o in m["options"] if not o.startswith("size=")] + \
                 [f"size={shm_size}"]
+            if namespaces["ipc"].kind == "host":  # podman: the host's IPC, its /dev/shm
+                m.update({"type": "bind", "source": "/dev/shm",
+                          "options": ["rbind", "nosuid", "noexec", "nodev", "rw"]})
     init_path = _find_init(_get(config, "init_path", None) or defaults.init_path) \
         if _get(config, "init", False) else None
     user_mounts, used_volumes = _user_mounts(config, image_config, rootfs, container_id,
@@ -381,10 +405,23 @@ def _apply_resources(resources: dict, config: Any, defaults: Any, host: HostInfo
         resources["memory"] = mem
     cpu: dict[str, Any] = {}
     cpus = _get(config, "cpus", None)
+    quota = _get(config, "cpu_quota", None)
+    period = _get(config, "cpu_period", None)
     if cpus not in (None, "", 0):
+        if quota not in (None, "", 0) or period not in (None, "", 0):
+            raise InvalidArgument("--cpus conflicts with --cpu-period and --cpu-quota (it "
+                                  "sets both)")
         value = opt.parse_cpus(cpus)
         cpu["quota"] = int(value * CPU_PERIOD)
         cpu["period"] = CPU_PERIOD
+    if period not in (None, "", 0):
+        cpu["period"] = opt.parse_int(period, "--cpu-period", 1000, 1_000_000)
+    if quota not in (None, "", 0):
+        cpu["quota"] = opt.parse_int(quota, "--cpu-quota", -1)
+        if cpu["quota"] != -1 and cpu["quota"] < 1000:
+            raise InvalidArgument("--cpu-quota: must be -1 (unlimited) or at least 1000 "
+                                  "(microseconds)")
+        cpu.setdefault("period", CPU_PERIOD)
     shares = _get(config, "cpu_shares", None)
     if shares not in (None, "", 0):
         try:
@@ -393,11 +430,18 @@ def _apply_resources(resources: dict, config: Any, defaults: Any, host: HostInfo
             raise InvalidArgument(f"--cpu-shares: {shares!r} is not a number") from None
         if not 2 <= cpu["shares"] <= 262144:
             raise InvalidArgument("--cpu-shares: must be between 2 and 262144")
-    cpuset = _get(config, "cpuset_cpus", None)
-    if cpuset:
-        cpu["cpus"] = str(cpuset)
+    for name, key, flag in (("cpuset_cpus", "cpus", "--cpuset-cpus"),
+                            ("cpuset_mems", "mems", "--cpuset-mems")):
+        cpuset = _get(config, name, None)
+        if cpuset:
+            if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", str(cpuset).strip()):
+                raise InvalidArgument(f"{flag} {cpuset!r}: expected a list like 0-3,5")
+            cpu[key] = str(cpuset).strip()
     if cpu:
         resources["cpu"] = cpu
+    unified = opt.parse_cgroup_conf(_list(config, "cgroup_conf"))
+    if unified:
+        resources["unified"] = unified
     pids = _get(config, "pids_limit", None)
     if pids is None or pids == "":
         pids = defaults.pids_limit
@@ -411,8 +455,12 @@ def _apply_resources(resources: dict, config: Any, defaults: Any, host: HostInfo
         raise InvalidArgument("--pids-limit: use a positive number, or 0 / -1 for unlimited")
 
 
-def _check_sysctl(key: str, network: str) -> None:
+def _check_sysctl(key: str, network: str, namespaces: dict[str, opt.NamespaceMode]
+                  ) -> None:
     if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        if namespaces["ipc"].kind != "private":
+            raise InvalidArgument(f"--sysctl {key}: only with a private IPC namespace "
+                                  "(not with --ipc host, container: or ns:)")
         return
     if key.startswith("net."):
         if network == "host":
@@ -422,6 +470,89 @@ def _check_sysctl(key: str, network: str) -> None:
         raise InvalidArgument(f"--sysctl {key}: use --hostname instead")
     raise InvalidArgument(f"--sysctl {key}: not a namespaced sysctl (only net.*, "
                           "fs.mqueue.* and the IPC kernel.* ones can be set per container)")
+
+
+_NAMESPACE_FLAGS = (("ipc", "--ipc", "ipc"), ("uts", "--uts", "uts"),
+                    ("pid", "--pid", "pid"))
+
+
+def _apply_namespaces(spec: dict, config: Any, store: Any) -> dict[str, opt.NamespaceMode]:
+    """--ipc/--uts/--pid: the namespace dropped (host), kept (private) or joined by path
+    (`/proc/<pid>/ns/<type>` of a running container, or a namespace file). A UTS
+    namespace that is not the container's own keeps its hostname: the spec sets none."""
+    modes: dict[str, opt.NamespaceMode] = {}
+    namespaces = spec["linux"]["namespaces"]
+    for field_name, flag, kind in _NAMESPACE_FLAGS:
+        mode = opt.parse_namespace(_get(config, field_name, None), flag)
+        modes[field_name] = mode
+        if mode.kind == "private":
+            continue
+        if mode.kind == "host":
+            namespaces[:] = [n for n in namespaces if n.get("type") != kind]
+        else:
+            path = mode.target if mode.kind == "path" else \
+                _container_namespace(store, mode.target, kind, flag)
+            if mode.kind == "path" and not os.path.exists(path):
+                raise NotFound(f"{flag} ns:{path}: no such namespace file")
+            for n in namespaces:
+                if n.get("type") == kind:
+                    n["path"] = path
+        if kind == "uts":
+            spec.pop("hostname", None)
+    return modes
+
+
+def _container_namespace(store: Any, ref: str, kind: str, flag: str) -> str:
+    """`/proc/<pid>/ns/<kind>` of the running container `ref` (name, id or prefix)."""
+    if store is None:
+        raise InvalidArgument(f"{flag} container:{ref}: needs the store")
+    from corral.engine.engine import Engine
+    from corral.errors import FailedPrecondition
+
+    try:
+        target = Engine(store.root, store=store).get(ref)
+    except NotFound:
+        raise NotFound(f"{flag} container:{ref}: no such container") from None
+    if target.status != "running" or not target.state.pid:
+        raise FailedPrecondition(f"{flag} container:{ref}: container {target.name} is "
+                                 f"{target.status}, not running")
+    return f"/proc/{target.state.pid}/ns/{kind}"
+
+
+def _group_ids(groups: list[str], rootfs: Path) -> list[int]:
+    """--group-add: gids, or group names looked up in the image's /etc/group."""
+    from corral.image.runtime_spec import _entries, _read_in_root
+
+    table = None
+    out = []
+    for group in groups:
+        text = str(group).strip()
+        if text.isdigit():
+            if int(text) >= 2**32 - 1:
+                raise InvalidArgument(f"--group-add {text}: not a valid gid")
+            out.append(int(text))
+            continue
+        if not text or text == "keep-groups":
+            raise InvalidArgument(f"--group-add {text!r}: expected a group name or gid")
+        if table is None:
+            table = _entries(_read_in_root(rootfs, "/etc/group"), 4)
+        gid = next((e[2] for e in table if e[0] == text), None)
+        if gid is None or not gid.isdigit():
+            raise NotFound(f"--group-add {text}: no such group in the image's /etc/group")
+        out.append(int(gid))
+    return out
+
+
+def _check_log_path(path: Any) -> None:
+    if path is None or path == "":
+        return
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise InvalidArgument(f"log_path {path!r}: must be an absolute path")
+    if os.path.isdir(path):
+        raise InvalidArgument(f"log_path {path}: is a directory")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise NotFound(f"log_path {path}: the directory {os.path.dirname(path)} does "
+                       "not exist")
 
 
 def _device_entries(device: opt.DeviceSpec) -> list[dict]:
