@@ -146,3 +146,50 @@ def test_seccomp_is_not_imported_without_a_seccomp_section():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.split()[0] == "False"
+
+
+def _program_in_child(program: seccomp.Program) -> int:
+    """Load `program` in a forked child that then tries mkdir; its exit status is the
+    errno mkdir failed with (0 if it succeeded)."""
+    import os
+    import tempfile
+
+    target = tempfile.mkdtemp(prefix="corral-test-seccomp-")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            from corral.linux import syscalls
+
+            syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+            program.load()
+            os.mkdir(os.path.join(target, "x"))
+            os._exit(0)
+        except OSError as exc:
+            os._exit(exc.errno or 255)
+        except BaseException:
+            os._exit(254)
+    _, status = os.waitpid(pid, 0)
+    import shutil
+
+    shutil.rmtree(target)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_generated_programs_are_cached_and_still_filter(tmp_path):
+    section = _section({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                        "errnoRet": 38})
+    first = seccomp.compile(section, cache_dir=str(tmp_path))
+    cached = list(tmp_path.glob("*.bpf"))
+    assert len(cached) == 1 and cached[0].read_bytes() == first.bpf
+    second = seccomp.compile(section, cache_dir=str(tmp_path))
+    assert second.bpf == first.bpf
+    assert _program_in_child(second) == 38  # ENOSYS, as the rule says
+    # a different profile gets its own entry; a damaged entry is regenerated
+    other = seccomp.compile(_section({"names": ["mkdir", "mkdirat"],
+                                      "action": "SCMP_ACT_ERRNO", "errnoRet": 1}),
+                            cache_dir=str(tmp_path))
+    assert other.bpf != first.bpf and len(list(tmp_path.glob("*.bpf"))) == 2
+    cached[0].write_bytes(b"\0" * 5)
+    again = seccomp.compile(section, cache_dir=str(tmp_path))
+    assert again.bpf == first.bpf
+    assert _program_in_child(again) == 38

@@ -76,11 +76,32 @@ def _run_flags(p: argparse.ArgumentParser, run: bool) -> None:
     a("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
 
+class _Unbuilt:
+    """Stands for a parser that the command being parsed cannot reach."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+_UNBUILT = _Unbuilt()
+
+
 def register(commands: Any) -> None:
+    from corral.cli import main
+
     parsers: dict[str, argparse.ArgumentParser] = {}
+    # `corral run ...`: only `run`'s parser is reachable, the others are not built
+    # (argparse's add_argument was most of the CLI's start-up)
+    only = main.COMMAND_WORD if main.COMMAND_WORD not in (None, "container", "inspect") \
+        else None
 
     def add(name: str, help: str, func: Any, sub: Any = commands, **kw: Any
             ) -> argparse.ArgumentParser:
+        if only is not None and name != only and sub is commands:
+            return _UNBUILT  # type: ignore[return-value]
         p = sub.add_parser(name, help=help, add_help=name not in ("create", "run"), **kw)
         if name in ("create", "run"):
             p.add_argument("--help", action="help")
@@ -148,7 +169,6 @@ def register(commands: Any) -> None:
     inspect = commands.choices.get("inspect")
     if inspect is not None:  # `corral inspect` takes containers too
         inspect.set_defaults(func=cmd_inspect)
-    from corral.cli import main
 
     if main.COMMAND_WORD not in (None, "container"):
         return  # `corral run ...`: the `container` noun's copies are unreachable

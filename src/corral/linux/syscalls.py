@@ -71,9 +71,9 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 # The syscall numbers we call directly (glibc has no wrapper for these).
 _SYSCALLS = {
     "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "close_range": 436,
-               "pidfd_send_signal": 424, "keyctl": 250},
+               "pidfd_send_signal": 424, "keyctl": 250, "seccomp": 317},
     "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "close_range": 436,
-                "pidfd_send_signal": 424, "keyctl": 219},
+                "pidfd_send_signal": 424, "keyctl": 219, "seccomp": 277},
 }[os.uname().machine]
 
 
@@ -274,3 +274,21 @@ def set_loopback_up() -> None:
         raise OSError(exc.errno, f"network namespace: cannot bring lo up: {exc.strerror}") from None
     finally:
         os.close(fd)
+
+
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog (linux/filter.h): a classic BPF program."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+SECCOMP_SET_MODE_FILTER = 1
+
+
+def seccomp_set_mode_filter(program: bytes, flags: int) -> int:
+    """seccomp(2) SECCOMP_SET_MODE_FILTER with `program`, an array of struct sock_filter
+    (8 bytes each). Returns the listener fd with SECCOMP_FILTER_FLAG_NEW_LISTENER."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    return _check(_libc.syscall(_SYSCALLS["seccomp"], SECCOMP_SET_MODE_FILTER,
+                                ctypes.c_uint(flags), ctypes.byref(fprog)), "seccomp")

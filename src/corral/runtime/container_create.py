@@ -72,7 +72,7 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
     planned = Cgroup.for_config((config.get("linux") or {}).get("cgroupsPath"), container_id)
     check_resources(planned, (config.get("linux") or {}).get("resources"))
     _check_lsm(config)  # an AppArmor/SELinux field the host cannot honour: refuse now
-    seccomp_filter = _compile_seccomp(config)  # before anything exists: bad input leaves nothing
+    seccomp_filter = _compile_seccomp(config, root)  # before anything exists: bad input leaves nothing
     try:
         container.make_dir()
     except BaseException:
@@ -132,15 +132,20 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
     return container
 
 
-def _compile_seccomp(config: dict):
-    """linux.seccomp as a libseccomp filter context, built in the runtime process: the
-    container's processes inherit it across fork and only load it (corral.linux.seccomp)."""
+def seccomp_cache(root: str) -> str:
+    """Where generated seccomp programs are kept: inside the runtime's root (root-only)."""
+    return os.path.join(root, ".seccomp")
+
+
+def _compile_seccomp(config: dict, root: str):
+    """linux.seccomp as a BPF program, generated in the runtime process: the container's
+    processes inherit it across fork and only load it (corral.linux.seccomp)."""
     section = (config.get("linux") or {}).get("seccomp")
     if section is None:
         return None
     from corral.linux import seccomp
 
-    compiled = seccomp.compile(section)
+    compiled = seccomp.compile(section, cache_dir=seccomp_cache(root))
     try:
         compiled.connect_listener()
     except BaseException:

@@ -125,8 +125,9 @@ def exec_process(root: str, container_id: str, options: ExecOptions) -> int:
         # the container's filter applies to exec'd processes too (as runc); built here,
         # on the host, where libseccomp.so is reachable
         from corral.linux import seccomp
+        from corral.runtime.container_create import seccomp_cache
 
-        seccomp_filter = seccomp.compile(config["linux"]["seccomp"])
+        seccomp_filter = seccomp.compile(config["linux"]["seccomp"], seccomp_cache(root))
         seccomp_filter.connect_listener()
     (parent_read, parent_write), (child_read, child_write) = pair()
     if not options.detach:

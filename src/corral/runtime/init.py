@@ -62,7 +62,7 @@ class InitSetup:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.cgroup_paths = cgroup_paths
-        self.seccomp = None  # a compiled corral.linux.seccomp.Filter, loaded before execve
+        self.seccomp = None  # a corral.linux.seccomp.Program, loaded before execve
         self.session_keyring: str | None = None  # `--no-new-keyring` leaves it None
 
 
