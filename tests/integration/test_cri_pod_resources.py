@@ -136,7 +136,9 @@ def own_parent():
 def test_pod_resources_without_a_parent_get_a_pod_cgroup_of_the_server(cri, pod,
                                                                        own_parent):
     p = pod(linux=pb.LinuxPodSandboxConfig(resources=RESOURCES))
-    own = f"{own_parent}/pod-{p.id}"
+    own = json.loads(cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(
+        pod_sandbox_id=p.id, verbose=True)).info["info"])["cgroupParent"]
+    assert own.startswith(f"{own_parent}/pod-")
     assert _memory_limit(own) == 24 << 20 and _cpu(own)[0] == 50000
     cid = p.container("main", ["sleep", "300"])
     assert _own_cgroup(_pid(cri, cid)) == f"{own}/corral-{cid}"

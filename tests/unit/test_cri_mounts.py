@@ -1,5 +1,6 @@
 """translate: Mount.recursive_read_only and Mount.mount_options, validated in
-container_config and applied to the engine's bind mounts by patch_spec."""
+container_config and passed as engine `--mount` options, which the engine's spec
+builder turns into the bind mounts' options."""
 
 from __future__ import annotations
 
@@ -21,26 +22,36 @@ def _config(*mounts):
                               image=pb.ImageSpec(image="busybox"), mounts=list(mounts))
 
 
-def _spec():
-    return {"mounts": [
-        {"destination": "/proc", "type": "proc", "source": "proc", "options": []},
-        {"destination": "/data", "type": "bind", "source": "/h",
-         "options": ["rbind", "ro", "rprivate"]},
-        {"destination": "/other", "type": "bind", "source": "/o",
-         "options": ["rbind", "rw", "exec", "rprivate"]}]}
+def test_rro_and_options_become_engine_mount_options(tmp_path):
+    from corral.engine.config_file import EngineConfig
+    from corral.engine.spec import HostInfo, build_spec
+    from corral.oci.image import ImageConfig
 
-
-def test_rro_and_options_are_added_to_the_matching_bind_mount():
+    (tmp_path / "h").mkdir()
+    (tmp_path / "o").mkdir()
     config = _config(
-        pb.Mount(container_path="/data/", host_path="/h", readonly=True,
+        pb.Mount(container_path="/data/", host_path=str(tmp_path / "h"), readonly=True,
                  recursive_read_only=True),
-        pb.Mount(container_path="/other", host_path="/o", mount_options=["noexec", "nosuid"]))
-    spec = translate.patch_spec(_spec(), config=config, sandbox=_sandbox(), infra_pid=None,
-                                cgroup_parent=None, container_id="c1")
+        pb.Mount(container_path="/other", host_path=str(tmp_path / "o"),
+                 mount_options=["noexec", "nosuid", "noexec"]))
+    c = translate.container_config(config, _sandbox(), sandbox_id="s", image="i",
+                                   log_path=None)
+    assert c.mounts == [
+        (f"type=bind,source={tmp_path}/h,target=/data/,bind-propagation=rprivate,readonly,"
+         "bind-recursive=readonly"),
+        (f"type=bind,source={tmp_path}/o,target=/other,bind-propagation=rprivate,noexec,"
+         "nosuid")]
+    image = ImageConfig({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []},
+                         "config": {"Cmd": ["sh"]}})
+    (tmp_path / "rootfs").mkdir()
+    spec = build_spec(image, {"mounts": c.mounts, "network": "private"},
+                      rootfs=tmp_path / "rootfs", container_id="c1" * 32,
+                      container_dir=tmp_path / "cdir", defaults=EngineConfig(),
+                      host=HostInfo(capabilities=()))
     by_dest = {m["destination"]: m["options"] for m in spec["mounts"]}
     assert by_dest["/data"] == ["rbind", "ro", "rprivate", "rro"]
-    assert by_dest["/other"] == ["rbind", "rw", "rprivate", "noexec", "nosuid"]  # exec gone
-    assert by_dest["/proc"] == []
+    assert by_dest["/other"] == ["rbind", "rw", "rprivate", "noexec", "nosuid"]
 
 
 @pytest.mark.parametrize(("mount", "words"), [

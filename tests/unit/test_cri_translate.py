@@ -1,5 +1,5 @@
-"""CRI configs → engine ContainerConfig and OCI spec patches (corral.cri.translate),
-and the gRPC status mapping; no root, no server."""
+"""CRI configs → engine ContainerConfig options (corral.cri.translate), the OCI specs
+the engine builds from them, and the gRPC status mapping; no root, no server."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_container_command_args_env_mounts_devices():
                                    log_path="/l/app.log")
     assert (c.entrypoint, c.command, c.workdir, c.env) == (["sh", "-c"], ["echo hi"], "/w",
                                                            ["A=1"])
-    assert c.network == f"container:{SID}" and c.extra["log_path"] == "/l/app.log"
+    assert c.network == f"container:{SID}" and c.log_path == "/l/app.log"
     assert c.mounts == ["type=bind,source=/tmp,target=/data,bind-propagation=rslave,readonly"]
     assert c.devices == ["/dev/null:/dev/x:rw"]
     only_args = translate.container_config(_ctr(args=["x"]), _pod(), sandbox_id=SID,
@@ -120,49 +120,127 @@ def test_security_context_options():
 
 def test_resources():
     r = pb.LinuxContainerResources(memory_limit_in_bytes=64 << 20, cpu_quota=50000,
-                                   cpu_period=100000)
+                                   cpu_period=100000, cpu_shares=512, cpuset_cpus="0",
+                                   cpuset_mems="0", memory_swap_limit_in_bytes=128 << 20,
+                                   oom_score_adj=100, unified={"memory.high": "1000000"})
     c = translate.container_config(_ctr(linux=pb.LinuxContainerConfig(resources=r)), _pod(),
                                    sandbox_id=SID, image="i", log_path=None)
-    assert (c.memory, c.cpus) == (str(64 << 20), "0.500")
+    assert (c.memory, c.memory_swap, c.cpu_quota, c.cpu_period, c.cpu_shares) == (
+        str(64 << 20), str(128 << 20), 50000, 100000, 512)
+    assert (c.cpuset_cpus, c.cpuset_mems, c.oom_score_adj, c.cgroup_conf) == (
+        "0", "0", 100, ["memory.high=1000000"])
+    assert c.cpus is None
+    none = translate.container_config(_ctr(linux=pb.LinuxContainerConfig(
+        resources=pb.LinuxContainerResources())), _pod(), sandbox_id=SID, image="i",
+        log_path=None)
+    assert (none.memory, none.cpu_quota, none.oom_score_adj, none.cgroup_conf) == (
+        None, None, None, [])
 
 
-def test_patch_spec_joins_pod_namespaces_and_sets_extras():
-    spec = {"hostname": "x", "process": {"user": {"uid": 0, "gid": 0}},
-            "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount",
-                                                           "network")]}}
-    sc = pb.LinuxContainerSecurityContext(supplemental_groups=[5, 6], masked_paths=["/m"],
+def _spec_of(ccfg, tmp_path, **kw):
+    """The OCI spec the engine builds from a translated config (no store: the infra's
+    namespaces are resolved to a fake pid)."""
+    import dataclasses
+
+    from corral.engine.config_file import EngineConfig
+    from corral.engine.spec import HostInfo, build_spec
+    from corral.oci.image import ImageConfig
+
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True, exist_ok=True)
+    image = ImageConfig({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []},
+                         "config": {"Cmd": ["sh"]}})
+    ccfg = dataclasses.replace(ccfg, network="private" if ccfg.network != "host"
+                               else "host")
+    return build_spec(image, ccfg, rootfs=rootfs, container_id="c1" * 32,
+                      container_dir=tmp_path / "cdir", volumes=object(),
+                      defaults=EngineConfig(), host=HostInfo(capabilities=("CAP_KILL",)),
+                      **kw)
+
+
+@pytest.fixture
+def infra_pid(monkeypatch):
+    from corral.engine import spec as spec_mod
+
+    monkeypatch.setattr(spec_mod, "_container_namespace",
+                        lambda store, ref, kind, flag: f"/proc/42/ns/{kind}")
+
+
+def test_container_joins_pod_namespaces_and_sets_extras(tmp_path, infra_pid):
+    sc = pb.LinuxContainerSecurityContext(supplemental_groups=[5, 6, 5], masked_paths=["/m"],
                                           readonly_paths=["/r"])
     config = _ctr(linux=pb.LinuxContainerConfig(
         security_context=sc, resources=pb.LinuxContainerResources(oom_score_adj=100)))
     pod = _pod(linux=pb.LinuxPodSandboxConfig(cgroup_parent="/kubepods/pod1"))
-    spec["mounts"] = [{"destination": "/dev/shm", "type": "tmpfs", "source": "shm"}]
-    translate.patch_spec(spec, config=config, sandbox=pod, infra_pid=42,
-                         cgroup_parent="/kubepods/pod1", container_id="c1",
-                         shm_path="/b/shm")
-    assert spec["mounts"][0]["source"] == "/b/shm" and spec["mounts"][0]["type"] == "bind"
+    (tmp_path / "shm").mkdir()
+    c = translate.container_config(config, pod, sandbox_id=SID, image="i", log_path=None,
+                                   cgroup_parent="/kubepods/pod1",
+                                   shm_path=str(tmp_path / "shm"))
+    assert (c.ipc, c.uts, c.pid) == (f"container:{SID}", f"container:{SID}", None)
+    assert c.cgroup_parent == "/kubepods/pod1" and c.group_add == ["5", "6"]
+    assert (c.masked_paths, c.readonly_paths, c.oom_score_adj) == (["/m"], ["/r"], 100)
+    spec = _spec_of(c, tmp_path, store=object())
+    shm = next(m for m in spec["mounts"] if m["destination"] == "/dev/shm")
+    assert (shm["type"], shm["source"]) == ("bind", str(tmp_path / "shm"))
+    assert {"nosuid", "nodev", "noexec", "rw"} <= set(shm["options"])
     paths = {n["type"]: n.get("path") for n in spec["linux"]["namespaces"]}
     assert paths == {"pid": None, "ipc": "/proc/42/ns/ipc", "uts": "/proc/42/ns/uts",
-                     "mount": None, "network": None}
+                     "mount": None, "network": None, "cgroup": None}
     assert "hostname" not in spec
     assert spec["process"]["user"]["additionalGids"] == [5, 6]
     assert spec["process"]["oomScoreAdj"] == 100
     assert (spec["linux"]["maskedPaths"], spec["linux"]["readonlyPaths"]) == (["/m"], ["/r"])
-    assert spec["linux"]["cgroupsPath"] == "/kubepods/pod1/corral-c1"
+    assert spec["linux"]["cgroupsPath"] == f"/kubepods/pod1/corral-{'c1' * 32}"
 
 
-def test_patch_spec_host_pid_ipc():
-    spec = {"linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]}}
+def test_host_pid_ipc_pods(tmp_path, infra_pid):
     pod = _pod(linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
         namespace_options=pb.NamespaceOption(pid=pb.NODE, ipc=pb.NODE))))
-    translate.patch_spec(spec, config=_ctr(), sandbox=pod, infra_pid=42, cgroup_parent=None,
-                         container_id="c1")
+    c = translate.container_config(_ctr(), pod, sandbox_id=SID, image="i", log_path=None,
+                                   shm_path="/pod/shm")
+    assert (c.ipc, c.uts, c.pid, c.mounts) == ("host", f"container:{SID}", "host", [])
+    spec = _spec_of(c, tmp_path, store=object())
     assert {n["type"]: n.get("path") for n in spec["linux"]["namespaces"]} == {
-        "uts": "/proc/42/ns/uts", "mount": None}
+        "uts": "/proc/42/ns/uts", "mount": None, "network": None, "cgroup": None}
+    infra = translate.sandbox_config(pod, image="pause", network=None, command=["/p"],
+                                     shm_path="/pod/shm", cgroup_parent="/k/p")
+    assert (infra.ipc, infra.pid, infra.uts, infra.mounts, infra.cgroup_parent) == (
+        "host", "host", None, [], "/k/p")
+    host_net = _pod(linux=pb.LinuxPodSandboxConfig(
+        security_context=pb.LinuxSandboxSecurityContext(
+            namespace_options=pb.NamespaceOption(network=pb.NODE))))
+    infra = translate.sandbox_config(host_net, image="pause", network=None, command=["/p"],
+                                     shm_path="/pod/shm")
+    assert (infra.ipc, infra.uts, infra.network) == (None, "host", "host")
+    assert infra.mounts == [translate.shm_mount("/pod/shm")]
+
+
+@pytest.mark.parametrize("ctr_pid, pod_pid, want", [
+    (None, None, None), (pb.POD, None, f"container:{SID}"), (pb.NODE, None, "host"),
+    (None, pb.POD, f"container:{SID}"), (pb.CONTAINER, pb.NODE, "host")])
+def test_pid_modes(ctr_pid, pod_pid, want):
+    def ns(pid):
+        return pb.NamespaceOption(pid=pid) if pid is not None else None
+
+    ctr = _ctr(linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+        namespace_options=ns(ctr_pid)))) if ctr_pid is not None else _ctr()
+    pod = _pod(linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=ns(pod_pid)))) if pod_pid is not None else _pod()
+    assert translate.container_config(ctr, pod, sandbox_id=SID, image="i",
+                                      log_path=None).pid == want
+    target = _ctr(linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+        namespace_options=pb.NamespaceOption(pid=pb.TARGET, target_id="t1"))))
+    assert translate.container_config(target, _pod(), sandbox_id=SID, image="i",
+                                      log_path=None).pid == "container:t1"
 
 
 def test_cgroup_parent_must_be_absolute():
-    with pytest.raises(InvalidArgument, match="absolute"):
-        translate.cgroup_path("kubepods.slice", "c1")
+    with pytest.raises(InvalidArgument, match="cgroup_parent 'kubepods.slice'.*absolute"):
+        translate.check_cgroup_parent("kubepods.slice")
+    with pytest.raises(InvalidArgument, match="LinuxPodSandboxConfig.cgroup_parent"):
+        translate.check_cgroup_parent("/a/../b")
+    assert translate.check_cgroup_parent("/kubepods/pod1/") == "/kubepods/pod1"
 
 
 @pytest.mark.parametrize("exc, code", [

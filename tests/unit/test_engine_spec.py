@@ -613,10 +613,10 @@ def test_cpu_period_quota_cpuset_mems_and_cgroup_conf(env):
 
 def test_bind_mount_options_and_recursive_read_only(env):
     host = env.tmp / "host"
-    spec = env({"mounts": [f"type=bind,source={host},target=/a,readonly,"
-                           "bind-recursive=readonly,noexec,nosuid",
-                           f"type=bind,source={host},target=/b,bind-propagation=rslave,"
-                           "nodev,norelatime"],
+    spec = env({"mounts": [(f"type=bind,source={host},target=/a,readonly,"
+                            "bind-recursive=readonly,noexec,nosuid"),
+                           (f"type=bind,source={host},target=/b,bind-propagation=rslave,"
+                            "nodev,norelatime")],
                 "volumes": [f"{host}:/c:rro", f"{host}:/d:ro,noexec,nostrictatime"]})
     options = {m["destination"]: m["options"] for m in spec["mounts"]}
     assert options["/a"] == ["rbind", "ro", "rro", "noexec", "nosuid", "rprivate"]

@@ -4,7 +4,9 @@ under, `<parent>/corral-<id>` (cgroupfs driver), and the pod-level limits writte
 Its path is `LinuxPodSandboxConfig.cgroup_parent` when kubelet gives one (kubelet made
 it and sized it already; the server writes the same pod-level limits, so the pod is
 bounded also when kubelet's QoS cgroups are off) or, when the pod has resources or
-overhead but no parent, one of the server's own: `/corral-pods/pod-<sandbox id>`.
+overhead but no parent, one of the server's own: `/corral-pods/pod-<key>`, the key a
+random one chosen before the infra container is made (its config names the path: the
+engine's `cgroup_parent`), kept in the sandbox record.
 
 The limits (`translate.pod_resources`: resources + overhead) are written through the
 linux layer's cgroup managers (v1, v2 or hybrid, detected), which also create the
@@ -20,8 +22,13 @@ import os
 OWN_PARENT = "/corral-pods"
 
 
-def own_path(sandbox_id: str) -> str:
-    return f"{OWN_PARENT}/pod-{sandbox_id}"
+def own_path(key: str | None = None) -> str:
+    """A pod cgroup of the server's own (`key`: a fresh random one by default)."""
+    if key is None:
+        import secrets
+
+        key = secrets.token_hex(16)
+    return f"{OWN_PARENT}/pod-{key}"
 
 
 def _cgroup(path: str):

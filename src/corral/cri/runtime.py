@@ -2,11 +2,12 @@
 
 A pod sandbox is an engine container running the pause image (`catatonit -P`) on a
 CNI network (or the node's network): it holds the pod's network, IPC and UTS
-namespaces. An app container is an engine container with `network=container:<infra>`
-whose OCI spec joins the infra process's IPC/UTS (and, when the pod shares it, PID)
-namespaces (`translate.patch_spec`). The CRI configs and the sandbox state live in
-`records.Records`; everything else (processes, exit codes, logs, CNI attachments) is
-the engine's. See docs/design/cri.md.
+namespaces. An app container is an engine container with `network`, `ipc`, `uts`
+(and, when the pod shares it, `pid`) = `container:<infra>`: engine options, like the
+pod cgroup (`cgroup_parent`), the pod's /dev/shm (a bind mount) and the rest
+(`translate`); the engine builds every OCI spec. The CRI configs and the sandbox
+state live in `records.Records`; everything else (processes, exit codes, logs, CNI
+attachments) is the engine's. See docs/design/cri.md.
 """
 
 from __future__ import annotations
@@ -103,11 +104,17 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     def _remove_orphans(self, grace: float) -> list[str]:
         """Engine containers a CRI server made (labelled) but never recorded — it was
         killed between the engine's create and the record — older than `grace`
-        seconds (younger ones may belong to another server's call in flight)."""
+        seconds (younger ones may belong to another server's call in flight); the
+        same for pod shm mounts."""
         from corral.engine.logs import parse_timestamp
 
         known = {r["id"] for r in self.records.all_sandboxes() + self.records.all_containers()}
         removed: list[str] = []
+        from corral.cri import shm
+
+        named = {r.get("shm") or "" for r in self.records.all_sandboxes()}
+        for directory in shm.orphans(self.engine.root, named, grace):
+            shm.unmount(directory)  # made for a pod that was never recorded
         try:
             candidates = self.engine.list(all=True, filters={"label": [translate.LABEL_KIND]})
         except Exception:  # noqa: BLE001 - a best effort at start-up
@@ -237,45 +244,43 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         translate.check_sandbox_metadata(config if request.HasField("config") else None)
         handler = self.handlers.get(request.runtime_handler)  # NotFound: nothing made
         linux_cfg = config.linux if config.HasField("linux") else None
-        # the pod cgroup's limits: checked before anything is made
+        # the pod cgroup's path and limits: checked before anything is made
         pod_res = translate.pod_resources(linux_cfg) if linux_cfg is not None else {}
+        parent = linux_cfg.cgroup_parent if linux_cfg is not None else ""
+        if parent:
+            parent = translate.check_cgroup_parent(parent)
+        elif pod_res:
+            parent = podcgroup.own_path()
         engine = self.engine
         image = pause.ensure(engine.store)
-        ccfg = translate.sandbox_config(config, image=image, network=self.network,
-                                        command=pause.COMMAND)
-        ccfg.name = translate.sandbox_name(config)
-        ccfg.runtime = handler.runtime
-        c = engine.create(ccfg)
+        from corral.cri import shm
+
+        shm_dir = shm.make(engine.root) if _pod_ipc(config) != translate.NODE else None
+        try:
+            ccfg = translate.sandbox_config(
+                config, image=image, network=self.network, command=pause.COMMAND,
+                cgroup_parent=parent or None, shm_path=str(shm_dir) if shm_dir else None)
+            ccfg.name = translate.sandbox_name(config)
+            ccfg.runtime = handler.runtime
+            c = engine.create(ccfg)
+        except BaseException:
+            shm.unmount(shm_dir)
+            raise
         with self._pod_lock(c.id):
-            parent = linux_cfg.cgroup_parent if linux_cfg is not None else ""
-            if not parent and pod_res:
-                parent = podcgroup.own_path(c.id)
             record = {"id": c.id, "created_at": time.time_ns(), "state": "ready",
                       "config": encode(config), "runtime_handler": request.runtime_handler,
                       "runtime": handler.runtime, "cgroup_parent": parent,
-                      "pod_cgroup_made": False}
+                      "pod_cgroup_made": False, "shm": str(shm_dir) if shm_dir else ""}
             try:
-                from corral.cri import shm
-
-                shm_dir = shm.mount(c.bundle) if _pod_ipc(config) != translate.NODE else None
-
-                def patch(spec: dict) -> None:
-                    _patch_sandbox_spec(spec, config, c.id, parent)
-                    if shm_dir is not None:
-                        shm.bind(spec, shm_dir)
-
-                self._patch(c, patch)
                 if parent:  # made (if new) and sized before the infra joins it
                     record["pod_cgroup_made"] = podcgroup.apply(parent, pod_res)
                 self.records.save_sandbox(record)
                 self._event(c.id, pb.CONTAINER_CREATED_EVENT)
                 engine.start(c.id)
             except BaseException:
-                from corral.cri import shm
-
-                shm.unmount(c.bundle)
                 with contextlib.suppress(Exception):
                     engine.remove(c.id, force=True)
+                shm.unmount(shm_dir)
                 if record["pod_cgroup_made"]:
                     podcgroup.remove(parent)
                 self.records.drop_sandbox(c.id)
@@ -284,12 +289,40 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self._event(c.id, pb.CONTAINER_STARTED_EVENT)
         return pb.RunPodSandboxResponse(pod_sandbox_id=c.id)
 
-    def _patch(self, c: Any, change: Any) -> None:
+    def _pod_shm(self, sandbox_id: str, record: dict | None = None) -> Path | None:
+        """The pod's shm directory: its record's, or (a pod of an older server) the one
+        in the infra's bundle."""
+        if record is None:
+            with contextlib.suppress(SandboxNotFound):
+                record = self.records.sandbox(sandbox_id)
+        if record and record.get("shm"):
+            return Path(record["shm"])
+        from corral.cri import shm
+
+        with contextlib.suppress(NotFound):
+            return shm.legacy_path(self.engine.store.container_dir(sandbox_id))
+        return None
+
+    def _unmount_shm(self, sandbox_id: str, record: dict | None = None) -> None:
+        from corral.cri import shm
+
+        shm.unmount(self._pod_shm(sandbox_id, record))
+
+    def _record_resources(self, c: Any, resources: dict) -> None:
+        """UpdateContainerResources: the new limits merged into the container's OCI
+        spec, which the runtime applied to the running container already (what
+        ContainerStatus and a restart then see). The engine has no update verb to do
+        this (docs/design/cri.md)."""
         path = c.bundle / "config.json"
         spec = read_json(path, None)
         if spec is None:
             raise NotFound(f"container {c.id}: no OCI spec in its bundle")
-        change(spec)
+        current = spec.setdefault("linux", {}).setdefault("resources", {})
+        for key, value in resources.items():
+            if isinstance(value, dict):
+                current.setdefault(key, {}).update(value)
+            else:
+                current[key] = value
         write_json(path, spec)
 
     def _containers_of(self, sandbox_id: str) -> list[dict]:
@@ -308,10 +341,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             # all at once (the infra's network goes down in its cleanup)
             ids = [rec["id"] for rec in self._containers_of(sid)] + [sid]
             _each(lambda ident: self._stop(ident, 0), ids)
-            from corral.cri import shm
-
-            with contextlib.suppress(NotFound):  # as containerd: the pod's files go now
-                shm.unmount(self.engine.store.container_dir(sid))
+            self._unmount_shm(sid)  # as containerd: the pod's files go now
             with contextlib.suppress(SandboxNotFound):
                 record = self.records.sandbox(sid)
                 record["state"] = "notready"
@@ -340,10 +370,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             for rec in recs:
                 self.records.drop_container(rec["id"])
                 _forget_stats(rec["id"])
-            from corral.cri import shm
-
-            with contextlib.suppress(NotFound):
-                shm.unmount(self.engine.store.container_dir(sid))
+            self._unmount_shm(sid, sandbox or None)
             remove(sid)  # last: the containers joined its namespaces
             if sandbox.get("pod_cgroup_made") and sandbox.get("cgroup_parent"):
                 podcgroup.remove(sandbox["cgroup_parent"])
@@ -395,6 +422,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             info["info"] = json.dumps({
                 "pid": (c.state.pid or 0) if c is not None else 0,
                 "image": pause.PAUSE_IMAGE, "infraContainer": record["id"],
+                "cgroupParent": record.get("cgroup_parent", ""),
                 "networks": c.state.networks if c is not None else [],
                 "ports": c.state.ports if c is not None else []})
         statuses = []
@@ -464,8 +492,15 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 raise InvalidArgument("ContainerConfig.log_path given but the pod has no "
                                       "log_directory")
             log_path = os.path.join(sandbox.log_directory, config.log_path)
-        ccfg = translate.container_config(config, sandbox, sandbox_id=sid, image=image.id,
-                                          log_path=log_path)
+        linux = sandbox.linux if sandbox.HasField("linux") else None
+        parent = record.get("cgroup_parent",
+                            linux.cgroup_parent if linux is not None else "")
+        shm_dir = self._pod_shm(sid, record)
+        ccfg = translate.container_config(
+            config, sandbox, sandbox_id=sid, image=image.id, log_path=log_path,
+            cgroup_parent=parent or None,
+            shm_path=str(shm_dir) if shm_dir is not None and os.path.ismount(shm_dir)
+            else None)
         ccfg.name = translate.container_name(config, sandbox)
         ccfg.runtime = infra.runtime  # the pod's runtime handler's
         rro = [m.container_path for m in config.mounts if m.recursive_read_only]
@@ -476,23 +511,27 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                                   f"({os.path.basename(infra.runtime)})")
         if config.stop_signal:  # Signal enum: SIGNAL_SIGINT -> SIGINT
             ccfg.stop_signal = pb.Signal.Name(config.stop_signal).removeprefix("SIGNAL_")
-        linux = sandbox.linux if sandbox.HasField("linux") else None
-        parent = record.get("cgroup_parent",
-                            linux.cgroup_parent if linux is not None else "")
-        from corral.cri import shm
-
-        shm_dir = shm.path(infra.bundle)
+        if ccfg.pid and ccfg.pid.startswith("container:") and ccfg.pid != f"container:{sid}":
+            target = ccfg.pid.partition(":")[2]
+            try:
+                target_sid = self.records.container(target).get("sandbox_id")
+            except ContainerNotFound:
+                target_sid = None
+            if target_sid != sid:
+                raise InvalidArgument(f"NamespaceOption.target_id {target!r}: not a "
+                                      f"container of pod {sid[:12]}")
+            ccfg.pid = f"container:{self.records.container_id(target)}"
+        if log_path:  # the engine checks the directory exists
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with self._pod_lock(sid):
             if self.records.sandbox(sid).get("state") != "ready":
                 raise FailedPrecondition(f"pod sandbox {sid[:12]} is not ready")
             c = self.engine.create(ccfg)
             try:
-                self._patch(c, lambda spec: translate.patch_spec(
-                    spec, config=config, sandbox=sandbox, infra_pid=infra.state.pid,
-                    cgroup_parent=parent or None, container_id=c.id,
-                    shm_path=str(shm_dir) if os.path.ismount(shm_dir) else None))
                 if log_path:
-                    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+                    # the engine records `log_path` in the container's config but conmon
+                    # gets its log file from the record's top-level `log_path`, which
+                    # Engine.create sets to the bundle's ctr.log (docs/design/cri.md)
                     data = read_json(c.bundle / "corral.json", {})
                     data["log_path"] = log_path
                     write_json(c.bundle / "corral.json", data)
@@ -645,13 +684,16 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
 
     def _finished_at(self, c: Any) -> int:
         """The engine records finished_at in its exit path; until that ran, the time
-        conmon wrote the exit file."""
+        conmon wrote the exit file — not before started_at: file times come from the
+        kernel's coarse clock (up to a tick behind), and a process exiting within a
+        millisecond of its start would seem to end before it began."""
         if c.state.finished_at:
             return _ns(c.state.finished_at)
         try:
-            return os.stat(self.engine._exit_file(c.id)).st_mtime_ns
+            mtime = os.stat(self.engine._exit_file(c.id)).st_mtime_ns
         except OSError:
             return 0
+        return max(mtime, _ns(c.state.started_at))
 
     @grpc_errors
     def ReopenContainerLog(self, request: Any, context: Any) -> Any:
@@ -691,15 +733,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 raise InvalidArgument(f"UpdateContainerResources {c.id[:12]}: "
                                       f"{result.stderr.strip()}")
 
-        def merge(spec: dict) -> None:
-            current = spec.setdefault("linux", {}).setdefault("resources", {})
-            for key, value in resources.items():
-                if isinstance(value, dict):
-                    current.setdefault(key, {}).update(value)
-                else:
-                    current[key] = value
-
-        self._patch(c, merge)
+        self._record_resources(c, resources)
         return pb.UpdateContainerResourcesResponse()
 
     @grpc_errors
@@ -1040,30 +1074,6 @@ def _status_from_spec(status: Any, spec: dict) -> None:
 def _pod_ipc(config: Any) -> int:
     ns = translate.namespace_options(config.linux if config.HasField("linux") else None)
     return ns.ipc if ns is not None else translate.POD
-
-
-def _patch_sandbox_spec(spec: dict, config: Any, container_id: str, parent: str) -> None:
-    """The infra container's spec: hostPID/hostIPC (NODE) drop those namespaces, the
-    pod cgroup (`parent`: cgroup_parent or the server's own). (No oom_score_adj -998
-    as kubelet's pause gets: lowering it needs CAP_SYS_RESOURCE, which some hosts do
-    not grant.)"""
-    linux_cfg = config.linux if config.HasField("linux") else None
-    ns = translate.namespace_options(linux_cfg)
-    linux = spec.setdefault("linux", {})
-    drop = set()
-    if ns is not None:
-        if ns.pid == translate.NODE:
-            drop.add("pid")
-        if ns.ipc == translate.NODE:
-            drop.add("ipc")
-        if ns.network == translate.NODE:
-            drop.add("uts")
-            spec.pop("hostname", None)
-    if drop:
-        linux["namespaces"] = [n for n in linux.get("namespaces") or []
-                               if n.get("type") not in drop]
-    if parent:
-        linux["cgroupsPath"] = translate.cgroup_path(parent, container_id)
 
 
 def _oom_killed(c: Any) -> bool:

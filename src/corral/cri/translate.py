@@ -1,12 +1,14 @@
 """CRI `runtime.v1` configs → the engine's `ContainerConfig` (no gRPC, no root needed).
 
 `sandbox_config()` turns a `PodSandboxConfig` into the infra container's config (the
-pod's network: a CNI network or the node's, port mappings, DNS, hostname);
+pod's network: a CNI network or the node's, port mappings, DNS, hostname, the node's
+PID/IPC/UTS namespaces when asked, the pod cgroup, the pod's /dev/shm, sysctls);
 `container_config()` turns a `ContainerConfig` into an app container's config joining
-the infra container's network namespace (`network=container:<infra id>`). What the
-engine has no option for (shared IPC/UTS/PID namespaces, supplemental groups, exact
-masked/readonly paths, the cgroup parent, oom_score_adj) is applied to the OCI spec
-afterwards by `patch_spec()`.
+the infra container's namespaces (`network`, `ipc`, `uts` and, when the pod shares it,
+`pid` = `container:<infra id>`), under the pod cgroup (`cgroup_parent`), with its
+supplemental groups, masked/readonly paths, oom_score_adj, resources, mounts (with
+`rro` and mount options) and log path. Everything is an engine option: the engine
+builds the OCI spec (`corral.engine.spec.build_spec`); nothing here edits a bundle.
 
 The messages are read by attribute only, so these functions take the generated
 protobuf messages or any object with the same fields.
@@ -90,9 +92,28 @@ def namespace_options(linux: Any) -> Any:
     return sc.namespace_options if _has(sc, "namespace_options") else None
 
 
+def check_cgroup_parent(parent: str) -> str:
+    """LinuxPodSandboxConfig.cgroup_parent: an absolute cgroupfs path (the containers'
+    cgroups are `<parent>/corral-<id>`)."""
+    if not parent.startswith("/"):
+        raise InvalidArgument(f"LinuxPodSandboxConfig.cgroup_parent {parent!r}: the "
+                              "cgroupfs driver needs an absolute cgroup path")
+    from corral.engine.options import parse_cgroup_parent
+
+    return parse_cgroup_parent(parent, "LinuxPodSandboxConfig.cgroup_parent")
+
+
+def shm_mount(path: str) -> str:
+    """The pod's /dev/shm (a tmpfs on the host) as an engine `--mount`."""
+    return f"type=bind,source={path},target=/dev/shm,nosuid,nodev,noexec"
+
+
 def sandbox_config(config: Any, *, image: str, network: str | None,
-                   command: list[str]) -> ContainerConfig:
-    """RunPodSandbox: the infra container (pause) holding the pod's namespaces."""
+                   command: list[str], cgroup_parent: str | None = None,
+                   shm_path: str | None = None) -> ContainerConfig:
+    """RunPodSandbox: the infra container (pause) holding the pod's namespaces, in the
+    pod cgroup `cgroup_parent`, with the pod's /dev/shm `shm_path` (None: the node's
+    with hostIPC, else a private one)."""
     check_sandbox_metadata(config)
     linux = config.linux if _has(config, "linux") else None
     ns = namespace_options(linux)
@@ -122,10 +143,19 @@ def sandbox_config(config: Any, *, image: str, network: str | None,
         dns_options=list(dns.options) if dns else [],
         labels={LABEL_KIND: "sandbox", LABEL_NAME: config.metadata.name},
         stop_timeout=0,
+        # hostPID/hostIPC: the node's; the node's network: its UTS namespace too (no
+        # hostname set). (No oom_score_adj -998 as kubelet's pause gets: lowering it
+        # needs CAP_SYS_RESOURCE, which some hosts do not grant.)
+        pid="host" if ns is not None and ns.pid == NODE else None,
+        ipc="host" if ns is not None and ns.ipc == NODE else None,
+        uts="host" if host_network else None,
+        cgroup_parent=cgroup_parent or None,
     )
+    if shm_path and out.ipc != "host":
+        out.mounts.append(shm_mount(shm_path))
     if linux is not None:
         if linux.sysctls:
-            out.extra["sysctls"] = [f"{k}={v}" for k, v in sorted(linux.sysctls.items())]
+            out.sysctls = [f"{k}={v}" for k, v in sorted(linux.sysctls.items())]
         sc = linux.security_context if _has(linux, "security_context") else None
         if sc is not None and sc.privileged:
             out.privileged = True
@@ -184,9 +214,33 @@ def apparmor_enabled() -> bool:
         return False
 
 
+def _pid_mode(config: Any, sandbox: Any, sandbox_id: str) -> str | None:
+    """The app container's PID namespace: its own (CONTAINER, the default), the pod's
+    (POD: the infra's), the node's (NODE, or a hostPID pod), or another container's
+    (TARGET: `target_id`)."""
+    pod_ns = namespace_options(sandbox.linux if _has(sandbox, "linux") else None)
+    ctr_ns = namespace_options(config.linux if _has(config, "linux") else None)
+    if pod_ns is not None and pod_ns.pid == NODE:
+        return "host"
+    mode = ctr_ns.pid if ctr_ns is not None else (pod_ns.pid if pod_ns is not None
+                                                  else CONTAINER)
+    if mode == NODE:
+        return "host"
+    if mode == POD:
+        return f"container:{sandbox_id}"
+    if mode == TARGET:
+        target = ctr_ns.target_id if ctr_ns is not None else ""
+        if not target:
+            raise InvalidArgument("NamespaceOption.pid TARGET needs target_id")
+        return f"container:{target}"
+    return None
+
+
 def container_config(config: Any, sandbox: Any, *, sandbox_id: str, image: str,
-                     log_path: str | None) -> ContainerConfig:
-    """CreateContainer: the app container joining the infra container's namespaces."""
+                     log_path: str | None, cgroup_parent: str | None = None,
+                     shm_path: str | None = None) -> ContainerConfig:
+    """CreateContainer: the app container joining the infra container's namespaces,
+    in the pod cgroup `cgroup_parent`, sharing the pod's /dev/shm `shm_path`."""
     if config is None or not _has(config, "metadata") or not config.metadata.name:
         raise InvalidArgument("ContainerConfig.metadata.name is required")
     if not _has(config, "image") or not config.image.image:
@@ -211,9 +265,16 @@ def container_config(config: Any, sandbox: Any, *, sandbox_id: str, image: str,
         labels={LABEL_KIND: "container", LABEL_SANDBOX: sandbox_id,
                 LABEL_NAME: config.metadata.name},
         stop_timeout=0,
+        # the pod's IPC and UTS namespaces (the node's with hostIPC / hostNetwork)
+        ipc="host" if pod_ns is not None and pod_ns.ipc == NODE else
+        f"container:{sandbox_id}",
+        uts="host" if host_network else f"container:{sandbox_id}",
+        pid=_pid_mode(config, sandbox, sandbox_id),
+        cgroup_parent=cgroup_parent or None,
+        log_path=log_path or None,
     )
-    if log_path:
-        out.extra["log_path"] = log_path
+    if shm_path and out.ipc != "host":  # POSIX shared memory too: the pod's /dev/shm
+        out.mounts.append(shm_mount(shm_path))
     for m in config.mounts:
         if not m.container_path or not os.path.isabs(m.container_path):
             raise InvalidArgument(f"Mount.container_path {m.container_path!r} must be an "
@@ -238,6 +299,9 @@ def container_config(config: Any, sandbox: Any, *, sandbox_id: str, image: str,
                 f"bind-propagation={_PROPAGATION.get(m.propagation, 'rprivate')}"]
         if m.readonly:
             opts.append("readonly")
+        if m.recursive_read_only:  # every submount read-only too (the runtime's `rro`)
+            opts.append("bind-recursive=readonly")
+        opts.extend(dict.fromkeys(m.mount_options))  # noexec, nosuid, ...
         out.mounts.append(",".join(opts))
     for d in config.devices:
         if not d.host_path or not d.container_path:
@@ -245,13 +309,7 @@ def container_config(config: Any, sandbox: Any, *, sandbox_id: str, image: str,
         out.devices.append(f"{d.host_path}:{d.container_path}:{d.permissions or 'rwm'}")
     linux = config.linux if _has(config, "linux") else None
     if linux is not None and _has(linux, "resources"):
-        r = linux.resources
-        if r.memory_limit_in_bytes < 0 or r.cpu_quota < -1 or r.cpu_period < 0:
-            raise InvalidArgument("LinuxContainerResources: negative limits")
-        if r.memory_limit_in_bytes > 0:
-            out.memory = str(r.memory_limit_in_bytes)
-        if r.cpu_quota > 0:
-            out.cpus = f"{r.cpu_quota / (r.cpu_period or 100000):.3f}"
+        _resources(out, linux.resources)
     if linux is not None and _has(linux, "security_context"):
         sc = linux.security_context
         out.user = _user(sc)
@@ -260,6 +318,10 @@ def container_config(config: Any, sandbox: Any, *, sandbox_id: str, image: str,
             raise InvalidArgument("LinuxContainerSecurityContext.privileged: the pod "
                                   "sandbox is not privileged")
         out.read_only = sc.readonly_rootfs
+        out.group_add = [str(g) for g in dict.fromkeys(sc.supplemental_groups)]
+        if not sc.privileged and (sc.masked_paths or sc.readonly_paths):
+            out.masked_paths = list(sc.masked_paths)  # as given (kubelet's procMount)
+            out.readonly_paths = list(sc.readonly_paths)
         if _has(sc, "capabilities"):
             out.cap_add = [_cap(c) for c in sc.capabilities.add_capabilities]
             out.cap_drop = [_cap(c) for c in sc.capabilities.drop_capabilities]
@@ -297,98 +359,25 @@ def _sandbox_privileged(sandbox: Any) -> bool:
     return bool(linux.security_context.privileged)
 
 
-def patch_spec(spec: dict, *, config: Any, sandbox: Any, infra_pid: int | None,
-               cgroup_parent: str | None, container_id: str,
-               shm_path: str | None = None) -> dict:
-    """What the engine has no option for, applied to the created container's OCI spec:
-    the pod's IPC/UTS (and PID when the pod shares it) namespaces joined through the
-    infra process and the pod's /dev/shm (`shm_path`), supplemental groups,
-    masked/readonly paths as given, oom_score_adj and the pod's cgroup parent."""
-    linux = spec.setdefault("linux", {})
-    namespaces = linux.setdefault("namespaces", [])
-    pod_ns = namespace_options(sandbox.linux if _has(sandbox, "linux") else None)
-    ctr_linux = config.linux if _has(config, "linux") else None
-    ctr_ns = namespace_options(ctr_linux)
-    ipc = pod_ns.ipc if pod_ns is not None else POD
-    pid = (ctr_ns.pid if ctr_ns is not None else (pod_ns.pid if pod_ns is not None
-                                                  else CONTAINER))
-    if pod_ns is not None and pod_ns.pid == NODE:
-        pid = NODE
-    want = {"ipc": NODE if ipc == NODE else POD, "uts": NODE if pod_ns is not None and
-            pod_ns.network == NODE else POD, "pid": pid}
-    for kind, mode in want.items():
-        entries = [n for n in namespaces if n.get("type") == kind]
-        if mode == NODE:
-            namespaces[:] = [n for n in namespaces if n.get("type") != kind]
-        elif mode == POD and infra_pid:
-            path = f"/proc/{infra_pid}/ns/{kind}"
-            if entries:
-                for n in entries:
-                    n["path"] = path
-            else:
-                namespaces.append({"type": kind, "path": path})
-    if want["uts"] in (NODE, POD):
-        spec.pop("hostname", None)  # the pod's (or node's) UTS namespace has it
-    if want["ipc"] == POD and shm_path:
-        from corral.cri import shm
-
-        shm.bind(spec, shm_path)  # POSIX shared memory too: the pod's /dev/shm
-    if ctr_linux is not None and _has(ctr_linux, "security_context"):
-        sc = ctr_linux.security_context
-        user = spec.setdefault("process", {}).setdefault("user", {})
-        if sc.supplemental_groups:
-            gids = list(user.get("additionalGids") or [])
-            user["additionalGids"] = list(dict.fromkeys(gids + list(sc.supplemental_groups)))
-        if not sc.privileged and (sc.masked_paths or sc.readonly_paths):
-            linux["maskedPaths"] = list(sc.masked_paths)
-            linux["readonlyPaths"] = list(sc.readonly_paths)
-    if ctr_linux is not None and _has(ctr_linux, "resources"):
-        r = ctr_linux.resources
-        if r.oom_score_adj:
-            spec.setdefault("process", {})["oomScoreAdj"] = int(r.oom_score_adj)
-        res = linux.setdefault("resources", {})
-        if r.cpu_shares:
-            res.setdefault("cpu", {})["shares"] = int(r.cpu_shares)
-        if r.cpuset_cpus:
-            res.setdefault("cpu", {})["cpus"] = r.cpuset_cpus
-        if r.cpuset_mems:
-            res.setdefault("cpu", {})["mems"] = r.cpuset_mems
-        if r.memory_swap_limit_in_bytes > 0:
-            res.setdefault("memory", {})["swap"] = int(r.memory_swap_limit_in_bytes)
-        if r.unified:
-            res["unified"] = dict(r.unified)
-    _patch_mounts(spec, config)
-    if cgroup_parent:
-        linux["cgroupsPath"] = cgroup_path(cgroup_parent, container_id)
-    return spec
-
-
-def _patch_mounts(spec: dict, config: Any) -> None:
-    """Mount.recursive_read_only (`rro`: the runtime makes every submount read-only
-    too) and Mount.mount_options (noexec, nosuid, ...; replacing their opposites) on
-    the bind mounts the engine made of the CRI mounts."""
-    by_dest = {os.path.normpath(m.get("destination", "")): m for m in spec.get("mounts") or []
-               if m.get("type") == "bind"}
-    for cm in getattr(config, "mounts", None) or []:
-        if not (cm.recursive_read_only or cm.mount_options):
-            continue
-        mount = by_dest.get(os.path.normpath(cm.container_path))
-        if mount is None:
-            continue
-        options = list(mount.get("options") or [])
-        wanted = list(cm.mount_options) + (["rro"] if cm.recursive_read_only else [])
-        for option in wanted:
-            opposite = MOUNT_OPTIONS.get(option)
-            options = [o for o in options if o != opposite and o != option] + [option]
-        mount["options"] = options
-
-
-def cgroup_path(parent: str, container_id: str) -> str:
-    """LinuxPodSandboxConfig.cgroup_parent + the container id (cgroupfs driver)."""
-    if not parent.startswith("/"):
-        raise InvalidArgument(f"cgroup_parent {parent!r}: the cgroupfs driver needs an "
-                              "absolute cgroup path")
-    return os.path.join(parent, f"corral-{container_id}")
+def _resources(out: ContainerConfig, r: Any) -> None:
+    """LinuxContainerResources → the engine's resource options."""
+    if r.memory_limit_in_bytes < 0 or r.cpu_quota < -1 or r.cpu_period < 0 or \
+            r.cpu_shares < 0 or r.memory_swap_limit_in_bytes < 0:
+        raise InvalidArgument("LinuxContainerResources: negative limits")
+    if r.memory_limit_in_bytes > 0:
+        out.memory = str(r.memory_limit_in_bytes)
+        if r.memory_swap_limit_in_bytes > 0:  # memory + swap, as the engine's
+            out.memory_swap = str(r.memory_swap_limit_in_bytes)
+    if r.cpu_quota > 0:
+        out.cpu_quota = int(r.cpu_quota)
+        out.cpu_period = int(r.cpu_period) or None  # unset: 100 ms
+    if r.cpu_shares:
+        out.cpu_shares = int(r.cpu_shares)
+    out.cpuset_cpus = r.cpuset_cpus or None
+    out.cpuset_mems = r.cpuset_mems or None
+    if r.oom_score_adj:
+        out.oom_score_adj = int(r.oom_score_adj)
+    out.cgroup_conf = [f"{k}={v}" for k, v in sorted(r.unified.items())]
 
 
 def oci_resources(r: Any) -> dict:

@@ -545,7 +545,7 @@ def parse_cgroup_conf(items: Iterable[str]) -> dict[str, str]:
     `linux.resources.unified`."""
     out = parse_key_values(items, "--cgroup-conf", require_value=True)
     for key in out:
-        if not re.fullmatch(r"[a-z0-9_]+\.[a-z0-9_.]+", key):
+        if not re.fullmatch(r"[a-z0-9_]+\.[A-Za-z0-9_.]+", key):
             raise InvalidArgument(f"--cgroup-conf {key!r}: not a cgroup file name "
                                   "(controller.file)")
     return out
