@@ -67,3 +67,37 @@ def test_prune_removes_unreferenced_blobs_and_layers():
         result = store.prune(blob_grace=0)
         assert set(result["blobs"]) == {blob.digest, config.digest, manifest.digest, fresh.digest}
         assert list(content.walk()) == []
+
+
+@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+def test_retired_container_is_gone_at_once_and_finished_later(driver):
+    """`run --rm`'s removal: the record goes and the mounted directory moves aside;
+    finish_removal (run in the background by the engine) unmounts and deletes it, and a
+    directory left aside by a killed finisher is swept by repair()."""
+    from corral.storage.containers import finish_removal
+    from corral.storage.mount import mounts_under
+
+    with temp_store(driver) as store:
+        layer = store.put_layer(io.BytesIO(layer_tar([("a", "file", b"a")])))
+        config = store.content.write_bytes(json.dumps(
+            {"rootfs": {"diff_ids": [layer.diff_id]}}).encode())
+        store.create_image(config.digest, layer.id, names=["img:1"])
+        store.layers.release_hold(layer.id)
+        layers_dir = store.containers.dir
+        for finisher in ("finish", "repair"):
+            record = store.create_container("img:1", names=[f"c-{finisher}"])
+            merged = store.mount(record.id)
+            assert (merged / "a").read_bytes() == b"a"
+            _, aside = store.containers.retire(record.id)
+            assert aside.parent == layers_dir and not store.containers.path(record.id).exists()
+            assert [c.id for c in store.list_containers()] == []
+            assert (aside / "merged" / "a").read_bytes() == b"a"  # still mounted, moved
+            if finisher == "finish":
+                finish_removal(aside)
+            else:
+                assert any("removed unrecorded container directory" in a
+                           for a in store.repair())
+            assert not aside.exists() and mounts_under(layers_dir) == []
+        store.remove_image("img:1")  # the retired containers no longer use the layer
+        store.prune(blob_grace=0)
+        assert not store.layers.exists(layer.id)

@@ -125,6 +125,26 @@ def _alongside(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[
         thread.join()
 
 
+def _in_background(func: Callable[..., Any], *args: Any) -> None:
+    """Run `func` in a detached grandchild (double fork: no zombie, no wait) that holds
+    none of this process's files: not its stdout (a shell's `$(...)` would wait for it),
+    not its locks. Call it with no other thread running."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if os.fork() == 0:
+                os.setsid()
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.closerange(3, 65536)
+                with contextlib.suppress(BaseException):
+                    func(*args)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
 def _exit_command() -> list[str]:
     return [sys.executable, "-m", "corral.cli.main"]
 
@@ -285,7 +305,8 @@ class Engine:
             bundle = store.container_dir(cid)
             rootfs = store.mount(cid)
             try:
-                spec = self._build_spec(image_config, config, rootfs, cid)
+                spec = self._build_spec(image_config, config, rootfs, cid, runtime,
+                                        starts_now=keep_mounted)
             except BaseException:
                 store.unmount(cid, force=True)
                 raise
@@ -311,23 +332,16 @@ class Engine:
         return self.get(cid)
 
     def _build_spec(self, image_config: Any, config: ContainerConfig, rootfs: Path,
-                    cid: str) -> dict:
-        try:
-            from corral.engine.spec import build_spec
-        except ImportError:
-            build_spec = None  # type: ignore[assignment]
-        if build_spec is not None:
-            return build_spec(image_config, config, rootfs=rootfs, container_id=cid,
-                              store=self.store)
-        from corral.image.runtime_spec import spec_for, validate
+                    cid: str, runtime: str, starts_now: bool) -> dict:
+        """The spec is validated (schema and semantics) here unless corral-runtime's
+        `create` follows at once (`run`): it runs the same validation, with the same
+        messages naming the field, a moment later."""
+        from corral.engine.spec import build_spec
 
-        spec = spec_for(image_config, rootfs, command=config.command,
-                        entrypoint=config.entrypoint, env=config.env, workdir=config.workdir,
-                        user=config.user, terminal=config.tty, hostname=config.hostname,
-                        root_path="merged", readonly=config.read_only,
-                        network="host" if config.network == "host" else "private")
-        validate(spec)
-        return spec
+        validates_soon = starts_now and OCIRuntime(runtime, "").in_process
+        return build_spec(image_config, config, rootfs=rootfs, container_id=cid,
+                          store=self.store, defaults=self.config,
+                          validate=not validates_soon)
 
     # -- start -----------------------------------------------------------------------------
     def start(self, ref: str, *, before_start: Callable[[Container], None] | None = None,
@@ -528,15 +542,23 @@ class Engine:
             remove_now = c.config.auto_remove and not (
                 st.rm_client and st.rm_client != os.getpid() and _alive(st.rm_client, None))
             # the runtime's delete, the CNI DELs, the unmount (an RCU grace period or two)
-            # and a --rm removal do not depend on each other: they run side by side
-            with networking.teardown_alongside(self, c), \
-                    _alongside(self.store.unmount, c.id, force=True):
+            # and a --rm removal do not depend on each other: they run side by side; a
+            # --rm removal moves the mounted directory aside and unmounts and deletes it
+            # in the background (nobody waits for a directory nobody can name)
+            aside: Path | None = None
+            unmount = contextlib.nullcontext() if remove_now else \
+                _alongside(self.store.unmount, c.id, force=True)
+            with networking.teardown_alongside(self, c), unmount:
                 self._runtime(c).delete(c.id, force=True)
                 st.status = "exited" if code is not None else "stopped"
                 st.exit_code, st.finished_at, st.pid, st.conmon_pid = code, now(), None, None
                 if remove_now:
-                    self._remove_locked(c, network=False)
+                    aside = self._remove_locked(c, network=False, set_aside=True)
             if remove_now:
+                if aside is not None:
+                    from corral.storage.containers import finish_removal
+
+                    _in_background(finish_removal, aside)
                 return
             self._save_state(c)
             policy = RestartPolicy.parse(c.config.restart)
@@ -568,8 +590,11 @@ class Engine:
             self._remove_locked(self._load(self.store.container(c.id)))
         return c.id
 
-    def _remove_locked(self, c: Container, *, network: bool = True) -> None:
-        """`network=False`: the caller tears the networking down itself (alongside)."""
+    def _remove_locked(self, c: Container, *, network: bool = True,
+                       set_aside: bool = False) -> Path | None:
+        """`network=False`: the caller tears the networking down itself (alongside).
+        `set_aside`: the rootfs is left mounted in a directory moved aside, returned for
+        the caller to finish (`storage.containers.finish_removal`)."""
         st = c.state
         if not (st.pid is None and st.status in ("exited", "stopped")):
             # cleanup() records exited/stopped with no pid only after the runtime's
@@ -582,7 +607,11 @@ class Engine:
             from corral.engine import networking
 
             networking.teardown(self, c)
-        self.store.remove_container(c.id)
+        aside = None
+        if set_aside:
+            _, aside = self.store.containers.retire(c.id)
+        else:
+            self.store.remove_container(c.id)
         if c.config.auto_remove:  # --rm: its anonymous volumes go too (docker)
             from corral.engine.volumes import VolumeStore
 
@@ -593,6 +622,7 @@ class Engine:
         import shutil
 
         shutil.rmtree(conmon.socket_dir(self.root) / c.id, ignore_errors=True)
+        return aside
 
     def rename(self, ref: str, new_name: str) -> Container:
         check_name(new_name)

@@ -10,6 +10,7 @@ read-write layer, `containers/<id>/merged` the rootfs mount point; the rest of
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -219,6 +220,21 @@ class ContainerStore:
             self.layers.drop_user(record.layer, record.user)
             return record
 
+    def retire(self, ref: str) -> tuple[ContainerRecord, Path]:
+        """Remove the record now and move the directory aside, mounts and all; the caller
+        finishes with `finish_removal(path)`. `run --rm` does that in the background: an
+        unmount waits for an RCU grace period (~10 ms) nobody needs to wait for. A
+        directory left aside (the finisher killed) is swept by `repair()`."""
+        with self.lock.held():
+            containers = self._load()
+            record = self._find(containers, ref)
+            aside = self.dir / f".removing-{record.id}"
+            os.rename(self.path(record.id), aside)
+            del containers[record.id]
+            self._save(containers)
+            self.layers.drop_user(record.layer, record.user)
+            return record, aside
+
     def diff(self, ref: str, out: BinaryIO) -> Any:
         """The container's changes as an OCI layer tar (uncompressed) written to `out`."""
         record = self.get(ref)
@@ -253,4 +269,10 @@ class ContainerStore:
             return {r.user: r.layer for r in containers.values()}, actions
 
 
-__all__ = ["ContainerRecord", "ContainerStore"]
+def finish_removal(path: Path) -> None:
+    """Unmount and delete a directory `ContainerStore.retire` moved aside."""
+    unmount_all_under(path)
+    remove_tree(path)
+
+
+__all__ = ["ContainerRecord", "ContainerStore", "finish_removal"]
