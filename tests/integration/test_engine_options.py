@@ -447,3 +447,121 @@ def test_cli_bad_options_leave_nothing(runner, flags, message):
     assert message in r.stderr and "Traceback" not in r.stderr
     assert json.loads(corral_cli(runner, "ps", "-a", "--format", "json").stdout) in ([], None)
     assert corral_cli(runner, "volume", "ls", "-q").stdout == ""
+
+
+# -- namespaces and the cgroup parent, through the CLI -----------------------------------------
+
+
+def _pid(runner, container: str) -> int:
+    info = json.loads(corral_cli(runner, "inspect", container).stdout)
+    return int(info[0]["State"]["Pid"])
+
+
+def _ns_inode(pid: int | str, kind: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+
+
+def _remove_cgroup(parent: str) -> None:
+    """The parent in every hierarchy (the runtime removes the container's own)."""
+    base = Path("/sys/fs/cgroup")
+    for hierarchy in [base] + [d for d in base.iterdir() if d.is_dir()]:
+        directory = hierarchy / parent
+        if directory.is_dir():
+            for leaf in (d for d in directory.iterdir() if d.is_dir()):
+                leaf.rmdir()
+            directory.rmdir()
+
+
+def test_cli_cgroup_parent_places_the_process(runner):
+    import uuid
+
+    parent = f"corral-test-{uuid.uuid4().hex[:8]}"
+    cid = None
+    try:
+        cid = corral_cli(runner, "run", "-d", "--cgroup-parent", parent, runner.image,
+                         "sleep", "300").stdout.strip()
+        lines = Path(f"/proc/{_pid(runner, cid)}/cgroup").read_text().splitlines()
+        paths = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
+        want = f"/{parent}/corral-{cid}"
+        assert paths.get("") == want, lines  # the unified hierarchy (v2 or hybrid)
+        assert all(p == want for c, p in paths.items() if c in ("memory", "pids", "cpu")), \
+            lines
+        spec = json.loads(corral_cli(runner, "inspect", cid).stdout)[0]["ContainerConfig"]
+        assert spec["cgroup_parent"] == f"/{parent}"  # recorded: restart, inspect see it
+    finally:
+        if cid:
+            corral_cli(runner, "rm", "-f", cid, check=False)
+        _remove_cgroup(parent)
+    assert not any((Path("/sys/fs/cgroup") / h / parent).exists()
+                   for h in ["", *os.listdir("/sys/fs/cgroup")])
+
+
+def test_cli_ipc_uts_pid_join_another_container(runner):
+    target = corral_cli(runner, "run", "-d", "--name", "corral-test-nstarget", runner.image,
+                        "sleep", "300").stdout.strip()
+    joined = None
+    try:
+        joined = corral_cli(runner, "run", "-d", "--ipc", "container:corral-test-nstarget",
+                            "--uts", f"container:{target[:12]}", "--pid",
+                            f"container:{target}", runner.image, "sleep", "300"
+                            ).stdout.strip()
+        a, b = _pid(runner, target), _pid(runner, joined)
+        for kind in ("ipc", "uts", "pid"):
+            assert _ns_inode(a, kind) == _ns_inode(b, kind), kind
+            assert _ns_inode(a, kind) != _ns_inode("self", kind), kind
+        assert _ns_inode(a, "mnt") != _ns_inode(b, "mnt")
+        # the same UTS: the target's hostname; the same PID namespace: both sleeps seen
+        r = corral_cli(runner, "exec", joined, "sh", "-c", "hostname; ps -o args | grep -c "
+                       "'^sleep 300'")
+        assert r.stdout.split() == [target[:12], "2"]
+        # host: the host's namespaces
+        r = corral_cli(runner, "run", "--rm", "--ipc", "host", "--uts", "host",
+                       runner.image, "sh", "-c", "readlink /proc/self/ns/ipc; hostname")
+        assert r.stdout.split() == [os.readlink("/proc/self/ns/ipc"), os.uname().nodename]
+        # ns:PATH: a namespace file
+        r = corral_cli(runner, "run", "--rm", "--ipc", f"ns:/proc/{a}/ns/ipc", runner.image,
+                       "readlink", "/proc/self/ns/ipc")
+        assert r.stdout.strip() == os.readlink(f"/proc/{a}/ns/ipc")
+    finally:
+        for ident in (joined, target):
+            if ident:
+                corral_cli(runner, "rm", "-f", ident, check=False)
+
+
+def test_cli_group_add_oom_score_adj_cpu_period(runner):
+    cpu = _cgroup_file("cpu/cpu.cfs_period_us", "cpu.max")
+    r = corral_cli(runner, "run", "--rm", "--group-add", "7", "--group-add", "wheel",
+                   "--oom-score-adj", "123", "--cpu-period", "50000", "--cpu-quota", "25000",
+                   runner.image, "sh", "-c", f"id -G; cat /proc/self/oom_score_adj; cat {cpu}")
+    lines = r.stdout.splitlines()
+    assert set(lines[0].split()) >= {"0", "7", "10"}  # the image's wheel is 10
+    assert lines[1] == "123" and lines[2].split()[-1] == "50000"
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--ipc", "container:corral-test-nosuch"], "--ipc container:corral-test-nosuch: no such"),
+    (["--pid", "ns:/corral-test-none"], "--pid ns:/corral-test-none: no such namespace file"),
+    (["--uts", "sideways"], "--uts 'sideways'"),
+    (["--cgroup-parent", "../corral-test-up"], "--cgroup-parent '../corral-test-up'"),
+    (["--oom-score-adj", "5000"], "--oom-score-adj"),
+    (["--group-add", "corral-test-nogroup"], "--group-add corral-test-nogroup: no such group"),
+    (["-v", "/tmp:/x:rro,rw"], "rro (recursive read-only) conflicts with rw"),
+])
+def test_cli_bad_namespace_and_cgroup_options_leave_nothing(runner, flags, message):
+    r = corral_cli(runner, "run", "--rm", *flags, runner.image, "true", check=False)
+    assert r.returncode == 125, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(corral_cli(runner, "ps", "-a", "--format", "json").stdout) in ([], None)
+    assert not os.path.exists("/sys/fs/cgroup/unified/corral-test-up")
+
+
+def test_cli_ipc_container_must_be_running(runner):
+    stopped = corral_cli(runner, "create", runner.image, "true").stdout.strip()
+    try:
+        r = corral_cli(runner, "run", "--rm", "--ipc", f"container:{stopped}", runner.image,
+                       "true", check=False)
+        assert r.returncode == 125 and "not running" in r.stderr, r.stderr
+        ps = json.loads(corral_cli(runner, "ps", "-a", "--format", "json").stdout)
+        assert [c.get("Id", c.get("ID", "")) for c in ps] != [] and len(ps) == 1
+    finally:
+        corral_cli(runner, "rm", "-f", stopped, check=False)
