@@ -10,7 +10,8 @@ builder, volumes created by `corral.engine.volumes`.
   b/k/m/g/t suffix (binary units, as docker's units.RAMInBytes);
 - `-v SRC:DST[:OPTS]` (SRC absolute or ./relative: a bind mount; a name: a named
   volume; `-v DST` alone: an anonymous volume), `--mount type=...,k=v`,
-  `--tmpfs DST[:OPTS]` → `MountSpec`;
+  `--tmpfs DST[:OPTS]` → `MountSpec` (`rro`, `bind-recursive=readonly`: recursive
+  read-only);
 - `--ulimit name=soft[:hard]` (-1: unlimited) → (RLIMIT_NAME, soft, hard);
 - `--device HOST[:CONTAINER][:PERMS]` → `DeviceSpec`;
 - `--security-opt` → `SecurityOptions`; `--cap-add/--cap-drop` names (with or

@@ -28,6 +28,16 @@ masked and read-only paths) and applies everything else the flags mean, as podma
   `--cpu-shares`, `--pids-limit` (default 2048; 0/-1 unlimited), `--device` (node +
   cgroup rule), `--ulimit` (over the configured defaults), `--sysctl` (over the
   configured defaults; only namespaced ones, as runc allows);
+- namespaces: `--ipc/--uts/--pid` host (dropped; --ipc host binds the host's
+  /dev/shm), `container:ID` (joined at `/proc/<pid>/ns/<type>` of that running
+  container), `ns:/path`; a joined UTS namespace keeps its hostname; IPC sysctls
+  need a private IPC namespace;
+- cgroup: `--cgroup-parent` → `linux.cgroupsPath = <parent>/corral-<id>`,
+  `--cgroup-conf` → `resources.unified`, `--cpu-period/--cpu-quota`,
+  `--cpuset-mems`;
+- process: `--group-add` (gids or the image's group names), `--oom-score-adj`;
+  `masked_paths`/`readonly_paths` (a list replaces the defaults); bind mounts keep
+  `rro` and the mount flags given; `log_path` is checked (conmon writes it);
 - annotations: `--label`s, the stop signal (`io.corral.stopSignal`), and the
   volumes used (`io.corral.volumes`).
 
