@@ -31,3 +31,19 @@ def test_no_client_or_a_dead_one_runs_the_cleanup(tmp_path):
     assert _run(tmp_path, {"rm_client": dead.pid}).exists()
     (tmp_path / "state.json").unlink()
     assert _run(tmp_path, {}).exists()
+
+
+def test_finished_or_removed_containers_need_no_cleanup(tmp_path):
+    # the foreground CLI cleaned up and exited before conmon ran the hook
+    assert not _run(tmp_path, {"rm_client": None, "status": "exited", "pid": None,
+                               "networks": []}).exists()
+    # ... but a container still recorded as running, or with networks left, needs it
+    assert _run(tmp_path, {"status": "running", "pid": 12345}).exists()
+    (tmp_path / "ran").unlink()
+    assert _run(tmp_path, {"status": "exited", "pid": None, "networks": [{"n": 1}]}).exists()
+    # run --rm: the container (and its state file) is gone already
+    marker = tmp_path / "ran"
+    marker.unlink()
+    subprocess.run([sys.executable, "-I", "-S", str(HOOK), str(tmp_path / "gone.json"), "--",
+                    "/bin/sh", "-c", f"echo ran > {marker}"], check=True, timeout=30)
+    assert not marker.exists()

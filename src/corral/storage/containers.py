@@ -73,8 +73,11 @@ class ContainerStore:
         return {item["id"]: ContainerRecord.from_json(item)
                 for item in data.get("containers", [])}
 
-    def _save(self, containers: dict[str, ContainerRecord]) -> None:
-        write_json(self.file, {"containers": [containers[k].to_json() for k in sorted(containers)]})
+    def _save(self, containers: dict[str, ContainerRecord], *, durable: bool = True) -> None:
+        """`durable=False` for what a crash makes moot or `repair()` fixes: mount counts
+        (mounts do not survive a reboot), a removal whose directory is gone."""
+        write_json(self.file, {"containers": [containers[k].to_json() for k in sorted(containers)]},
+                   durable=durable)
 
     def path(self, container_id: str) -> Path:
         """`containers/<id>/`: the engine may keep the bundle here."""
@@ -181,7 +184,7 @@ class ContainerStore:
                 mount_all(self._mounts(record), target)
                 record = replace(record, mounts=0)
             containers[record.id] = replace(record, mounts=record.mounts + 1)
-            self._save(containers)
+            self._save(containers, durable=False)
             return target
 
     def mounts(self, ref: str) -> list:
@@ -198,7 +201,7 @@ class ContainerStore:
             if count == 0:
                 unmount_all_under(target)
             containers[record.id] = replace(record, mounts=count)
-            self._save(containers)
+            self._save(containers, durable=False)
             return count > 0
 
     def is_mounted(self, ref: str) -> bool:
@@ -231,7 +234,7 @@ class ContainerStore:
             aside = self.dir / f".removing-{record.id}"
             os.rename(self.path(record.id), aside)
             del containers[record.id]
-            self._save(containers)
+            self._save(containers, durable=False)
             self.layers.drop_user(record.layer, record.user)
             return record, aside
 

@@ -93,8 +93,10 @@ class LayerStore:
         data = read_json(self.file, {"layers": []})
         return {item["id"]: LayerRecord.from_json(item) for item in data.get("layers", [])}
 
-    def _save(self, layers: dict[str, LayerRecord]) -> None:
-        write_json(self.file, {"layers": [layers[k].to_json() for k in sorted(layers)]})
+    def _save(self, layers: dict[str, LayerRecord], *, durable: bool = True) -> None:
+        """`durable=False` for changes `repair()` recomputes after a crash (users)."""
+        write_json(self.file, {"layers": [layers[k].to_json() for k in sorted(layers)]},
+                   durable=durable)
 
     def all(self) -> list[LayerRecord]:
         with self.lock.held():
@@ -151,14 +153,17 @@ class LayerStore:
             self._add_user(layers, top, user)
             self._save(layers)
 
-    def drop_user(self, top: str | None, user: str, *, remove_unused: bool = True) -> list[str]:
-        """Drop `user` from the chain; remove layers left without users. Returns removed ids."""
+    def drop_user(self, top: str | None, user: str, *, remove_unused: bool = True
+                  ) -> list[str]:
+        """Drop `user` from the chain; remove layers left without users. Returns removed ids.
+        Not fsynced unless a layer goes: a user that reappears after a crash is dropped by
+        `repair()`, which recomputes the users from the images and containers."""
         with self.lock.held():
             layers = self._load()
             self._drop_user(layers, top, user)
             removed = self._remove_unused(layers, self._chain(layers, top)) \
                 if remove_unused else []
-            self._save(layers)
+            self._save(layers, durable=bool(removed))
             return removed
 
     def release_hold(self, top: str | None) -> None:
