@@ -962,6 +962,47 @@ def test_pid_namespaces_host_pod_and_container(cri, pod):
     assert ns(c, private) != ns(d, private)
 
 
+def test_target_pid_namespace_host_shm_and_the_engine_record(cri, pod):
+    def ns(cid, pod_, kind="pid"):
+        return pod_.exec(cid, ["readlink", f"/proc/self/ns/{kind}"]).stdout.decode().strip()
+
+    p = pod()
+    a = p.container("a", ["sleep", "300"])
+    b = p.container("b", ["sleep", "301"], linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(namespace_options=pb.NamespaceOption(
+            pid=pb.TARGET, target_id=a)),
+        resources=pb.LinuxContainerResources(oom_score_adj=500)))
+    assert ns(a, p) == ns(b, p) and "sleep 300" in p.exec(b, ["ps", "-o", "args"]).stdout.decode()
+    assert p.exec(b, ["cat", "/proc/self/oom_score_adj"]).stdout == b"500\n"
+    # the engine knows what the container was made with (inspect, restart, commit)
+    record = json.loads(subprocess.run([CORRAL, "--root", str(cri.root), "inspect", b],
+                                       capture_output=True, text=True, check=True).stdout)
+    config = record[0]["ContainerConfig"]
+    assert (config["pid"], config["ipc"], config["uts"], config["network"]) == (
+        f"container:{a}", f"container:{p.id}", f"container:{p.id}", f"container:{p.id}")
+    assert config["oom_score_adj"] == 500
+    # a target outside the pod: INVALID_ARGUMENT, nothing made
+    other = pod()
+    before = subprocess.run([CORRAL, "--root", str(cri.root), "ps", "-aq"],
+                            capture_output=True, text=True, check=True).stdout
+    code, message = _code(lambda: other.container("c", ["true"], linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(namespace_options=pb.NamespaceOption(
+            pid=pb.TARGET, target_id=a)))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "target_id" in message
+    assert subprocess.run([CORRAL, "--root", str(cri.root), "ps", "-aq"], capture_output=True,
+                          text=True, check=True).stdout == before
+    # a hostIPC pod: the node's /dev/shm too (as containerd)
+    host = pod(linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=pb.NamespaceOption(ipc=pb.NODE))))
+    cid = host.container("main", ["sleep", "300"])
+    note = Path(f"/dev/shm/corral-test-{uuid.uuid4().hex[:8]}")
+    try:
+        note.write_text("from the node\n")
+        assert host.exec(cid, ["cat", str(note)]).stdout == b"from the node\n"
+    finally:
+        note.unlink()
+
+
 def test_stop_signal_and_grace_period(cri, pod):
     p = pod()
     script = 'trap "echo got-int; exit 0" INT; while :; do sleep 0.1; done'
