@@ -296,7 +296,7 @@ def test_twenty_create_rm_cycles_leave_nothing(net_corral):
             assert _rules_mentioning(cid[:12]) or _rules_mentioning(cid)
         net_corral("rm", "-f", cid)
         assert _rules_mentioning(cid) == [], f"iptables rules left for {cid}"
-    assert _veths_on(net.bridge) == []
+    assert _veths_on(net.bridge, gone=True) == []
     assert _leases(net.name) == []
     root = net_corral.root
     assert list((root / "engine" / "netns").glob("*")) == []
@@ -308,7 +308,7 @@ def test_exit_and_rm_clean_up(net_corral):
     net_corral("run", "--rm", "--network", net.name, "busybox", "true")
     cid = net_corral("run", "-d", "--network", net.name, "busybox", "true").stdout.strip()
     _until(lambda: net_corral.inspect(cid)["State"]["Status"] == "exited")
-    _until(lambda: _veths_on(net.bridge) == [] and _leases(net.name) == [])
+    _until(lambda: _veths_on(net.bridge, gone=True) == [] and _leases(net.name) == [])
     assert net_corral.inspect(cid)["NetworkSettings"]["Networks"] == {}
 
 
@@ -321,7 +321,7 @@ def test_restart_policy_reattaches_without_leaking(net_corral):
            net_corral.inspect(cid)["State"]["Status"] == "exited", timeout=30)
     logs = net_corral("logs", cid).stdout
     assert logs.count("inet ") == 3  # a fresh attachment for each run
-    _until(lambda: _leases(net.name) == [] and _veths_on(net.bridge) == [])
+    _until(lambda: _leases(net.name) == [] and _veths_on(net.bridge, gone=True) == [])
 
 
 def test_killed_monitor_is_reconciled(net_corral):
@@ -337,7 +337,7 @@ def test_killed_monitor_is_reconciled(net_corral):
     # the next container start reconciles
     net_corral("run", "--rm", "--network", "none", "busybox", "true")
     net_corral("run", "--rm", "--network", net.name, "busybox", "true")
-    assert _leases(net.name) == [] and _veths_on(net.bridge) == []
+    assert _leases(net.name) == [] and _veths_on(net.bridge, gone=True) == []
     assert net_corral.inspect(cid)["State"]["Status"] in ("stopped", "exited")
     assert net_corral("start", cid).returncode == 0
     assert _leases(net.name) != []
@@ -402,7 +402,7 @@ def test_port_already_taken_is_refused_and_nothing_left(net_corral):
         r = net_corral("run", "--rm", "--network", net.name, "-p", f"127.0.0.1:{port}:80",
                        "busybox", "true", check=False)
     assert r.returncode == 125 and f"{port}" in r.stderr and "in use" in r.stderr
-    assert _leases(net.name) == [] and _veths_on(net.bridge) == []
+    assert _leases(net.name) == [] and _veths_on(net.bridge, gone=True) == []
     assert list((net_corral.root / "engine" / "netns").glob("*")) == []
 
 
@@ -426,7 +426,7 @@ def test_missing_plugin_is_reported_and_nothing_left(net_corral, tmp_path, monke
                         net.name, "busybox", "true"], capture_output=True, text=True,
                        env=env, timeout=60)
     assert r.returncode == 125 and "bridge" in r.stderr and "no-plugins" in r.stderr
-    assert _leases(net.name) == [] and _veths_on(net.bridge) == []
+    assert _leases(net.name) == [] and _veths_on(net.bridge, gone=True) == []
     assert list((net_corral.root / "engine" / "netns").glob("*")) == []
 
 

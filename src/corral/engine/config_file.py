@@ -40,7 +40,6 @@ silently ignored.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -156,6 +155,8 @@ def _convert(source: str, key: str, kind: str, value: Any) -> Any:
 
 def parse(text: str, source: str = "<config>", base: EngineConfig | None = None) -> EngineConfig:
     """`text` (TOML) applied over `base` (default: the built-in defaults)."""
+    import tomllib  # here: most hosts have no config file, and it costs ~3 ms to import
+
     base = base or EngineConfig()
     try:
         data = tomllib.loads(text)
