@@ -528,13 +528,6 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 raise FailedPrecondition(f"pod sandbox {sid[:12]} is not ready")
             c = self.engine.create(ccfg)
             try:
-                if log_path:
-                    # the engine records `log_path` in the container's config but conmon
-                    # gets its log file from the record's top-level `log_path`, which
-                    # Engine.create sets to the bundle's ctr.log (docs/design/cri.md)
-                    data = read_json(c.bundle / "corral.json", {})
-                    data["log_path"] = log_path
-                    write_json(c.bundle / "corral.json", data)
                 self.records.save_container({
                     "id": c.id, "sandbox_id": sid, "created_at": time.time_ns(),
                     "config": encode(config), "image_id": image.id,

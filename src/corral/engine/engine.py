@@ -322,7 +322,7 @@ class Engine:
                 "id": cid, "name": name, "image": image.id, "image_name": config.image,
                 "created": record.created, "config": config.to_json(), "runtime": runtime,
                 "runtime_name": os.path.basename(runtime),
-                "log_path": str(bundle / "ctr.log"), "command": command})
+                "log_path": config.log_path or str(bundle / "ctr.log"), "command": command})
             write_json(bundle / "state.json", dataclasses.asdict(State()), durable=False)
             store.containers.set_metadata(cid, command=command)
         except BaseException:
