@@ -26,7 +26,7 @@ from corral.storage.errors import (
     InvalidArgument,
 )
 from corral.storage.layers import LayerStore
-from corral.storage.mount import is_mountpoint, mount_all, unmount_all_under
+from corral.storage.mount import is_mountpoint, mount_all, mountpoints, unmount_all_under
 from corral.storage.records import FileLock, check_hex_id, now, read_json, write_json
 
 MIN_PREFIX = 3
@@ -250,6 +250,8 @@ class ContainerStore:
         actions: list[str] = []
         with self.lock.held():
             containers = self._load()
+            original = dict(containers)
+            mounted_now = set(mountpoints())  # read once: this runs on every Store.open
             for container_id, record in list(containers.items()):
                 if not self.rw_dir(container_id).exists():
                     unmount_all_under(self.path(container_id))
@@ -257,7 +259,7 @@ class ContainerStore:
                     del containers[container_id]
                     actions.append(f"dropped container {container_id}: no read-write layer")
                     continue
-                mounted = is_mountpoint(self.merged(container_id))
+                mounted = os.path.realpath(self.merged(container_id)) in mounted_now
                 if record.mounts and not mounted:
                     containers[container_id] = replace(record, mounts=0)
                     actions.append(f"container {container_id}: mount gone, count reset")
@@ -268,7 +270,8 @@ class ContainerStore:
                     unmount_all_under(self.dir / entry)
                     remove_tree(self.dir / entry)
                     actions.append(f"removed unrecorded container directory {self.dir / entry}")
-            self._save(containers)
+            if containers != original:
+                self._save(containers)
             return {r.user: r.layer for r in containers.values()}, actions
 
 

@@ -309,6 +309,7 @@ class LayerStore:
         actions: list[str] = []
         with self.lock.held():
             layers = self._load()
+            original = dict(layers)
             by_hex = {r.hex: r.id for r in layers.values()}
             for entry in sorted(os.listdir(self.dir)):
                 path = self.dir / entry
@@ -358,7 +359,8 @@ class LayerStore:
             prune_links = getattr(self.driver, "prune_links", None)
             if prune_links is not None:
                 prune_links()
-            self._save(layers)
+            if layers != original:  # this runs on every Store.open: no write, no fsync
+                self._save(layers)
         return actions
 
 

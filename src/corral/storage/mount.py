@@ -99,6 +99,8 @@ def unmount(target: Path, *, lazy: bool = False) -> None:
 
 
 def _unescape(field_: str) -> str:
+    if "\\" not in field_:
+        return field_
     out, i = [], 0
     while i < len(field_):
         if field_[i] == "\\" and i + 4 <= len(field_) and field_[i + 1:i + 4].isdigit():
