@@ -10,6 +10,7 @@ record lacks take their defaults.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,9 +169,11 @@ _RIGHT = ("albattani", "babbage", "curie", "darwin", "euler", "fermi", "gauss", 
 
 
 def random_name() -> str:
-    import secrets
-
-    return f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}_{secrets.token_hex(2)}"
+    """`adjective_scientist_xxxx` from os.urandom (not `secrets`: its import costs more than
+    a container's whole spec on the `run` path)."""
+    left, right, tail = os.urandom(3), os.urandom(3), os.urandom(2)
+    return f"{_LEFT[int.from_bytes(left) % len(_LEFT)]}_" \
+        f"{_RIGHT[int.from_bytes(right) % len(_RIGHT)]}_{tail.hex()}"
 
 
 __all__ = ["ContainerConfig", "RestartPolicy", "check_name", "random_name"]

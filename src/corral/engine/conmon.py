@@ -16,7 +16,6 @@ The attach socket is SOCK_SEQPACKET: each read is one byte naming the stream (2 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -49,7 +48,9 @@ def conmon_path() -> str:
 
 def socket_dir(store_root: Path) -> Path:
     """Short (sun_path is 108 bytes): /run/corral/s-<hash of the store root>."""
-    digest = hashlib.sha256(str(store_root.resolve()).encode()).hexdigest()[:12]
+    from corral.oci.digest import sha256_hex
+
+    digest = sha256_hex(str(store_root.resolve()).encode())[:12]
     path = Path("/run/corral") / f"s-{digest}"
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -687,7 +686,7 @@ class Engine:
             process["user"] = resolve_user(c.bundle / "merged", user)
         process.pop("consoleSize", None)
         rt = self._runtime(c)
-        pfile = c.bundle / f"exec-{secrets.token_hex(6)}.json"
+        pfile = c.bundle / f"exec-{os.urandom(6).hex()}.json"
         write_json(pfile, process, durable=False)
         try:
             args = ["exec", "--process", str(pfile)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ class SeccompProfileError(InvalidArgument):
 
 def host_arch(machine: str | None = None) -> tuple[str, str]:
     """(SCMP_ARCH_..., Go arch) of this host (or of `machine`)."""
-    machine = machine or platform.machine()
+    machine = machine or os.uname().machine
     try:
         return _MACHINES[machine]
     except KeyError:
@@ -94,7 +93,7 @@ def to_oci(profile: dict[str, Any], capabilities: Iterable[str], *,
         raise SeccompProfileError("seccomp profile: no defaultAction")
     caps = _cap_names(capabilities)
     native, go_arch = host_arch(machine)
-    kernel_version = _kernel_tuple(kernel or platform.release())
+    kernel_version = _kernel_tuple(kernel or os.uname().release)
     out: dict[str, Any] = {"defaultAction": profile["defaultAction"]}
     if "defaultErrnoRet" in profile:
         out["defaultErrnoRet"] = profile["defaultErrnoRet"]

@@ -94,7 +94,6 @@ class HostInfo:
 
     @classmethod
     def detect(cls) -> HostInfo:
-        import platform
         import resource
 
         from corral.linux.capabilities import NAMES
@@ -111,7 +110,7 @@ class HostInfo:
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         nofile = 1048576 if hard == resource.RLIM_INFINITY else min(1048576, hard)
         return cls(capabilities=caps, swap_limit=_swap_accounting(),
-                   machine=platform.machine(), kernel=platform.release(), nofile_hard=nofile,
+                   machine=os.uname().machine, kernel=os.uname().release, nofile_hard=nofile,
                    resolv_conf=_read("/etc/resolv.conf"), hosts=_read("/etc/hosts"))
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import builtins
 import os
 import re
-import secrets
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
@@ -144,7 +143,7 @@ class VolumeStore:
         from corral.storage.records import now
 
         if name is None:
-            name = secrets.token_hex(32)
+            name = os.urandom(32).hex()
             anonymous = True
         check_name(name)
         with self.lock.held():

@@ -471,12 +471,12 @@ def _cache_key(plan_: Plan) -> str | None:
     identity = _library_identity()
     if identity is None:
         return None
-    import _sha256
+    from corral.oci.digest import sha256_hex
 
     material = repr((identity, plan_.default_action, [n for _, n in plan_.architectures],
                      [f for _, f in plan_.flags],
                      [(r.syscall, r.action, r.args) for r in plan_.rules]))
-    return _sha256.sha256(material.encode()).hexdigest()
+    return sha256_hex(material.encode())
 
 
 def _cached(cache_dir: str, key: str) -> bytes | None:

@@ -14,8 +14,6 @@ the runtime's start-up guard covers).
 
 from __future__ import annotations
 
-import hashlib
-
 from corral.errors import InvalidArgument
 
 #: Supported algorithms and the length of their hex encoding.
@@ -88,7 +86,24 @@ def encoded(digest: str) -> str:
     return parse(digest)[1]
 
 
-def _new(alg: str) -> hashlib._Hash:
+def sha256_hex(data: bytes) -> str:
+    """The hex SHA-256 of `data` with CPython's built-in implementation when there is one
+    (`_sha256`, `_sha2` from 3.12): no OpenSSL to load, for short ids on start-up paths."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            from hashlib import sha256  # type: ignore[assignment]
+    return sha256(data).hexdigest()
+
+
+def _new(alg: str):  # -> hashlib._Hash (typing is not imported here)
+    """hashlib's hash object (hashlib, which loads OpenSSL, imported when first hashing:
+    reading records by digest, as `run` does, needs none)."""
+    import hashlib
+
     if alg not in ALGORITHMS:
         raise InvalidDigest(f"unsupported digest algorithm {_describe(alg)} "
                             "(expected sha256 or sha512)")

@@ -11,7 +11,6 @@ read-write layer, `containers/<id>/merged` the rootfs mount point; the rest of
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -117,7 +116,7 @@ class ContainerStore:
     def create(self, layer: str | None, *, image: str | None = None,
                names: tuple[str, ...] | list[str] = (), container_id: str | None = None,
                metadata: dict[str, Any] | None = None) -> ContainerRecord:
-        container_id = container_id or secrets.token_hex(32)
+        container_id = container_id or os.urandom(32).hex()
         check_hex_id(container_id, "container id")
         with self.lock.held():
             containers = self._load()

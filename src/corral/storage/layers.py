@@ -15,9 +15,7 @@ crash debris, which `repair()` removes.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +42,8 @@ def chain_id(parent: str | None, diff_id: str) -> str:
     digest_hex(diff_id, "diff id")
     if parent is None:
         return diff_id
+    import hashlib  # here: opening a store for `run` needs no digests
+
     return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
 
 
@@ -212,7 +212,7 @@ class LayerStore:
                     self._add_user(layers, existing, user)
                     self._save(layers)
                     return layers[existing]
-            staging = STAGING_PREFIX + secrets.token_hex(16)
+            staging = STAGING_PREFIX + os.urandom(16).hex()
             (self.dir / staging).mkdir()
             lock_fd = try_lock_dir(self.dir / staging)
             assert lock_fd is not None

@@ -17,8 +17,8 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 def now() -> str:
     """An RFC 3339 timestamp in UTC, as image-spec `created` fields."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = time.time_ns()
+    seconds, nanos = divmod(stamp, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1000:06d}Z"
 
 
 def check_hex_id(value: str, what: str = "id") -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -33,7 +32,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _new_link() -> str:
-    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=")  # 26 chars
+    return base64.b32encode(os.urandom(16)).decode().rstrip("=")  # 26 chars
 
 
 class OverlayDriver:
