@@ -2,7 +2,8 @@
 
 The service publishes CREATED/STARTED/STOPPED/DELETED as it acts (for pod sandboxes
 too, with the sandbox id as container id, as containerd does); a watcher thread
-reports containers that exit on their own (conmon's exit file appears). Each
+reports containers that exit on their own (conmon's exit file appears); a container the
+server stops itself is `claim`ed first, and the stop reports it. Each
 subscriber has a bounded queue: a client that stops reading loses events, not the
 server's memory.
 """
@@ -76,16 +77,23 @@ class ExitWatcher:
             self._running.add(container_id)
 
     def forget(self, container_id: str) -> None:
+        self.claim(container_id)
+
+    def claim(self, container_id: str) -> bool:
+        """Stop watching it; True if it was watched (its exit not reported yet): the
+        caller, which stops it, reports the exit itself."""
         with self._lock:
-            self._running.discard(container_id)
+            if container_id in self._running:
+                self._running.discard(container_id)
+                return True
+            return False
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             with self._lock:
                 ids = list(self._running)
             for ident in ids:
-                if self._exit_file(ident).exists():
-                    self.forget(ident)
+                if self._exit_file(ident).exists() and self.claim(ident):
                     with contextlib.suppress(Exception):
                         self._on_exit(ident)
 
