@@ -528,6 +528,36 @@ def test_cli_ipc_uts_pid_join_another_container(runner):
                 corral_cli(runner, "rm", "-f", ident, check=False)
 
 
+def test_cli_container_namespace_follows_a_restarted_target(runner):
+    """--ipc/--pid container:X is resolved again at each start: after X restarts (a new
+    init, a new pid), the joining container joins X's new namespaces."""
+    target = corral_cli(runner, "run", "-d", "--name", "corral-test-nsrestart", runner.image,
+                        "sleep", "300").stdout.strip()
+    joined = None
+    try:
+        joined = corral_cli(runner, "create", "--ipc", "container:corral-test-nsrestart",
+                            "--pid", f"container:{target}", runner.image, "sleep", "300"
+                            ).stdout.strip()
+        old = _pid(runner, target)
+        corral_cli(runner, "restart", "-t", "0", target)
+        a = _pid(runner, target)
+        assert a != old  # a new init (namespace inode numbers may be reused: not compared)
+        corral_cli(runner, "start", joined)
+        b = _pid(runner, joined)
+        for kind in ("ipc", "pid"):
+            assert _ns_inode(a, kind) == _ns_inode(b, kind), kind
+        # a target that is not running: the joining container does not start
+        corral_cli(runner, "stop", "-t", "0", joined)
+        corral_cli(runner, "stop", "-t", "0", target)
+        r = corral_cli(runner, "start", joined, check=False)
+        assert r.returncode != 0 and "corral-test-nsrestart" in r.stderr and \
+            "not running" in r.stderr, r.stderr
+    finally:
+        for ident in (joined, target):
+            if ident:
+                corral_cli(runner, "rm", "-f", ident, check=False)
+
+
 def test_cli_group_add_oom_score_adj_cpu_period(runner):
     cpu = _cgroup_file("cpu/cpu.cfs_period_us", "cpu.max")
     r = corral_cli(runner, "run", "--rm", "--group-add", "7", "--group-add", "wheel",

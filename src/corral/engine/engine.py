@@ -355,8 +355,29 @@ class Engine:
             self._start_locked(c, before_start)
         return c
 
+    def _rejoin_namespaces(self, c: Container) -> None:
+        """--ipc/--uts/--pid container:X point at `/proc/<pid>/ns/<type>` of X's init as it
+        was when this container was created (or last started); X may have restarted since,
+        and that pid may now be anybody's: aim at X's current init, or refuse to start."""
+        joins = [(kind, value.partition(":")[2]) for kind in ("ipc", "uts", "pid")
+                 if isinstance(value := getattr(c.config, kind, None), str)
+                 and value.startswith("container:")]
+        if not joins:
+            return
+        from corral.engine.spec import container_namespace
+
+        spec_file = c.bundle / "config.json"
+        spec = read_json(spec_file, {})
+        for kind, ref in joins:
+            path = container_namespace(self.store, ref, kind, f"--{kind}")
+            for ns in (spec.get("linux") or {}).get("namespaces") or []:
+                if ns.get("type") == kind:
+                    ns["path"] = path
+        write_json(spec_file, spec, durable=False)
+
     def _start_locked(self, c: Container, before_start: Callable[[Container], None] | None
                       = None) -> None:
+        self._rejoin_namespaces(c)
         rt = self._runtime(c)
         rt_dir = Path(rt.root)
         if rt_dir.is_dir() and any(p.name.startswith(c.id) for p in rt_dir.iterdir()):

@@ -500,7 +500,7 @@ def _apply_namespaces(spec: dict, config: Any, store: Any) -> dict[str, opt.Name
             namespaces[:] = [n for n in namespaces if n.get("type") != kind]
         else:
             path = mode.target if mode.kind == "path" else \
-                _container_namespace(store, mode.target, kind, flag)
+                container_namespace(store, mode.target, kind, flag)
             if mode.kind == "path" and not os.path.exists(path):
                 raise NotFound(f"{flag} ns:{path}: no such namespace file")
             for n in namespaces:
@@ -511,7 +511,7 @@ def _apply_namespaces(spec: dict, config: Any, store: Any) -> dict[str, opt.Name
     return modes
 
 
-def _container_namespace(store: Any, ref: str, kind: str, flag: str) -> str:
+def container_namespace(store: Any, ref: str, kind: str, flag: str) -> str:
     """`/proc/<pid>/ns/<kind>` of the running container `ref` (name, id or prefix)."""
     if store is None:
         raise InvalidArgument(f"{flag} container:{ref}: needs the store")
