@@ -23,7 +23,13 @@ _lock = threading.Lock()
 
 
 def ensure(store: Any, name: str = PAUSE_IMAGE, binary: str = CATATONIT) -> str:
-    """The pause image's id in `store`, built from `binary` when missing."""
+    """The pause image's id in `store`, built from `binary` when missing. Only the
+    build is serialized: every RunPodSandbox asks, and a lookup must not queue behind
+    another pod's."""
+    try:
+        return str(store.image(name).id)
+    except NotFound:
+        pass
     with _lock:
         try:
             return str(store.image(name).id)

@@ -6,6 +6,7 @@
     <root>/storage/layers.json images.json containers.json
     <root>/storage/containers/<id>/ a container's RW layer, merged mount point, bundle
     <root>/storage/storage.lock     flock around every read-modify-write of the records
+                                    (lookups read without it: files are replaced by rename)
 
 Lock order: `storage.lock` first (one lock for all three record files, so a change
 that touches layers and images together is atomic); per-layer staging locks are
@@ -175,7 +176,8 @@ class Store:
                                   metadata=metadata)
 
     def image(self, ref: str) -> ImageRecord:
-        return self.images.resolve(ref)
+        """Read without storage.lock (see `container`)."""
+        return self.images._find(self.images._load(), ref)
 
     def list_images(self) -> list[ImageRecord]:
         return self.images.all()
@@ -211,7 +213,12 @@ class Store:
                                           container_id=container_id, metadata=metadata)
 
     def container(self, ref: str) -> ContainerRecord:
-        return self.containers.get(ref)
+        """Read without storage.lock: the record files are only ever replaced whole (a
+        temp file renamed over them), so a lookup sees one version, as if it had run just
+        before or after a change — and does not queue behind another container's mount,
+        unmount or removal, which hold the lock (every engine verb looks its container
+        up, often more than once)."""
+        return self.containers._find(self.containers._load(), ref)
 
     def list_containers(self) -> list[ContainerRecord]:
         return self.containers.all()
@@ -229,7 +236,7 @@ class Store:
         return self.containers.diff(ref, out)
 
     def container_dir(self, ref: str) -> Path:
-        return self.containers.path(self.containers.get(ref).id)
+        return self.containers.path(self.container(ref).id)
 
     def mount_image(self, ref: str, target: Path) -> None:
         """Mount an image's filesystem read-only at `target` (the caller unmounts)."""
