@@ -277,7 +277,9 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 cgroup_parent=parent or None, shm_path=str(shm_dir) if shm_dir else None)
             ccfg.name = translate.sandbox_name(config)
             ccfg.runtime = handler.runtime
-            c = engine.create(ccfg)
+            # the start follows at once: the rootfs stays mounted for it (an unmount, an
+            # RCU grace period under storage.lock, and a mount saved)
+            c = engine.create(ccfg, keep_mounted=True)
         except BaseException:
             shm.unmount(shm_dir)
             raise
@@ -542,7 +544,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         with self._pod_lock(sid):
             if self.records.sandbox(sid).get("state") != "ready":
                 raise FailedPrecondition(f"pod sandbox {sid[:12]} is not ready")
-            c = self.engine.create(ccfg)
+            # kubelet's StartContainer follows at once (RemoveContainer unmounts if not)
+            c = self.engine.create(ccfg, keep_mounted=True)
             try:
                 self.records.save_container({
                     "id": c.id, "sandbox_id": sid, "created_at": time.time_ns(),
