@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -1033,28 +1034,81 @@ def test_masked_and_readonly_paths(cri, pod):
     assert p.exec(plain, ["touch", "/tmp/x"]).exit_code == 0
 
 
+def _traces(root: Path, ident: str) -> list[str]:
+    """What is left on the host of an engine container or infra of `root`: its records,
+    netns, CNI cache entries and leases' owner files, exit and lock files, mounts."""
+    found = [str(p) for d in ("cri/sandboxes", "cri/containers", "engine/netns",
+                              "engine/exits", "engine/locks", "networks/cni/results",
+                              "storage/containers")
+             if (root / d).is_dir() for p in (root / d).iterdir() if ident in p.name]
+    with open("/proc/self/mountinfo") as f:
+        found += [line.split()[4] for line in f if ident in line]
+    return found
+
+
 def test_pods_started_and_removed_in_parallel(cri, pod):
+    """What kubelet's pod workers do: 8 pods brought up and down at once, each on its own
+    thread (bench/cri.sh times the same). All come up with distinct addresses; afterwards
+    nothing of them is left: no record, engine container, netns, CNI cache entry or
+    lease, exit or lock file, mount."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(i: int) -> tuple[str, str]:
-        p = pod(f"corral-test-par{i}-{uuid.uuid4().hex[:4]}")
+    rt, n = cri.runtime, 8
+    network = os.environ.get("CORRAL_TEST_DEFAULT_NETWORK", "")
+    up = threading.Barrier(n)
+
+    def one(i: int) -> tuple[str, str, str]:
+        p = Pod(cri, f"corral-test-par{i}-{uuid.uuid4().hex[:4]}")
         cid = p.container("main", ["sleep", "300"])
-        ip = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(
+        ip = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(
             pod_sandbox_id=p.id)).status.network.ip
         assert p.exec(cid, ["true"]).exit_code == 0
-        return p.id, ip
+        up.wait(60)  # all up at once before any goes down
+        p.remove()
+        return p.id, cid, ip
 
-    with ThreadPoolExecutor(4) as pool:
-        made = list(pool.map(one, range(4)))
-    ips = [ip for _, ip in made]
-    assert len(set(ips)) == 4 and all(ips)
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda m: (
-            cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=m[0])),
-            cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=m[0]))),
-            made))
-    left = {s.id for s in cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items}
-    assert not left & {sid for sid, _ in made}
+    with ThreadPoolExecutor(n) as pool:
+        made = list(pool.map(one, range(n)))
+    ips = [ip for _, _, ip in made]
+    assert len(set(ips)) == n and all(ips), ips
+    left = {s.id for s in rt.ListPodSandbox(pb.ListPodSandboxRequest()).items}
+    assert not left & {sid for sid, _, _ in made}
+    out = subprocess.run([CORRAL, "--root", str(cri.root), "ps", "-aq", "--no-trunc"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert not set(out) & {x for sid, cid, _ in made for x in (sid, cid)}
+    assert [t for sid, cid, _ in made for x in (sid, cid) for t in _traces(cri.root, x)] == []
+    if network:
+        assert not set(leases(network)) & set(ips)
+
+
+def test_exits_are_cleaned_up_by_the_server(cri, pod):
+    """The server is its containers' cleaner (conmon's exit hook leaves the work to it):
+    a container that exits on its own is deleted from the runtime and unmounted, an
+    infra that dies has its network torn down, without any StopPodSandbox."""
+    p = pod()
+    cid = p.container("brief", ["true"])
+    bundle = cri.root / "storage" / "containers" / cid
+    # the exit hook sees this live pid and leaves (no `corral container cleanup` process)
+    assert json.loads((bundle / "state.json").read_text())["rm_client"] == cri.proc.pid
+
+    def cleaned(path: Path) -> bool:
+        state = json.loads((path / "state.json").read_text())
+        return state.get("pid") is None and state.get("status") == "exited" and \
+            not os.path.ismount(path / "merged")
+
+    _until(lambda: cleaned(bundle))
+    status = cri.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+    assert (status.state, status.exit_code) == (pb.CONTAINER_EXITED, 0)
+    infra = cri.root / "storage" / "containers" / p.id
+    pid = json.loads((infra / "state.json").read_text())["pid"]
+    netns = cri.root / "engine" / "netns" / p.id
+    assert netns.exists()
+    os.kill(pid, signal.SIGKILL)
+    _until(lambda: cleaned(infra) and not netns.exists())
+    assert json.loads((infra / "state.json").read_text())["networks"] == []
+    status = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(
+        pod_sandbox_id=p.id)).status
+    assert status.state == pb.SANDBOX_NOTREADY
 
 
 def test_spdy_exec_tty_resize_and_attach(cri, pod):
