@@ -483,5 +483,11 @@ def test_container_edge_cases_same_as_containerd(endpoints, tmp_path):
     for case in ("start again", "exec stopped", "reopen stopped"):
         assert (got["corral"].pop(case), got["containerd"].pop(case)) == (
             "FAILED_PRECONDITION", "UNKNOWN"), case
+    # containerd 1.6 learns of the OOM kill from its shim's cgroup v1 eventfd event, which
+    # can arrive after the exit is reported: on a busy machine it then says "Error"
+    # (seen once in CI, load ~4). Corral's answer is still checked exactly, below.
+    code, reason = got["containerd"]["oom"]
+    assert code == 137 and reason in ("OOMKilled", "Error"), got["containerd"]["oom"]
+    got["containerd"]["oom"] = (137, "OOMKilled")
     assert got["corral"] == got["containerd"]
     assert got["corral"] == {"oom": (137, "OOMKilled"), "missing image": "NOT_FOUND"}
