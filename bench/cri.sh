@@ -15,7 +15,7 @@
 # Debian if missing. Everything made here is removed on exit.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-CORRAL="$HERE/.venv/bin/corral"
+CORRAL=${CORRAL:-"$HERE/.venv/bin/corral"}  # CORRAL=path: another build
 PY="$HERE/.venv/bin/python3"
 RUNS=${RUNS:-10}
 ROUNDS=${ROUNDS:-3}
