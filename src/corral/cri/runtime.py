@@ -621,10 +621,10 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             return pb.RemoveContainerResponse()
         sid = self.records.container(cid).get("sandbox_id") or ""
         with self._pod_lock(sid):
+            self.exits.forget(cid)  # a kill by the removal is no exit to clean up after
             with contextlib.suppress(NotFound):
                 self.engine.remove(cid, force=True)
             self._event(cid, pb.CONTAINER_DELETED_EVENT)
-            self.exits.forget(cid)
             self.records.drop_container(cid)
             _forget_stats(cid)
         return pb.RemoveContainerResponse()
