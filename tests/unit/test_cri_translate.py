@@ -163,7 +163,7 @@ def _spec_of(ccfg, tmp_path, **kw):
 def infra_pid(monkeypatch):
     from corral.engine import spec as spec_mod
 
-    monkeypatch.setattr(spec_mod, "_container_namespace",
+    monkeypatch.setattr(spec_mod, "container_namespace",
                         lambda store, ref, kind, flag: f"/proc/42/ns/{kind}")
 
 

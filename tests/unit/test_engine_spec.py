@@ -544,11 +544,11 @@ def test_bad_namespace_modes(env, field, value, match):
         env({field: value})
 
 
-def test_container_namespaces_are_joined_through_the_running_target(tmp_path, monkeypatch):
+def testcontainer_namespaces_are_joined_through_the_running_target(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from corral.engine import engine as engine_mod
-    from corral.engine.spec import _container_namespace
+    from corral.engine.spec import container_namespace
     from corral.errors import FailedPrecondition
 
     targets = {"web": SimpleNamespace(name="web", status="running",
@@ -563,11 +563,11 @@ def test_container_namespaces_are_joined_through_the_running_target(tmp_path, mo
 
     monkeypatch.setattr(engine_mod.Engine, "get", get)
     store = SimpleNamespace(root=tmp_path)
-    assert _container_namespace(store, "web", "ipc", "--ipc") == "/proc/4242/ns/ipc"
+    assert container_namespace(store, "web", "ipc", "--ipc") == "/proc/4242/ns/ipc"
     with pytest.raises(FailedPrecondition, match="--pid container:gone: .* not running"):
-        _container_namespace(store, "gone", "pid", "--pid")
+        container_namespace(store, "gone", "pid", "--pid")
     with pytest.raises(NotFound, match="--uts container:nope: no such container"):
-        _container_namespace(store, "nope", "uts", "--uts")
+        container_namespace(store, "nope", "uts", "--uts")
 
 
 def test_ipc_sysctls_need_a_private_ipc_namespace(env):
