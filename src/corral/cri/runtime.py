@@ -136,9 +136,11 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     def _exited(self, ident: str) -> None:
         """A container or infra exited on its own (the watcher saw conmon's exit file):
         the STOPPED event, then the engine's cleanup (runtime delete, unmount, CNI DELs)
-        in a thread. This server is every container's `rm_client`, so conmon's exit hook
-        leaves that cleanup to it instead of starting a `corral container cleanup`
-        process (a Python start-up and the engine's imports, ~100 ms of CPU)."""
+        in a thread. This server starts its containers with `monitor_cleanup=False`:
+        conmon runs no exit command (no `corral container cleanup` process, a Python
+        start-up and the engine's imports, ~100 ms of CPU, nor the exit hook's); exits
+        that happen while no server runs are cleaned up when it starts. It is also
+        their `rm_client`, for an engine verb (a `corral rm`) that asks."""
         self._event(ident, pb.CONTAINER_STOPPED_EVENT)
 
         def clean() -> None:
@@ -293,7 +295,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                     record["pod_cgroup_made"] = podcgroup.apply(parent, pod_res)
                 self.records.save_sandbox(record)
                 self._event(c.id, pb.CONTAINER_CREATED_EVENT)
-                engine.start(c.id, rm_client=os.getpid())  # see _exited
+                engine.start(c.id, rm_client=os.getpid(), monitor_cleanup=False)  # see _exited
             except BaseException:
                 with contextlib.suppress(Exception):
                     engine.remove(c.id, force=True)
@@ -567,7 +569,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         c = self.engine.get(record["id"])
         if c.status != "created":
             raise FailedPrecondition(f"container {c.id[:12]} is {c.status}, not created")
-        self.engine.start(c.id, rm_client=os.getpid())  # see _exited
+        self.engine.start(c.id, rm_client=os.getpid(), monitor_cleanup=False)  # see _exited
         self.exits.watch(c.id)
         self._event(c.id, pb.CONTAINER_STARTED_EVENT)
         return pb.StartContainerResponse()

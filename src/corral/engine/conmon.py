@@ -71,9 +71,11 @@ def launch(*, container_id: str, name: str, runtime: str, runtime_root: str, bun
             "-P", str(bundle / "conmon.pid"), "-l", f"k8s-file:{log_path}",
             "--exit-dir", str(exit_dir), "--socket-dir-path", str(sock_dir),
             "--runtime-arg", "--root", "--runtime-arg", runtime_root,
-            "--log-level", log_level, "--exit-command", exit_command[0]]
-    for arg in exit_command[1:]:
-        argv += ["--exit-command-arg", arg]
+            "--log-level", log_level]
+    if exit_command:
+        argv += ["--exit-command", exit_command[0]]
+        for arg in exit_command[1:]:
+            argv += ["--exit-command-arg", arg]
     if tty:
         argv.append("-t")
     if stdin:

@@ -57,6 +57,7 @@ class State:
     restart_count: int = 0
     stopped_by_user: bool = False
     rm_client: int | None = None
+    monitor_cleanup: bool = True  # False: the starter cleans up exits (conmon runs no hook)
     error: str | None = None
     networks: list = field(default_factory=list)  # CNI attachments (network.manager.Attached)
     ports: list = field(default_factory=list)     # published ports (network.ports.PortMapping)
@@ -344,7 +345,11 @@ class Engine:
 
     # -- start -----------------------------------------------------------------------------
     def start(self, ref: str, *, before_start: Callable[[Container], None] | None = None,
-              rm_client: int | None = None) -> Container:
+              rm_client: int | None = None, monitor_cleanup: bool = True) -> Container:
+        """`rm_client`: a process that cleans up when the container exits while it lives
+        (conmon's exit hook then does nothing). `monitor_cleanup=False`: conmon gets no
+        exit command at all — for a long-lived caller that watches the exits itself and
+        cleans up after a restart (the CRI server); conmon still writes the exit file."""
         c = self._load(self.store.container(ref))
         with self._lock(c.id):
             c = self.refresh(self._load(self.store.container(c.id)))
@@ -352,6 +357,7 @@ class Engine:
                 raise ContainerRunning(f"container {c.name} is already {c.status}")
             c.state.restart_count = 0
             c.state.rm_client = rm_client
+            c.state.monitor_cleanup = monitor_cleanup
             self._start_locked(c, before_start)
         return c
 
@@ -400,7 +406,8 @@ class Engine:
                 bundle=c.bundle, log_path=c.log_path, exit_dir=self.exits,
                 sock_dir=conmon.socket_dir(self.root),
                 exit_command=_exit_hook(c.bundle / "state.json") + _exit_command() + [
-                    "--root", str(self.root), "container", "cleanup", c.id],
+                    "--root", str(self.root), "container", "cleanup", c.id]
+                if st.monitor_cleanup else [],
                 tty=c.config.tty, stdin=c.config.interactive)
         except conmon.CreateFailed as exc:
             rt.delete(c.id, force=True)
