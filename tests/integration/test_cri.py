@@ -57,6 +57,24 @@ def _conmons(root: Path) -> list[int]:
     return pids
 
 
+#: where the module's server puts pods with resources but no cgroup_parent (a test name,
+#: removed with the server)
+POD_CGROUP_ROOT = f"/corral-test-pods-{uuid.uuid4().hex[:8]}"
+
+
+def _remove_cgroup_tree(cgroup: str) -> None:
+    """`cgroup` and what is under it, in every mounted hierarchy (deepest first)."""
+    with open("/proc/self/mountinfo") as f:
+        points = {line.split()[4] for line in f if " - cgroup" in line}
+    for point in points:
+        top = Path(point + cgroup)
+        if top.is_dir():
+            for directory in sorted((d for d in top.rglob("*") if d.is_dir()),
+                                    key=lambda d: len(d.parts), reverse=True):
+                directory.rmdir()
+            top.rmdir()
+
+
 class Server:
     """A `corral cri serve` process on `root`; `start()`/`stop()` may be repeated."""
 
@@ -98,7 +116,7 @@ class Server:
 def cri():
     root = Path(tempfile.mkdtemp(prefix="corral-test-cri-"))
     sock_dir = Path(tempfile.mkdtemp(prefix="corral-test-cri-sock-"))
-    server = Server(root, sock_dir / "cri.sock")
+    server = Server(root, sock_dir / "cri.sock", "--pod-cgroup-root", POD_CGROUP_ROOT)
     try:
         subprocess.run([CORRAL, "--root", str(root), "image", "busybox"], check=True,
                        capture_output=True, timeout=120)
@@ -129,6 +147,7 @@ def cri():
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(sock_dir, ignore_errors=True)
+        _remove_cgroup_tree(POD_CGROUP_ROOT)
 
 
 @pytest.fixture

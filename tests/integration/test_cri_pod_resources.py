@@ -1,6 +1,6 @@
 """Pod-level resources and overhead (LinuxPodSandboxConfig.resources/.overhead,
 UpdatePodSandboxResources) written to the pod cgroup: kubelet's cgroup_parent or,
-without one, the server's own /corral-pods/pod-<id>. Checked in the cgroup files this
+without one, the server's own <--pod-cgroup-root>/pod-<key> (default /corral-pods). Checked in the cgroup files this
 test finds itself, and by the kernel enforcing them on the pod's containers.
 
 The server, pods and teardown are test_cri.py's (`cri` and `pod` fixtures).
@@ -123,14 +123,8 @@ def test_existing_cgroup_parent_is_left_to_its_owner(cri, pod, parent):
 
 @pytest.fixture
 def own_parent():
-    """The server's /corral-pods, removed after the test when it is empty (other pods
-    of other servers may be using it)."""
-    yield "/corral-pods"
-    for d in _dirs("/corral-pods"):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
+    """The test server's `--pod-cgroup-root` (a corral-test- name, removed with it)."""
+    yield base.POD_CGROUP_ROOT
 
 
 def test_pod_resources_without_a_parent_get_a_pod_cgroup_of_the_server(cri, pod,

@@ -69,3 +69,21 @@ def test_update_request_fields_are_named():
     with pytest.raises(InvalidArgument, match="UpdatePodSandboxResourcesRequest.resources"):
         pod_resources(None, resources=pb.LinuxContainerResources(cpu_quota=-7),
                       what="UpdatePodSandboxResourcesRequest")
+
+
+@pytest.mark.parametrize("root", ["corral-pods", "/", "/a/../b", "/a b", "/x/./y"])
+def test_bad_pod_cgroup_roots_are_refused(root):
+    from corral.cri import podcgroup
+    from corral.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="--pod-cgroup-root"):
+        podcgroup.check_root(root)
+
+
+def test_pod_cgroup_root_and_own_paths():
+    from corral.cri import podcgroup
+
+    assert podcgroup.check_root("/corral-test-pods/") == "/corral-test-pods"
+    path = podcgroup.own_path("/k8s.pods")
+    assert path.startswith("/k8s.pods/pod-") and len(path) == len("/k8s.pods/pod-") + 32
+    assert podcgroup.own_path(key="ab") == "/corral-pods/pod-ab"

@@ -27,6 +27,9 @@ def register(commands: Any) -> None:
     serve.add_argument("--stream-address", default="127.0.0.1:0",
                        help="HOST:PORT of the streaming server for Exec/Attach/PortForward "
                             "URLs (default 127.0.0.1, a free port)")
+    serve.add_argument("--pod-cgroup-root", default="/corral-pods", metavar="PATH",
+                       help="where pods with resources but no cgroup_parent get their "
+                            "cgroup (default /corral-pods)")
     serve.add_argument("--log-level", default="warning",
                        choices=("debug", "info", "warning", "error"))
     serve.set_defaults(func=_serve)
@@ -47,5 +50,6 @@ def _serve(args: argparse.Namespace, ctx: Any) -> int:
         print(f"listening on {address}", flush=True)
 
     serve(engine, args.listen, network=args.network, workers=args.workers,
-          stream_address=args.stream_address, on_ready=ready)
+          stream_address=args.stream_address, on_ready=ready,
+          pod_cgroup_root=args.pod_cgroup_root)
     return 0

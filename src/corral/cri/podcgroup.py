@@ -22,13 +22,24 @@ import os
 OWN_PARENT = "/corral-pods"
 
 
-def own_path(key: str | None = None) -> str:
-    """A pod cgroup of the server's own (`key`: a fresh random one by default)."""
-    if key is None:
-        import secrets
+def check_root(root: str) -> str:
+    """`cri serve --pod-cgroup-root`: an absolute cgroup path, no `..`, no odd names."""
+    from corral.errors import InvalidArgument
 
-        key = secrets.token_hex(16)
-    return f"{OWN_PARENT}/pod-{key}"
+    parts = root.split("/")
+    if not root.startswith("/") or root == "/" or any(
+            p in (".", "..") or not all(c.isalnum() or c in "-_." for c in p)
+            for p in parts[1:]):
+        raise InvalidArgument(f"--pod-cgroup-root {root!r}: expected an absolute cgroup "
+                              "path of letters, digits, '-', '_' and '.'")
+    return root.rstrip("/")
+
+
+def own_path(root: str = OWN_PARENT, key: str | None = None) -> str:
+    """A pod cgroup of the server's own under `root` (`key`: a fresh random one)."""
+    if key is None:
+        key = os.urandom(16).hex()
+    return f"{root}/pod-{key}"
 
 
 def _cgroup(path: str):

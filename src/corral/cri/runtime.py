@@ -71,10 +71,13 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
 
     def __init__(self, engine: Any, *, network: str | None = None,
                  cgroup_driver: str = "cgroupfs", streams: Any = None,
-                 orphan_grace: float = 60.0, handlers: Any = None) -> None:
+                 orphan_grace: float = 60.0, handlers: Any = None,
+                 pod_cgroup_root: str | None = None) -> None:
         from corral.cri.handlers import Handlers
 
         self.engine = engine
+        # pods with resources but no cgroup_parent get `<root>/pod-<key>` (podcgroup.py)
+        self.pod_cgroup_root = podcgroup.check_root(pod_cgroup_root or podcgroup.OWN_PARENT)
         # runtime handler name -> OCI runtime (handlers.py: detected or the CRI config)
         self.handlers = handlers if handlers is not None else Handlers.load(
             engine.default_runtime)
@@ -267,7 +270,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         if parent:
             parent = translate.check_cgroup_parent(parent)
         elif pod_res:
-            parent = podcgroup.own_path()
+            parent = podcgroup.own_path(self.pod_cgroup_root)
         engine = self.engine
         image = pause.ensure(engine.store)
         from corral.cri import shm

@@ -33,7 +33,8 @@ def socket_path(listen: str) -> Path:
 
 
 def build(engine: Any, *, network: str | None = None, workers: int = 16,
-          streams: Any = None, handlers: Any = None) -> Any:
+          streams: Any = None, handlers: Any = None, pod_cgroup_root: str | None = None
+          ) -> Any:
     """A grpc.Server with both services registered (not started, no port yet).
     `handlers` (handlers.Handlers): the runtime handlers; default: the CRI config file's
     or the runtimes found on the host."""
@@ -54,14 +55,16 @@ def build(engine: Any, *, network: str | None = None, workers: int = 16,
                          options=[("grpc.max_send_message_length", 64 << 20),
                                   ("grpc.max_receive_message_length", 64 << 20)])
     pb_grpc.add_RuntimeServiceServicer_to_server(
-        RuntimeService(engine, network=network, streams=streams, handlers=handlers), server)
+        RuntimeService(engine, network=network, streams=streams, handlers=handlers,
+                       pod_cgroup_root=pod_cgroup_root), server)
     pb_grpc.add_ImageServiceServicer_to_server(ImageService(engine), server)
     return server
 
 
 def serve(engine: Any, listen: str = DEFAULT_LISTEN, *, network: str | None = None,
           workers: int = 16, stream_address: str = "127.0.0.1:0",
-          on_ready: Callable[[str], None] | None = None, handlers: Any = None) -> None:
+          on_ready: Callable[[str], None] | None = None, handlers: Any = None,
+          pod_cgroup_root: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT; a stale socket file is replaced. The streaming
     server (Exec/Attach/PortForward URLs) listens on `stream_address` (HOST:PORT)."""
     path = socket_path(listen)
@@ -80,7 +83,7 @@ def serve(engine: Any, listen: str = DEFAULT_LISTEN, *, network: str | None = No
         raise InvalidArgument(f"--stream-address {stream_address!r}: expected HOST:PORT")
     streams = StreamServer(engine, host.strip("[]"), int(port))
     server = build(engine, network=network, workers=workers, streams=streams,
-                   handlers=handlers)
+                   handlers=handlers, pod_cgroup_root=pod_cgroup_root)
     if server.add_insecure_port(f"unix://{path}") == 0:
         raise Unavailable(f"cannot listen on {path}")
     os.chmod(path, 0o660)
