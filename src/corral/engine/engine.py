@@ -324,7 +324,7 @@ class Engine:
                 "runtime_name": os.path.basename(runtime),
                 "log_path": config.log_path or str(bundle / "ctr.log"), "command": command})
             write_json(bundle / "state.json", dataclasses.asdict(State()), durable=False)
-            store.containers.set_metadata(cid, command=command)
+            store.containers.set_metadata(cid, command=command, durable=False)  # in corral.json
         except BaseException:
             with contextlib.suppress(Exception):
                 store.remove_container(cid)

@@ -145,12 +145,15 @@ class ContainerStore:
             self._save(containers)
             return record
 
-    def set_metadata(self, ref: str, **metadata: Any) -> ContainerRecord:
+    def set_metadata(self, ref: str, *, durable: bool = True, **metadata: Any
+                     ) -> ContainerRecord:
+        """Merge `metadata` into the record's; `durable=False` for copies of what is kept
+        durably elsewhere (the engine's bundle holds the command too)."""
         with self.lock.held():
             containers = self._load()
             record = self._find(containers, ref)
             containers[record.id] = replace(record, metadata={**record.metadata, **metadata})
-            self._save(containers)
+            self._save(containers, durable=durable)
             return containers[record.id]
 
     def rename(self, ref: str, name: str) -> ContainerRecord:
