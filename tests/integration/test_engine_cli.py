@@ -111,6 +111,19 @@ def test_run_foreground_output_and_exit_code(corral):
     assert corral("ps", "-aq").stdout == ""
 
 
+def test_removal_leaves_no_monitor_socket_link(corral):
+    """conmon links `<socket dir>/<id>` to the bundle; removal (--rm, rm -f) unlinks it."""
+    from corral.engine.conmon import socket_dir
+
+    links = socket_dir(corral.root)
+    before = set(os.listdir(links))
+    corral("run", "--rm", "busybox", "true")
+    cid = corral("run", "-d", "busybox", "sleep", "300").stdout.strip()
+    assert (links / cid).is_symlink()
+    corral("rm", "-f", cid)
+    assert set(os.listdir(links)) == before
+
+
 def test_run_stdin(corral):
     r = corral("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done", input="abc\n")
     assert r.stdout == "abc\ndone\n"

@@ -65,7 +65,7 @@ def launch(*, container_id: str, name: str, runtime: str, runtime_root: str, bun
             os.unlink(bundle / stale)
         except FileNotFoundError:
             pass
-    shutil.rmtree(sock_dir / container_id, ignore_errors=True)
+    remove_socket_link(sock_dir, container_id)
     argv = [conmon_path(), "--api-version", "1", "-c", container_id, "-u", container_id,
             "-n", name, "-r", runtime, "-b", str(bundle), "-p", str(bundle / "pidfile"),
             "-P", str(bundle / "conmon.pid"), "-l", f"k8s-file:{log_path}",
@@ -125,6 +125,16 @@ def _clean(text: str) -> str:
         m = re.search(r'msg="((?:[^"\\]|\\.)*)"', line)
         lines.append(m.group(1).replace('\\"', '"') if m else line)
     return "; ".join(x for x in lines if x)
+
+
+def remove_socket_link(sock_dir: Path, container_id: str) -> None:
+    """conmon makes `<socket-dir>/<id>` a symlink to the bundle (where its attach socket
+    is); rmtree refuses symlinks, so this unlinks it (or removes a directory there)."""
+    path = sock_dir / container_id
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def attach_socket(sock_dir: Path, container_id: str) -> socket.socket:

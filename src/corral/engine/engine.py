@@ -646,9 +646,7 @@ class Engine:
         for path in (self._exit_file(c.id), self.locks / f"{c.id}.lock"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        import shutil
-
-        shutil.rmtree(conmon.socket_dir(self.root) / c.id, ignore_errors=True)
+        conmon.remove_socket_link(conmon.socket_dir(self.root), c.id)
         return aside
 
     def rename(self, ref: str, new_name: str) -> Container:
