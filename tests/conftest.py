@@ -7,6 +7,10 @@ another session's (sessions run side by side on a shared machine): a network
 no route on the host uses yet, written to a config file in $CORRAL_CONFIG and exported
 as $CORRAL_TEST_DEFAULT_NETWORK / _BRIDGE / _SUBNET for the tests. The bridge and
 its leases are removed at the end of the session.
+
+Every store root gets a conmon socket directory `/run/corral/s-<hash of the root>`
+(engine/conmon.py); the tests' roots are temp directories, so the ones made during
+the session are removed at its end when nothing in them points anywhere any more.
 """
 
 from __future__ import annotations
@@ -31,7 +35,18 @@ def _free_subnet() -> str:
     return f"10.99.{start}.0/24"
 
 
+SOCKET_DIRS = Path("/run/corral")
+
+
+def _socket_dirs() -> set[str]:
+    try:
+        return {p.name for p in SOCKET_DIRS.iterdir() if p.name.startswith("s-")}
+    except OSError:
+        return set()
+
+
 def pytest_configure(config):
+    config._corral_socket_dirs = _socket_dirs()
     if os.environ.get("CORRAL_CONFIG"):
         return
     tag = secrets.token_hex(2)[:3]
@@ -46,6 +61,17 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    before = getattr(config, "_corral_socket_dirs", None)
+    if before is not None:
+        for name in _socket_dirs() - before:
+            directory = SOCKET_DIRS / name
+            try:
+                for link in directory.iterdir():  # conmon's links to bundles now gone
+                    if link.is_symlink() and not link.exists():
+                        link.unlink()
+                directory.rmdir()  # only if empty: a store still in use keeps it
+            except OSError:
+                pass
     made = getattr(config, "_corral_test_network", None)
     if made is None:
         return

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.support.stores import remove_root
 
 REPO = Path(__file__).resolve().parents[2]
 CORRAL = str(REPO / ".venv" / "bin" / "corral")
@@ -87,11 +88,7 @@ def corral(image_root):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-    shutil.rmtree(root, ignore_errors=True)
+    remove_root(root)
 
 
 def _until(pred, timeout: float = 10.0, step: float = 0.05):

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.support.stores import remove_root, unmount_under
 
 REPO = Path(__file__).resolve().parents[2]
 CORRAL = str(REPO / ".venv" / "bin" / "corral")
@@ -51,13 +52,10 @@ class Corral:
 
 
 def _cleanup(root: Path) -> None:
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    unmount_under(root)
     subprocess.run([str(REPO / ".venv" / "bin" / "corral-runtime"), "--root",
                     str(root / "runtime"), "list"], capture_output=True, check=False)
-    shutil.rmtree(root, ignore_errors=True)
+    remove_root(root)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.docker_registry import DockerRegistry, available
+from tests.support.stores import remove_root
 
 REPO = Path(__file__).resolve().parents[2]
 CORRAL = str(REPO / ".venv" / "bin" / "corral")
@@ -70,11 +71,7 @@ def stores(env):
         for root in roots:
             subprocess.run([CORRAL, "--root", str(root), "rm", "-af"], capture_output=True,
                            check=False)
-            with open("/proc/self/mountinfo") as f:
-                points = [line.split()[4] for line in f]
-            for p in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
-                subprocess.run(["umount", "-l", p], capture_output=True, check=False)
-            shutil.rmtree(root, ignore_errors=True)
+            remove_root(root)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from tests.interop.conftest import CORRAL_RUNTIME, IMAGE, RUNC, Podman, run_cmd
+from tests.support.stores import remove_root
 
 REPO = Path(__file__).resolve().parents[2]
 CORRAL = str(REPO / ".venv" / "bin" / "corral")
@@ -28,11 +29,7 @@ OCI_IMAGE_TOOL = shutil.which("oci-image-tool")
 
 
 def _cleanup(root: Path) -> None:
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-    shutil.rmtree(root, ignore_errors=True)
+    remove_root(root)
 
 
 @pytest.fixture

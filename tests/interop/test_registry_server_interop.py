@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from tests.interop.conftest import CORRAL_RUNTIME, IMAGE, RUNC, Podman, run_cmd
 from tests.support.registry_server import Client, ServeProcess, image, sha256
+from tests.support.stores import remove_root
 
 from corral.registry.server.auth import make_htpasswd_line
 
@@ -324,11 +325,7 @@ def corral_store():
     try:
         yield root
     finally:
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4] for line in f]
-        for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        remove_root(root)
 
 
 @pytest.mark.parametrize("authenticated", [False, True], ids=["anonymous", "basic-auth"])
