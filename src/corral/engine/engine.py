@@ -137,12 +137,24 @@ def _in_background(func: Callable[..., Any], *args: Any) -> None:
                 null = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
-                os.closerange(3, 65536)
+                _close_from(3)
                 with contextlib.suppress(BaseException):
                     func(*args)
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
+
+
+def _close_from(first: int) -> None:
+    """Close every fd from `first` up: close_range(2), else up to the fd limit."""
+    try:
+        from corral.linux import syscalls
+
+        syscalls.close_range(first)
+    except (OSError, KeyError, AttributeError):
+        import resource
+
+        os.closerange(first, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def _exit_command() -> list[str]:
