@@ -18,7 +18,7 @@ from typing import Any
 
 from corral.engine import conmon
 from corral.engine.config import ContainerConfig, RestartPolicy, check_name, random_name
-from corral.engine.oci import OCIRuntime, resolve_runtime, runtime_root
+from corral.engine.oci import OCIRuntime, resolve_runtime, runs_in_process, runtime_root
 from corral.errors import FailedPrecondition, NotFound
 from corral.storage.records import FileLock, now, read_json, write_json
 
@@ -147,11 +147,11 @@ def _in_background(func: Callable[..., Any], *args: Any) -> None:
 
 def _close_from(first: int) -> None:
     """Close every fd from `first` up: close_range(2), else up to the fd limit."""
-    try:
-        from corral.linux import syscalls
+    from corral.linux import syscalls
 
+    try:
         syscalls.close_range(first)
-    except (OSError, KeyError, AttributeError):
+    except OSError:
         import resource
 
         os.closerange(first, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
@@ -350,7 +350,7 @@ class Engine:
         messages naming the field, a moment later."""
         from corral.engine.spec import build_spec
 
-        validates_soon = starts_now and OCIRuntime(runtime, "").in_process
+        validates_soon = starts_now and runs_in_process(runtime)
         return build_spec(image_config, config, rootfs=rootfs, container_id=cid,
                           store=self.store, defaults=self.config,
                           validate=not validates_soon)

@@ -57,6 +57,11 @@ def runtime_root(store_root: Path, runtime: str) -> str:
     return str(store_root / f"runtime-{base}")
 
 
+def runs_in_process(path: str) -> bool:
+    """corral-runtime beside this interpreter: its verbs can be calls (see OCIRuntime)."""
+    return os.path.basename(path) == "corral-runtime" and path == default_runtime()
+
+
 class OCIRuntime:
     """A runtime driven through its runc-compatible CLI. corral-runtime beside this
     interpreter is the exception for `start`, `kill`, `delete` and `state`: they are calls
@@ -67,8 +72,7 @@ class OCIRuntime:
     def __init__(self, path: str, root: str) -> None:
         self.path = path
         self.root = root
-        self.in_process = os.path.basename(path) == "corral-runtime" and \
-            path == default_runtime()
+        self.in_process = runs_in_process(path)
 
     def _in_process(self, command: str, action: Callable[[], Any], check: bool = True
                     ) -> Any:
@@ -165,4 +169,4 @@ class OCIRuntime:
 
 
 __all__ = ["OCIRuntime", "RuntimeNotFound", "default_runtime", "resolve_runtime",
-           "runtime_root"]
+           "runs_in_process", "runtime_root"]

@@ -256,21 +256,19 @@ class ContainerStore:
             mounted_now = set(mountpoints())  # read once: this runs on every Store.open
             for container_id, record in list(containers.items()):
                 if not self.rw_dir(container_id).exists():
-                    unmount_all_under(self.path(container_id))
-                    remove_tree(self.path(container_id))
+                    finish_removal(self.path(container_id))
                     del containers[container_id]
                     actions.append(f"dropped container {container_id}: no read-write layer")
                     continue
-                mounted = os.path.realpath(self.merged(container_id)) in mounted_now
+                mounted = is_mountpoint(self.merged(container_id), mounted_now)
                 if record.mounts and not mounted:
                     containers[container_id] = replace(record, mounts=0)
                     actions.append(f"container {container_id}: mount gone, count reset")
                 elif mounted and not record.mounts:
                     containers[container_id] = replace(record, mounts=1)
             for entry in sorted(p.name for p in self.dir.iterdir()):
-                if entry not in containers:
-                    unmount_all_under(self.dir / entry)
-                    remove_tree(self.dir / entry)
+                if entry not in containers:  # also `.removing-*` a killed finisher left
+                    finish_removal(self.dir / entry)
                     actions.append(f"removed unrecorded container directory {self.dir / entry}")
             if containers != original:
                 self._save(containers)

@@ -123,9 +123,10 @@ def mountpoints() -> list[str]:
     return points
 
 
-def is_mountpoint(path: Path) -> bool:
+def is_mountpoint(path: Path, points: set[str] | None = None) -> bool:
+    """`points`: mountpoints() read once by a caller asking about many paths."""
     target = os.path.realpath(path)
-    return target in mountpoints()
+    return target in (points if points is not None else mountpoints())
 
 
 def mounts_under(root: Path) -> list[str]:
