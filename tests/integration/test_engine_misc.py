@@ -320,3 +320,37 @@ def test_cp_into_container_never_follows_its_symlinks(runner, tmp_path):
     assert via_link.returncode == 125 and "no such directory" in via_link.stderr
     assert (victim / "file").read_text() == "host\n"
     assert sorted(os.listdir(victim)) == ["file"]
+
+
+def test_monitor_cleanup_off_gives_conmon_no_exit_command(runner):
+    """Engine.start(monitor_cleanup=False) (the CRI server's): conmon runs no exit
+    command; by default it runs the exit hook."""
+    from corral.engine.config import ContainerConfig
+    from corral.engine.engine import Engine
+
+    engine = Engine(runner.root, runtime=runner.runtime)
+    argvs = {}
+    for monitor_cleanup in (True, False):
+        c = engine.create(ContainerConfig(image=runner.image, command=["sleep", "300"],
+                                          network="none", runtime=runner.runtime))
+        try:
+            c = engine.start(c.id, monitor_cleanup=monitor_cleanup)
+            with open(f"/proc/{c.state.conmon_pid}/cmdline", "rb") as f:
+                argvs[monitor_cleanup] = f.read().split(b"\0")
+        finally:
+            engine.remove(c.id, force=True)
+    assert b"--exit-command" in argvs[True]
+    assert b"--exit-command" not in argvs[False]
+
+
+def test_store_open_writes_no_records_when_nothing_needs_repair(runner):
+    """The repair run by every Store.open rewrites nothing when nothing changed."""
+    from corral.storage import Store
+
+    cid = corral(runner, "create", "--network", "none", runner.image, "true").stdout.strip()
+    records = [runner.root / "storage" / name for name in ("containers.json", "layers.json")]
+    before = [p.stat().st_mtime_ns for p in records]
+    Store.open(runner.root)
+    Store.open(runner.root)
+    assert [p.stat().st_mtime_ns for p in records] == before
+    corral(runner, "rm", cid)
