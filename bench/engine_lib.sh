@@ -21,6 +21,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# podman here needs default_ulimits (the host's nproc hard limit is below podman's default)
+if ! grep -qs default_ulimits /etc/containers/containers.conf; then
+  (cd "$HERE/tests/interop" && "$HERE/.venv/bin/python3" -c \
+    'from conftest import ensure_containers_conf; ensure_containers_conf()')
+fi
 "$HERE/.venv/bin/python3" -m compileall -q "$HERE/src/corral" >/dev/null
 $C image busybox >/dev/null
 $C save -o "$TMP/busybox.tar" busybox >/dev/null

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.cli import errors
+from corral.quick_exit import collect_garbage_from_now
 
 
 class Context:
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx: Any = None
     try:
         ctx = Context(args)
+        collect_garbage_from_now()  # the launcher imported with it off (corral.quick_exit)
         code = args.func(args, ctx)
     except KeyboardInterrupt:
         return 130
@@ -168,4 +170,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from corral.quick_exit import run
+
+    run(main)

@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(USAGE)
             return 0
         root = global_flags.get("root") or "/run/corral-runtime"
+        from corral.quick_exit import collect_garbage_from_now
+
+        collect_garbage_from_now()  # the launcher parsed with it off (corral.quick_exit)
         return _dispatch(command, root, flags, positional, log)
     except UsageError as exc:
         log.write("error", str(exc))
@@ -396,4 +399,6 @@ def _exec(root: str, flags: dict, positional: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from corral.quick_exit import run
+
+    run(main)
