@@ -20,7 +20,8 @@ import sys
 
 TYPE_CHECKING = False  # typing itself costs ~3 ms to import: only for the checkers
 if TYPE_CHECKING:
-    from typing import Callable, NoReturn
+    from collections.abc import Callable
+    from typing import NoReturn
 
 
 def collect_garbage_from_now() -> None:

@@ -140,8 +140,7 @@ def test_resources():
 def _spec_of(ccfg, tmp_path, **kw):
     """The OCI spec the engine builds from a translated config (no store: the infra's
     namespaces are resolved to a fake pid)."""
-    import dataclasses
-
+    from corral import records_light
     from corral.engine.config_file import EngineConfig
     from corral.engine.spec import HostInfo, build_spec
     from corral.oci.image import ImageConfig
@@ -151,7 +150,7 @@ def _spec_of(ccfg, tmp_path, **kw):
     image = ImageConfig({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": []},
                          "config": {"Cmd": ["sh"]}})
-    ccfg = dataclasses.replace(ccfg, network="private" if ccfg.network != "host"
+    ccfg = records_light.replace(ccfg, network="private" if ccfg.network != "host"
                                else "host")
     return build_spec(image, ccfg, rootfs=rootfs, container_id="c1" * 32,
                       container_dir=tmp_path / "cdir", volumes=object(),

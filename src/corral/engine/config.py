@@ -9,13 +9,13 @@ record lacks take their defaults.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
+from corral import records_light
 from corral.errors import InvalidArgument
+from corral.records_light import dataclass, field
 
 
 @dataclass
@@ -99,11 +99,11 @@ class ContainerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return records_light.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContainerConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in records_light.fields(cls)}
         known = {k: v for k, v in data.items() if k in names}
         extra = dict(known.pop("extra", None) or {})
         extra.update({k: v for k, v in data.items() if k not in names})
@@ -116,7 +116,7 @@ class ContainerConfig:
 
     def update(self, values: dict[str, Any]) -> None:
         """Merge a dict of options (unknown keys go to `extra`)."""
-        names = {f.name for f in dataclasses.fields(self)}
+        names = {f.name for f in records_light.fields(self)}
         for key, value in values.items():
             if key == "extra":
                 self.extra.update(value or {})

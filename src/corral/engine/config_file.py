@@ -40,11 +40,11 @@ silently ignored.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from corral.errors import InvalidArgument, NotFound
+from corral.records_light import dataclass, field, fields, replace
 
 SYSTEM_CONFIG = Path("/etc/corral/corral.conf")
 CONFIG_ENV = "CORRAL_CONFIG"

@@ -7,19 +7,19 @@ See docs/design/engine.md for the records, the derived states and the lock order
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral import records_light
 from corral.engine import conmon
 from corral.engine.config import ContainerConfig, RestartPolicy, check_name, random_name
 from corral.engine.oci import OCIRuntime, resolve_runtime, runs_in_process, runtime_root
 from corral.errors import FailedPrecondition, NotFound
+from corral.records_light import dataclass, field
 from corral.storage.records import FileLock, now, read_json, write_json
 
 RUNNING = ("running", "paused")
@@ -64,7 +64,7 @@ class State:
 
     @classmethod
     def from_json(cls, data: dict) -> State:
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in records_light.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -214,7 +214,7 @@ class Engine:
             state=state)
 
     def _save_state(self, c: Container) -> None:
-        write_json(c.bundle / "state.json", dataclasses.asdict(c.state), durable=False)
+        write_json(c.bundle / "state.json", records_light.asdict(c.state), durable=False)
 
     def _runtime(self, c: Container) -> OCIRuntime:
         return OCIRuntime(c.runtime, runtime_root(self.root, c.runtime))
@@ -312,7 +312,7 @@ class Engine:
                 raise
         cid = record.id
         name = record.names[0]
-        config = dataclasses.replace(config, name=name, hostname=config.hostname or cid[:12])
+        config = records_light.replace(config, name=name, hostname=config.hostname or cid[:12])
         try:
             bundle = store.container_dir(cid)
             rootfs = store.mount(cid)
@@ -335,7 +335,7 @@ class Engine:
                 "created": record.created, "config": config.to_json(), "runtime": runtime,
                 "runtime_name": os.path.basename(runtime),
                 "log_path": config.log_path or str(bundle / "ctr.log"), "command": command})
-            write_json(bundle / "state.json", dataclasses.asdict(State()), durable=False)
+            write_json(bundle / "state.json", records_light.asdict(State()), durable=False)
             store.containers.set_metadata(cid, command=command, durable=False)  # in corral.json
         except BaseException:
             with contextlib.suppress(Exception):

@@ -11,11 +11,11 @@ verbs (connect, disconnect, rm, prune, check) are in `corral.engine.network_verb
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from corral import records_light
 from corral.errors import FailedPrecondition, InvalidArgument, NotFound
 
 LOOPBACK_MODES = ("none", "private")
@@ -92,7 +92,7 @@ def prepare_create(engine: Any, config: Any, image_config: Any) -> Any:
 
     if not config.network:  # the Python API without a mode: the configured default
         mode, names = parse_network_flags([], _engine_config(engine).netns or "bridge")
-        config = dataclasses.replace(config, network=mode,
+        config = records_light.replace(config, network=mode,
                                      networks=list(config.networks) or names)
     mode = config.network
     wants_cni = bool(config.publish or config.publish_all or config.ip or config.mac_address
@@ -103,7 +103,7 @@ def prepare_create(engine: Any, config: Any, image_config: Any) -> Any:
                                   "--network-alias need a bridge network")
         if mode.startswith("container:"):
             target = engine.get(mode.partition(":")[2])
-            return dataclasses.replace(config, network=f"container:{target.id}")
+            return records_light.replace(config, network=f"container:{target.id}")
         if mode not in SIMPLE_MODES:
             raise InvalidArgument(f"--network {mode!r}: unknown mode")
         return config
@@ -123,7 +123,7 @@ def prepare_create(engine: Any, config: Any, image_config: Any) -> Any:
                 publish.append(f"{mapping.container_port}/{mapping.protocol}")
     if config.ip and len(names) > 1:
         raise InvalidArgument("--ip needs exactly one network")
-    return dataclasses.replace(config, networks=names, publish=publish, publish_all=False)
+    return records_light.replace(config, networks=names, publish=publish, publish_all=False)
 
 
 def adjust_spec(engine: Any, config: Any, spec: dict, container_id: str) -> None:

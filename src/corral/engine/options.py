@@ -25,10 +25,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.errors import InvalidArgument, NotFound
+from corral.records_light import dataclass, field
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 UNLIMITED = 2**64 - 1  # RLIM_INFINITY in the OCI spec's uint64

@@ -52,12 +52,12 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from corral.engine import options as opt
 from corral.errors import InvalidArgument, NotFound
+from corral.records_light import dataclass, field
 
 INIT_DESTINATION = "/run/corral-init"
 INIT_CANDIDATES = ("/usr/libexec/podman/catatonit", "/usr/bin/catatonit",

@@ -31,11 +31,11 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from corral.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from corral.records_light import dataclass, field
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 

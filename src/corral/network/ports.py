@@ -13,9 +13,9 @@ import contextlib
 import errno
 import ipaddress
 import socket
-from dataclasses import dataclass
 
 from corral.errors import AlreadyExists, InvalidArgument
+from corral.records_light import dataclass
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 

@@ -11,10 +11,10 @@ read-write layer, `containers/<id>/merged` the rootfs mount point; the rest of
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from corral.records_light import dataclass, field, replace
 from corral.storage.drivers import Driver
 from corral.storage.drivers._util import remove_tree
 from corral.storage.errors import (

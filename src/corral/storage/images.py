@@ -10,10 +10,10 @@ the layers above (media types, the source transport...). An image is a user
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from corral.records_light import dataclass, field, replace
 from corral.storage.errors import AmbiguousReference, ImageNotFound, InvalidArgument
 from corral.storage.layers import LayerStore
 from corral.storage.records import FileLock, digest_hex, now, read_json, write_json

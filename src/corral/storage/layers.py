@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from corral.records_light import dataclass, field, replace
 from corral.storage import holds
 from corral.storage.drivers import Driver
 from corral.storage.errors import LayerInUse, LayerMismatch, LayerNotFound

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.errors import SystemFailure
+from corral.records_light import dataclass, field
 
 
 @dataclass(frozen=True)
