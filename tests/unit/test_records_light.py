@@ -92,12 +92,14 @@ def test_post_init_runs() -> None:
 
 
 def test_run_path_imports_no_dataclasses() -> None:
-    """`corral run`'s modules load without dataclasses, inspect or typing (each costs
-    milliseconds on every command)."""
+    """`corral run`'s modules load without dataclasses, inspect, typing or shutil (each
+    costs milliseconds on every command)."""
     code = (f"import sys; sys.path.insert(0, {str(SRC)!r})\n"
             "import corral.cli.main, corral.cli.run_options, corral.engine.engine\n"
             "import corral.storage.store, corral.engine.spec, corral.engine.networking\n"
-            "print(' '.join(m for m in ('dataclasses', 'inspect') if m in sys.modules))")
+            "corral.cli.main.build_parser(['run']).parse_args(['run', 'busybox'])\n"
+            "print(' '.join(m for m in ('dataclasses', 'inspect', 'typing', 'shutil')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == ""

@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing costs ~3 ms to import: annotations only
+if TYPE_CHECKING:
+    from typing import Any
+
 
 _EXPORTS = {
     "Engine": "corral.engine.engine", "Container": "corral.engine.engine",

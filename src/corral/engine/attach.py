@@ -11,12 +11,15 @@ import fcntl
 import os
 import selectors
 import signal
-import socket
 import struct
 import termios
 from collections.abc import Callable, Iterator
 
 from corral.errors import InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 
@@ -121,6 +124,8 @@ def pump_attach(sock: socket.socket, *, stdin_fd: int | None, stdout_fd: int, st
                 detach_keys: bytes = b"") -> str:
     """Copy conmon's attach socket to stdout/stderr and stdin to it. Returns "exited"
     (the container closed its output) or "detached"."""
+    import socket
+
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, "sock")
     if stdin_fd is not None:
@@ -162,6 +167,8 @@ def pump_attach(sock: socket.socket, *, stdin_fd: int | None, stdout_fd: int, st
 
 
 def console_listener(path: str) -> socket.socket:
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
     sock.listen(1)
@@ -170,6 +177,8 @@ def console_listener(path: str) -> socket.socket:
 
 def receive_console(listener: socket.socket, timeout: float = 60) -> int:
     """Accept the runtime's connection and take the pty master it sends (SCM_RIGHTS)."""
+    import socket
+
     listener.settimeout(timeout)
     conn, _ = listener.accept()
     with conn:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from corral.errors import NotFound, SystemFailure
+from corral.programs import which
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 STDIN, STDOUT, STDERR = 1, 2, 3
 
@@ -38,7 +40,7 @@ class CreateFailed(SystemFailure):
 
 
 def conmon_path() -> str:
-    found = shutil.which("conmon") or next(
+    found = which("conmon") or next(
         (p for p in ("/usr/bin/conmon", "/usr/libexec/podman/conmon", "/usr/local/bin/conmon")
          if os.access(p, os.X_OK)), None)
     if not found:
@@ -60,6 +62,8 @@ def launch(*, container_id: str, name: str, runtime: str, runtime_root: str, bun
            log_path: Path, exit_dir: Path, sock_dir: Path, exit_command: Sequence[str],
            tty: bool, stdin: bool, log_level: str = "error") -> int:
     """Start conmon (and through it `runtime create`); returns the container's pid."""
+    import subprocess
+
     for stale in ("attach", "ctl", "winsz", "pidfile", "conmon.pid"):
         try:
             os.unlink(bundle / stale)
@@ -134,10 +138,14 @@ def remove_socket_link(sock_dir: Path, container_id: str) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
     elif path.is_dir():
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
 
 
 def attach_socket(sock_dir: Path, container_id: str) -> socket.socket:
+    import socket
+
     path = sock_dir / container_id / "attach"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:

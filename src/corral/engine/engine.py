@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from corral import records_light
 from corral.engine import conmon
@@ -21,6 +20,10 @@ from corral.engine.oci import OCIRuntime, resolve_runtime, runs_in_process, runt
 from corral.errors import FailedPrecondition, NotFound
 from corral.records_light import dataclass, field
 from corral.storage.records import FileLock, now, read_json, write_json
+
+TYPE_CHECKING = False  # typing costs ~3 ms to import: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 RUNNING = ("running", "paused")
 

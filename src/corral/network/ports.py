@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
-import socket
 
 from corral.errors import AlreadyExists, InvalidArgument
 from corral.records_light import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 
@@ -117,6 +120,8 @@ def parse_exposed(exposed: dict | list | None) -> list[PortMapping]:
 
 
 def _socket_for(mapping: PortMapping) -> socket.socket:
+    import socket
+
     family = socket.AF_INET6 if ":" in mapping.host_ip else socket.AF_INET
     kind = socket.SOCK_DGRAM if mapping.protocol == "udp" else socket.SOCK_STREAM
     sock = socket.socket(family, kind)

@@ -25,7 +25,6 @@ digest. Only the standard library is imported (runtime start-up guard).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
@@ -394,6 +393,8 @@ class Descriptor(_Value):
 
 
 def _check_embedded(data: str, digest: str, size: int, where: str) -> None:
+    import base64
+
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 from corral.errors import SystemFailure
@@ -12,6 +10,8 @@ from corral.errors import SystemFailure
 
 def copy_tree(src: Path, dst: Path) -> None:
     """Copy a rootfs keeping owners, modes, times, links, xattrs, device nodes (cp -a)."""
+    import subprocess
+
     dst.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(["cp", "-a", "--reflink=auto", f"{src}/.", f"{dst}/"],
                             capture_output=True, text=True, check=False, timeout=3600)
@@ -21,6 +21,9 @@ def copy_tree(src: Path, dst: Path) -> None:
 
 def remove_tree(path: Path) -> None:
     """rm -rf that also copes with read-only directories inside."""
+    import shutil
+    import subprocess
+
     if not os.path.lexists(path):
         return
     try:
