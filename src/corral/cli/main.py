@@ -12,6 +12,7 @@ default corral-runtime next to this interpreter), `--debug` (tracebacks).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -90,6 +91,7 @@ class _Formatter(argparse.HelpFormatter):
                          width if width is not None else _columns() - 2)
 
 
+@functools.cache
 def _columns() -> int:
     """As shutil.get_terminal_size().columns: $COLUMNS, the terminal on stdout, or 80."""
     try:

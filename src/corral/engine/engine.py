@@ -467,7 +467,7 @@ class Engine:
     # -- stop / kill / wait ----------------------------------------------------------------
     def _wait_gone(self, c: Container, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
+        delay = 0.001
         while True:
             if self._exit_file(c.id).exists() or not _alive(c.state.pid, c.state.pid_start):
                 return True
@@ -508,10 +508,12 @@ class Engine:
         if not _alive(c.state.conmon_pid, None):
             return
         deadline = time.monotonic() + timeout
+        delay = 0.001  # conmon writes it within a few ms of the exit: look often at first
         while not self._exit_file(c.id).exists() and time.monotonic() < deadline:
             if not _alive(c.state.conmon_pid, None):
                 return
-            time.sleep(0.005)
+            time.sleep(delay)
+            delay = min(delay * 1.2, 0.02)
 
     def kill(self, ref: str, signal: str | int = "SIGKILL") -> Container:
         from corral.engine.options import parse_signal

@@ -71,7 +71,7 @@ def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
     `durable=False` skips both fsyncs (still atomic): for records that are rebuilt from
     the processes after a crash, such as the engine's per-container state."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{_thread.get_ident()}")
-    data = json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
+    data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)
