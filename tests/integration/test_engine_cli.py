@@ -371,3 +371,53 @@ c.remove()
     assert "corral.engine.engine" not in subprocess.run(
         [sys.executable, "-c", "import corral, sys; print(list(sys.modules))"],
         capture_output=True, text=True, cwd=str(REPO / "src")).stdout
+
+
+def _runtime_entries(root: Path) -> set[str]:
+    path = root / "runtime"
+    return {e for e in os.listdir(path) if not e.startswith(".")} if path.is_dir() else set()
+
+
+def _container_cgroups(container_id: str) -> list[str]:
+    """Directories named after the container in any cgroup hierarchy (v1 and v2)."""
+    found = []
+    for top in Path("/sys/fs/cgroup").iterdir():
+        found += [str(p) for p in top.rglob(f"*{container_id}*") if p.is_dir()]
+    return found
+
+
+def test_run_rm_finishes_removal_in_background(corral):
+    """`run --rm` returns once the record and name are gone; the runtime's state, the
+    cgroups and the directory set aside go right after, in the background."""
+    r = corral("run", "--rm", "--name", "corral-test-bg", "busybox", "sh", "-c",
+               "cat /proc/self/cgroup | tail -1")
+    cid_part = r.stdout.strip().rsplit("/", 1)[-1]
+    assert corral("ps", "-aq").stdout == ""
+    corral("run", "--rm", "--name", "corral-test-bg", "busybox", "true")  # the name is free
+    containers = corral.root / "storage" / "containers"
+    _until(lambda: not _runtime_entries(corral.root)
+           and not [e for e in os.listdir(containers) if e.startswith(".removing-")])
+    if len(cid_part) >= 12:
+        _until(lambda: not _container_cgroups(cid_part[:12]))
+
+
+def test_container_prune_sweeps_orphaned_runtime_state(corral, make_bundle):
+    """A killed finisher leaves runtime state (and cgroups) the store no longer knows:
+    `container prune` deletes them; state of recorded containers stays."""
+    kept = corral("run", "-d", "busybox", "sleep", "300").stdout.strip()
+    orphan = uuid.uuid4().hex + uuid.uuid4().hex  # an engine-style id with no record
+    bundle = make_bundle()
+    runtime = str(REPO / ".venv" / "bin" / "corral-runtime")
+    rt_root = str(corral.root / "runtime")
+    subprocess.run([runtime, "--root", rt_root, "create", "--bundle", str(bundle.path),
+                    orphan], check=True, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    try:
+        assert orphan in _runtime_entries(corral.root)
+        corral("container", "prune")
+        assert orphan not in _runtime_entries(corral.root)
+        assert kept in _runtime_entries(corral.root)
+        assert corral("ps", "-q").stdout.strip() == kept[:12]
+    finally:
+        subprocess.run([runtime, "--root", rt_root, "delete", "--force", orphan],
+                       capture_output=True, timeout=60)

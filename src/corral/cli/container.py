@@ -315,8 +315,8 @@ def _pump(engine: Any, c: Any, sock: Any, stdin_fd: int | None, keys: bytes, rm:
     code = engine.wait(c.id)
     if rm:
         try:
-            engine.cleanup(c.id, from_monitor=False)
-            engine.remove(c.id, force=True)
+            if not engine.cleanup(c.id, from_monitor=False):
+                engine.remove(c.id, force=True)
         except Exception:  # noqa: BLE001, S110 - gone already (conmon's cleanup removed it)
             pass
     elif (c.config.restart or "no") == "no":

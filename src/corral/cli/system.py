@@ -493,6 +493,7 @@ def cmd_container_prune(args: argparse.Namespace, ctx: Any) -> int:
                 continue
             engine.remove(container.id)
             removed.append(container.id)
+        engine.sweep_runtime_orphans()  # a killed `run --rm` finisher's leftovers
     else:
         from corral.cli.container import runtime_delete
 
