@@ -1,6 +1,7 @@
-"""The kernel calls the standard library lacks, through libc via ctypes.
+"""The kernel calls the standard library lacks, through libc (`corral.linux.libc`).
 
-This is the one place in Corral that speaks ctypes. Every wrapper raises
+This is the one place in Corral that calls libc for the runtime (through
+`_ctypes` directly: `import ctypes` would cost every create ~3 ms). Every wrapper raises
 OSError with errno set and the path or argument in the message, so a failure
 reads like ``mount('proc' -> '/proc', type 'proc'): Operation not permitted``.
 Constants are the x86_64/aarch64 Linux values from <sched.h>, <sys/mount.h>,
@@ -9,10 +10,12 @@ Constants are the x86_64/aarch64 Linux values from <sched.h>, <sys/mount.h>,
 
 from __future__ import annotations
 
-import ctypes
 import os
+import sys
 
-_libc = ctypes.CDLL(None, use_errno=True)
+from corral.linux import libc
+
+_libc = libc.Library(None)
 
 # clone(2) / unshare(2) namespace flags.
 CLONE_NEWNS = 0x00020000
@@ -79,7 +82,7 @@ _SYSCALLS = {
 
 def _check(result: int, what: str) -> int:
     if result < 0:
-        err = ctypes.get_errno()
+        err = libc.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return result
 
@@ -90,16 +93,16 @@ def _path(value: str | bytes | None) -> bytes | None:
     return os.fsencode(value)
 
 
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                        ctypes.c_ulong]
-_libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = [libc.c_char_p, libc.c_char_p, libc.c_char_p, libc.c_ulong,
+                        libc.c_char_p]
+_libc.umount2.argtypes = [libc.c_char_p, libc.c_int]
+_libc.unshare.argtypes = [libc.c_int]
+_libc.setns.argtypes = [libc.c_int, libc.c_int]
+_libc.sethostname.argtypes = [libc.c_char_p, libc.c_size_t]
+_libc.setdomainname.argtypes = [libc.c_char_p, libc.c_size_t]
+_libc.prctl.argtypes = [libc.c_int, libc.c_ulong, libc.c_ulong, libc.c_ulong,
+                        libc.c_ulong]
+_libc.syscall.restype = libc.c_long
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
@@ -108,7 +111,7 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
     result = _libc.mount(_path(source), _path(target), _path(fstype), flags,
                          data.encode() if data else None)
     if result < 0:
-        err = ctypes.get_errno()
+        err = libc.get_errno()
         detail = f"mount({source!r} -> {target!r}, type {fstype!r}, flags {flags:#x}"
         detail += f", data {data!r})" if data else ")"
         raise OSError(err, f"{detail}: {os.strerror(err)}", target)
@@ -151,8 +154,8 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
     """close_range(2); CLOSE_RANGE_CLOEXEC is flag 4."""
-    _check(_libc.syscall(_SYSCALLS["close_range"], ctypes.c_uint(first), ctypes.c_uint(last),
-                         ctypes.c_uint(flags)), "close_range")
+    _check(_libc.syscall(_SYSCALLS["close_range"], libc.c_uint(first), libc.c_uint(last),
+                         libc.c_uint(flags)), "close_range")
 
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
@@ -169,13 +172,13 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
            f"pidfd_send_signal({sig})")
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _CapHeader(libc.Structure):
+    _fields_ = (("version", libc.c_uint32), ("pid", libc.c_int))
 
 
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+class _CapData(libc.Structure):
+    _fields_ = (("effective", libc.c_uint32), ("permitted", libc.c_uint32),
+                ("inheritable", libc.c_uint32))
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
@@ -187,14 +190,14 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[index].effective = (effective >> shift) & 0xFFFFFFFF
         data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.syscall(_SYSCALLS["capset"], ctypes.byref(header), data), "capset")
+    _check(_libc.syscall(_SYSCALLS["capset"], libc.byref(header), data), "capset")
 
 
 def capget() -> tuple[int, int, int]:
     """capget(2): (effective, permitted, inheritable) of the calling thread."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
-    _check(_libc.syscall(_SYSCALLS["capget"], ctypes.byref(header), data), "capget")
+    _check(_libc.syscall(_SYSCALLS["capget"], libc.byref(header), data), "capget")
     sets = []
     for field in ("effective", "permitted", "inheritable"):
         sets.append(getattr(data[0], field) | (getattr(data[1], field) << 32))
@@ -209,10 +212,10 @@ _SYS_CLONE3 = 435
 _SYS_GETTID = {"x86_64": 186, "aarch64": 178}[os.uname().machine]
 
 
-class _CloneArgs(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in (
+class _CloneArgs(libc.Structure):
+    _fields_ = tuple((name, libc.c_uint64) for name in (
         "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
-        "tls", "set_tid", "set_tid_size", "cgroup")]
+        "tls", "set_tid", "set_tid_size", "cgroup"))
 
 
 def _glibc_tid_field() -> int:
@@ -223,11 +226,11 @@ def _glibc_tid_field() -> int:
     would keep the parent's tid. The field is found by its value, and only
     trusted if exactly one word of the descriptor holds our tid.
     """
-    _libc.pthread_self.restype = ctypes.c_void_p
+    _libc.pthread_self.restype = libc.c_void_p
     base = _libc.pthread_self()
     tid = _libc.syscall(_SYS_GETTID)
     hits = [offset for offset in range(0, 0x800, 4)
-            if ctypes.c_int.from_address(base + offset).value == tid]
+            if libc.c_int.from_address(base + offset).value == tid]
     if len(hits) != 1:
         raise OSError(38, "clone3: cannot locate glibc's thread id field")
     return base + hits[0]
@@ -243,13 +246,13 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     """
     args = _CloneArgs(flags=_CLONE_INTO_CGROUP | _CLONE_CHILD_SETTID | _CLONE_CHILD_CLEARTID,
                       exit_signal=17, cgroup=cgroup_fd, child_tid=_glibc_tid_field())
-    api = ctypes.pythonapi
+    api = libc.Library(None, python_api=True)  # ctypes.pythonapi
     api.PyOS_BeforeFork()
-    pid = _libc.syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
+    pid = _libc.syscall(_SYS_CLONE3, libc.byref(args), libc.sizeof(args))
     if pid == 0:
         api.PyOS_AfterFork_Child()
         return 0
-    err = ctypes.get_errno()
+    err = libc.get_errno()
     api.PyOS_AfterFork_Parent()
     if pid < 0:
         raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
@@ -260,26 +263,27 @@ def set_loopback_up() -> None:
     """Bring `lo` up in the calling process's network namespace (SIOCSIFFLAGS), as
     runc does for every new one. A socket fd from libc: no `socket` module import."""
     import fcntl
-    import struct
 
     fd = _libc.socket(2, 2 | 0o2000000, 0)  # AF_INET, SOCK_DGRAM | SOCK_CLOEXEC
     if fd < 0:
-        err = ctypes.get_errno()
+        err = libc.get_errno()
         raise OSError(err, f"socket(AF_INET): {os.strerror(err)}")
     try:
-        request = struct.pack("16sh22x", b"lo", 0)  # struct ifreq: name, ifr_flags
-        flags = struct.unpack_from("16xh", fcntl.ioctl(fd, 0x8913, request))[0]  # SIOCGIFFLAGS
-        fcntl.ioctl(fd, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))  # SIOCSIFFLAGS, IFF_UP
+        # struct ifreq (40 bytes): ifr_name[16], then ifr_flags, a native-endian short
+        name = b"lo".ljust(16, b"\0")
+        reply = fcntl.ioctl(fd, 0x8913, name + bytes(24))  # SIOCGIFFLAGS
+        flags = int.from_bytes(reply[16:18], sys.byteorder) | 1  # IFF_UP
+        fcntl.ioctl(fd, 0x8914, name + flags.to_bytes(2, sys.byteorder) + bytes(22))  # SIOCSIFFLAGS
     except OSError as exc:
         raise OSError(exc.errno, f"network namespace: cannot bring lo up: {exc.strerror}") from None
     finally:
         os.close(fd)
 
 
-class _SockFprog(ctypes.Structure):
+class _SockFprog(libc.Structure):
     """struct sock_fprog (linux/filter.h): a classic BPF program."""
 
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    _fields_ = (("len", libc.c_ushort), ("filter", libc.c_void_p))
 
 
 SECCOMP_SET_MODE_FILTER = 1
@@ -288,7 +292,7 @@ SECCOMP_SET_MODE_FILTER = 1
 def seccomp_set_mode_filter(program: bytes, flags: int) -> int:
     """seccomp(2) SECCOMP_SET_MODE_FILTER with `program`, an array of struct sock_filter
     (8 bytes each). Returns the listener fd with SECCOMP_FILTER_FLAG_NEW_LISTENER."""
-    buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    buffer = (libc.c_char * len(program)).from_buffer_copy(program)
+    fprog = _SockFprog(len(program) // 8, libc.addressof(buffer))
     return _check(_libc.syscall(_SYSCALLS["seccomp"], SECCOMP_SET_MODE_FILTER,
-                                ctypes.c_uint(flags), ctypes.byref(fprog)), "seccomp")
+                                libc.c_uint(flags), libc.byref(fprog)), "seccomp")

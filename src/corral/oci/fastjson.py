@@ -48,7 +48,9 @@ def loads(text: str | bytes) -> Any:
 
         return json.loads(text)
     if isinstance(text, (bytes, bytearray)):
-        text = bytes(text).decode("utf-8-sig")
+        # utf-8-sig without its codec module's import: drop a leading BOM, then utf-8
+        raw = bytes(text)
+        text = (raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw).decode("utf-8")
     start = 0
     end = len(text)
     while start < end and text[start] in _WHITESPACE:

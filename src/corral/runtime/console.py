@@ -8,7 +8,9 @@ AF_UNIX socket with SCM_RIGHTS, for the caller (conmon, podman, a shell) to use.
 
 from __future__ import annotations
 
+import fcntl  # imported with the module: the pty is opened after pivot_root or setns,
 import os
+import struct  # where the host's Python library is out of reach
 
 from corral.errors import InvalidArgument, Unavailable
 
@@ -37,9 +39,6 @@ def connect(path: str) -> int:
 
 def open_pty() -> tuple[int, str]:
     """Open a new pty from /dev/ptmx (the container's devpts); returns (master, slave path)."""
-    import fcntl
-    import struct
-
     try:
         master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
@@ -61,16 +60,11 @@ def send_master(socket_fd: int, master: int, name: str) -> None:
 
 
 def set_size(fd: int, height: int, width: int) -> None:
-    import fcntl
-    import struct
-
     fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
 
 def become_controlling(slave_path: str, size: dict | None) -> None:
     """setsid, open the pty's slave as the controlling terminal, and make it stdio."""
-    import fcntl
-
     os.setsid()
     slave = os.open(slave_path, os.O_RDWR)
     fcntl.ioctl(slave, TIOCSCTTY, 0)

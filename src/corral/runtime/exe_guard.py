@@ -16,6 +16,7 @@ host's interpreter. Two defences, together:
 from __future__ import annotations
 
 import os
+import sys
 
 FS_IOC_GETFLAGS = 0x80086601
 FS_IMMUTABLE_FL = 0x10
@@ -23,14 +24,13 @@ FS_IMMUTABLE_FL = 0x10
 
 def interpreter_is_sealed() -> bool:
     import fcntl
-    import struct
 
     try:
         fd = os.open("/proc/self/exe", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        flags = struct.unpack("l", fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 8))[0]
+        flags = int.from_bytes(fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8)), sys.byteorder)
     except OSError:
         return False
     finally:

@@ -26,15 +26,13 @@ reachable from inside the rootfs.
 from __future__ import annotations
 
 import _signal  # the C module: resets dispositions without `signal`'s enum import
-import fcntl  # noqa: F401 - console and process use these after pivot_root
 import os
-import resource  # noqa: F401
-import struct  # noqa: F401
+import resource  # noqa: F401 - rlimits uses it after pivot_root
 
 from corral.linux import capabilities, rlimits
 from corral.linux import syscalls as sc
 from corral.oci import fastjson
-from corral.runtime import console, hooks, process, rootfs
+from corral.runtime import hooks, process, rootfs
 from corral.runtime.channel import Channel
 
 NAMESPACE_FLAGS = {
@@ -163,6 +161,8 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
                            cgroup_paths=setup.cgroup_paths)
         if proc.get("terminal"):
             import socket  # noqa: F401 - needed after pivot_root to send the pty master
+
+            from corral.runtime import console  # noqa: F401 - and to open the pty
         if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
             from corral.linux import lsm  # noqa: F401 - finish_and_exec uses it
         fifo_fd = setup.fifo_fd
@@ -244,6 +244,8 @@ def _setup_terminal_for_exec(console_fd: int | None, size: dict | None) -> None:
 
 
 def _setup_terminal(console_fd: int | None, size: dict | None, bind_console: bool = True) -> None:
+    from corral.runtime import console  # imported before pivot_root or setns
+
     if console_fd is None:
         raise OSError(22, "process.terminal is true but no --console-socket was given")
     master, slave_path = console.open_pty()

@@ -46,7 +46,9 @@ def prepare(config: dict, rootfs: str, *, in_user_namespace: bool, new_cgroup_ns
     flag = (mnt.propagation_flag(propagation, "linux.rootfsPropagation") if propagation
             else sc.MS_SLAVE | sc.MS_REC)
     sc.mount(None, "/", None, flag)
-    _make_parent_private(rootfs)
+    if flag not in (sc.MS_SLAVE | sc.MS_REC, sc.MS_PRIVATE | sc.MS_REC):
+        # (after a recursive slave or private, no mount is shared: no mountinfo to read)
+        _make_parent_private(rootfs)
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
 
     dev_is_bound = False
