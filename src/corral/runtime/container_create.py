@@ -184,6 +184,7 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
                                container.fifo_path, console_fd, options.no_pivot,
                                options.preserve_fds, cgroup.paths)
         setup.seccomp = seccomp_filter
+        setup.born_in = born_in
         if not options.no_new_keyring:
             setup.session_keyring = f"_ses.{container.id}"
         init.bootstrap(setup)
@@ -205,9 +206,10 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
                 init_pid = int(pid_text)
                 os.waitpid(bootstrap_pid, 0)
                 bootstrap_pid = 0
-                cgroup.add(init_pid, [name for name in remaining.split(",")
-                                      if name and name != born_in])
-                channel.send("go")
+                names = [name for name in remaining.split(",") if name and name != born_in]
+                if names:  # the init waits for "go" only then (init.bootstrap)
+                    cgroup.add(init_pid, names)
+                    channel.send("go")
                 if "oomScoreAdj" in process:
                     from corral.runtime.process import set_oom_score_adj
 

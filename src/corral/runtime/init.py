@@ -62,6 +62,8 @@ class InitSetup:
         self.cgroup_paths = cgroup_paths
         self.seccomp = None  # a corral.linux.seccomp.Program, loaded before execve
         self.session_keyring: str | None = None  # `--no-new-keyring` leaves it None
+        self.born_in: str | None = None  # the hierarchy clone3 placed the bootstrap in
+        self.wait_for_cgroups = True  # does the init wait for the runtime's "go"?
 
 
 def _fail(channel: Channel, exc: BaseException) -> None:
@@ -105,7 +107,9 @@ def bootstrap(setup: InitSetup) -> None:
         # What cannot be done that way is left to the runtime ("pid" message).
         from corral.linux.cgroups import Cgroup
 
-        remaining = Cgroup(setup.cgroup_paths).join_self_v1()
+        remaining = [name for name in Cgroup(setup.cgroup_paths).join_self_v1()
+                     if name != setup.born_in]
+        setup.wait_for_cgroups = bool(remaining)  # else no "go" comes: one round trip less
         # Opened while still the host's root: in a user namespace the state directory
         # (0700 under a private --root) may not be reachable any more.
         setup.fifo_fd = os.open(setup.fifo_path, os.O_PATH | os.O_CLOEXEC)
@@ -136,6 +140,15 @@ def bootstrap(setup: InitSetup) -> None:
     os._exit(0)
 
 
+def needs_state(config: dict) -> bool:
+    """Does the init need the runtime's state: for hooks (the runtime runs prestart and
+    createRuntime ones when asked), or to send with a seccomp listener fd?"""
+    hooks_ = config.get("hooks") or {}
+    return (any(hooks_.get(kind) for kind in ("prestart", "createRuntime", "createContainer",
+                                              "startContainer"))
+            or bool(((config.get("linux") or {}).get("seccomp") or {}).get("listenerPath")))
+
+
 def _namespaces(config: dict) -> dict[str, str | None]:
     return {ns["type"]: ns.get("path") or None
             for ns in (config.get("linux") or {}).get("namespaces") or []}
@@ -147,7 +160,8 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
     config = setup.config
     proc = config["process"]
     try:
-        channel.expect("go")  # in every cgroup now
+        if setup.wait_for_cgroups:
+            channel.expect("go")  # in every cgroup now
         if "cgroup" in namespaces and namespaces["cgroup"] is None:
             sc.unshare(sc.CLONE_NEWCGROUP)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)  # hide /proc/self/{exe,fd,mem} from the container
@@ -166,9 +180,11 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
         if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
             from corral.linux import lsm  # noqa: F401 - finish_and_exec uses it
         fifo_fd = setup.fifo_fd
-        channel.send("hooks")
-        state = fastjson.loads(channel.expect("ok"))
-        hooks.run_all(config, "createContainer", state)
+        state = None
+        if needs_state(config):  # else nothing to run or send: no round trip
+            channel.send("hooks")
+            state = fastjson.loads(channel.expect("ok"))
+            hooks.run_all(config, "createContainer", state)
         if new_mount_ns:
             rootfs.pivot(setup.rootfs, no_pivot=setup.no_pivot)
         else:
@@ -202,7 +218,8 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
         fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fifo, b"0")
         os.close(fifo_fd)
-        hooks.run_all(config, "startContainer", state)
+        if state is not None:  # (None: no hooks, init.needs_state)
+            hooks.run_all(config, "startContainer", state)
         finish_and_exec(program, proc, setup.preserve_fds, setup.seccomp, state)
     except BaseException as exc:  # noqa: BLE001
         os.write(2, f"corral-runtime init: {exc}\n".encode())
