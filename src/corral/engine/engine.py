@@ -772,8 +772,6 @@ class Engine:
              detach: bool = False, privileged: bool = False,
              stdin_fd: int | None = 0, stdout_fd: int = 1,
              detach_keys: bytes = b"") -> int:
-        import subprocess
-
         c = self.get(ref)
         if c.status != "running":
             raise ContainerNotRunning(f"container {c.name} is {c.status}, not running")
@@ -807,15 +805,22 @@ class Engine:
                     raise _command_error(result.stderr.strip())
                 return 0
             if not tty:
-                stdin = None if interactive else subprocess.DEVNULL
-                proc = subprocess.run(rt.argv(*args, c.id), stdin=stdin, check=False,
-                                      stderr=subprocess.PIPE)
-                err = proc.stderr.decode(errors="replace")
-                if proc.returncode != 0 and _looks_like_exec_failure(err):
+                from corral.engine.forked import single_threaded
+
+                if rt.in_process and single_threaded():  # the CLI; not a threaded embedder
+                    returncode, err = rt.run_forked(*args, c.id, stdin_null=not interactive)
+                else:
+                    import subprocess
+
+                    stdin = None if interactive else subprocess.DEVNULL
+                    proc = subprocess.run(rt.argv(*args, c.id), stdin=stdin, check=False,
+                                          stderr=subprocess.PIPE)
+                    returncode, err = proc.returncode, proc.stderr.decode(errors="replace")
+                if returncode != 0 and _looks_like_exec_failure(err):
                     raise _command_error(err.strip())
                 if err:
                     sys.stderr.write(err)
-                return proc.returncode
+                return returncode
             return self._exec_tty(rt, args, c, stdin_fd if interactive else None, stdout_fd,
                                   detach_keys)
         finally:

@@ -105,6 +105,20 @@ class OCIRuntime:
                                 f"{result.stderr.strip() or 'exit status ' + str(result.returncode)}")
         return result
 
+    def run_forked(self, *args: str, stdin_null: bool = False) -> tuple[int, str]:
+        """Run a verb that needs a process of its own (`exec`: setns into the container)
+        through corral-runtime's CLI code in a forked child of this process instead of a
+        new interpreter (~15 ms less). stdout is this process's; stderr comes back as
+        text. Call it with no other thread running (fork)."""
+        from corral.engine.forked import run_capturing_stderr
+
+        def child() -> int:
+            from corral.runtime.cli import main
+
+            return main(["--root", self.root, *args])
+
+        return run_capturing_stderr(child, stdin_null=stdin_null)
+
     def state(self, container_id: str) -> dict | None:
         if self.in_process:
             from corral.runtime.state import Container
