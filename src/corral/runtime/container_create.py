@@ -92,13 +92,13 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
             from corral.runtime import resources
 
             resources.apply(cgroup, linux["resources"], linux.get("devices"))
-        init_pid = _spawn(container, config, rootfs, cgroup, options, joined_cgroup_ns,
-                          seccomp_filter)
+        init_pid, init_start_time = _spawn(container, config, rootfs, cgroup, options,
+                                           joined_cgroup_ns, seccomp_filter)
         container.data = {
             "ociVersion": config.get("ociVersion", runtime_config.OCI_VERSION),
             "id": container_id,
             "pid": init_pid,
-            "init_start_time": process_start_time(init_pid),
+            "init_start_time": init_start_time,
             "bundle": options.bundle,
             "rootfs": rootfs,
             "created": timestamp(),
@@ -155,8 +155,10 @@ def _compile_seccomp(config: dict, root: str):
 
 
 def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
-           options: CreateOptions, joined_cgroup_ns: str | None, seccomp_filter=None) -> int:
-    """Fork the bootstrap stage and serve its requests until the init is ready."""
+           options: CreateOptions, joined_cgroup_ns: str | None, seccomp_filter=None
+           ) -> tuple[int, int | None]:
+    """Fork the bootstrap stage and serve its requests until the init is ready; returns
+    the init's pid and start time. What the state needs is prepared while it works."""
     from corral.runtime import init
 
     process = config["process"]
@@ -195,6 +197,8 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
         os.close(console_fd)
     channel = Channel(parent_read, parent_write)
     init_pid = 0
+    init_start_time = None
+    container.serialize_config_ahead(config)  # in parallel with the bootstrap
     try:
         while True:
             tag, payload = channel.receive()
@@ -206,6 +210,7 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
                 init_pid = int(pid_text)
                 os.waitpid(bootstrap_pid, 0)
                 bootstrap_pid = 0
+                init_start_time = process_start_time(init_pid)
                 names = [name for name in remaining.split(",") if name and name != born_in]
                 if names:  # the init waits for "go" only then (init.bootstrap)
                     cgroup.add(init_pid, names)
@@ -224,7 +229,7 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
                 state["status"] = "created"
                 channel.send("ok", fastjson.dumps(state))
             elif tag == "ready":
-                return init_pid
+                return init_pid, init_start_time
             elif tag == "error":
                 raise CreateFailed(payload)
             else:
@@ -313,6 +318,9 @@ def write_pid_file(path: str, pid: int) -> None:
     """Written to a temporary name and renamed, so readers never see it empty."""
     temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
                              f".{os.path.basename(path)}.tmp")
-    with open(temporary, "w") as f:
-        f.write(str(pid))
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
     os.replace(temporary, path)
