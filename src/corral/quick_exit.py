@@ -44,9 +44,9 @@ def run(main: Callable[[], object]) -> NoReturn:
         threading = sys.modules.get("threading")
         if threading is not None:
             threading._shutdown()  # type: ignore[attr-defined] # join non-daemon threads
-        import atexit
-
-        atexit._run_exitfuncs()
+        atexit = sys.modules.get("atexit")  # nothing registered if nobody imported it
+        if atexit is not None:
+            atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
