@@ -27,6 +27,7 @@ from corral.programs import which
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
 STDIN, STDOUT, STDERR = 1, 2, 3
 
@@ -58,10 +59,50 @@ def socket_dir(store_root: Path) -> Path:
     return path
 
 
-def launch(*, container_id: str, name: str, runtime: str, runtime_root: str, bundle: Path,
-           log_path: Path, exit_dir: Path, sock_dir: Path, exit_command: Sequence[str],
-           tty: bool, stdin: bool, log_level: str = "error") -> int:
+def launch(**options: Any) -> int:
     """Start conmon (and through it `runtime create`); returns the container's pid."""
+    return spawn(**options).wait()
+
+
+class Launch:
+    """conmon started; `wait()` reads its sync pipe: the container's pid once the runtime's
+    `create` is done, or the runtime's error."""
+
+    def __init__(self, proc: Any, sync_fd: int) -> None:
+        self._proc = proc
+        self._sync_fd = sync_fd
+
+    def wait(self) -> int:
+        data = b""
+        try:
+            _, err = self._proc.communicate(timeout=120)  # conmon's first process: daemonizes
+            if self._proc.returncode != 0:
+                raise ConmonError(f"conmon failed: {err.decode(errors='replace').strip()}")
+            while not data.endswith(b"\n"):
+                chunk = os.read(self._sync_fd, 65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(self._sync_fd)
+        try:
+            message = json.loads(data.splitlines()[0]) if data.strip() else {}
+        except ValueError:
+            message = {}
+        pid = int(message.get("data", -1)) if isinstance(message, dict) else -1
+        if pid <= 0:
+            text = message.get("message") if isinstance(message, dict) else None
+            raise CreateFailed(_clean(text or data.decode(errors="replace") or
+                                      "the runtime's create failed (no message from conmon)"))
+        return pid
+
+
+def spawn(*, container_id: str, name: str, runtime: str, runtime_root: str, bundle: Path,
+          log_path: Path, exit_dir: Path, sock_dir: Path, exit_command: Sequence[str],
+          tty: bool, stdin: bool, log_level: str = "error",
+          runtime_env: dict[str, str] | None = None) -> Launch:
+    """Start conmon, which runs `runtime create` at once (`runtime_env`: extra environment
+    for the runtime, which inherits conmon's). `Launch.wait()` for the outcome."""
     import subprocess
 
     for stale in ("attach", "ctl", "winsz", "pidfile", "conmon.pid"):
@@ -86,38 +127,16 @@ def launch(*, container_id: str, name: str, runtime: str, runtime_root: str, bun
         argv.append("-i")
     r, w = os.pipe()
     try:
-        env = dict(os.environ, _OCI_SYNCPIPE=str(w))
-        try:
-            proc = subprocess.Popen(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    cwd=str(bundle))
-        except OSError as exc:
-            raise ConmonError(f"cannot run conmon: {exc}") from exc
-        os.close(w)
-        w = -1
-        _, err = proc.communicate(timeout=120)
-        if proc.returncode != 0:
-            raise ConmonError(f"conmon failed: {err.decode(errors='replace').strip()}")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
+        env = dict(os.environ, **(runtime_env or {}), _OCI_SYNCPIPE=str(w))
+        proc = subprocess.Popen(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                cwd=str(bundle))
+    except OSError as exc:
         os.close(r)
-        if w >= 0:
-            os.close(w)
-    try:
-        message = json.loads(data.splitlines()[0]) if data.strip() else {}
-    except ValueError:
-        message = {}
-    pid = int(message.get("data", -1)) if isinstance(message, dict) else -1
-    if pid <= 0:
-        text = message.get("message") if isinstance(message, dict) else None
-        raise CreateFailed(_clean(text or data.decode(errors="replace") or
-                                  "the runtime's create failed (no message from conmon)"))
-    return pid
+        raise ConmonError(f"cannot run conmon: {exc}") from exc
+    finally:
+        os.close(w)
+    return Launch(proc, r)
 
 
 def _clean(text: str) -> str:

@@ -174,6 +174,13 @@ def _in_background(func: Callable[..., Any], *args: Any) -> None:
     _unreaped.append(pid)
 
 
+def _network_ready_at_create(config: ContainerConfig) -> bool:
+    """Whether the spec create writes is final for the runtime: not so for a bridge
+    network (`start` makes the netns, networking.begin) or `container:` (start points
+    the spec at the target's current netns)."""
+    return (config.network or "bridge") in ("none", "private", "host")  # SIMPLE_MODES
+
+
 def _finish_run_removal(runtime: OCIRuntime, container_id: str, aside: Path | None) -> None:
     """The rest of a `run --rm` removal, in the background: the runtime's delete first
     (its state and cgroups), then the directory set aside (unmount, delete)."""
@@ -224,6 +231,7 @@ class Engine:
         self.locks = self.dir / "locks"
         for d in (self.exits, self.locks):
             d.mkdir(parents=True, exist_ok=True)
+        self._early_launches: dict[str, conmon.Launch] = {}  # create(start_next=True)
 
     @property
     def store(self) -> Any:
@@ -316,9 +324,18 @@ class Engine:
         return out
 
     # -- create ----------------------------------------------------------------------------
-    def create(self, config: ContainerConfig, *, keep_mounted: bool = False) -> Container:
+    def create(self, config: ContainerConfig, *, keep_mounted: bool = False,
+               start_next: bool = False) -> Container:
         """`keep_mounted`: leave the rootfs mounted for a `start` that follows at once
-        (`run`), saving an unmount and a mount; any cleanup or `rm` unmounts it."""
+        (`run`), saving an unmount and a mount; any cleanup or `rm` unmounts it.
+
+        `start_next` (implies keep_mounted; `run` with corral-runtime): the caller's next
+        call is `start(id)` with the default monitor cleanup. conmon, and through it
+        corral-runtime's `create`, start as soon as the bundle directory exists, so that
+        their start-up (two programs, one a Python interpreter: ~20 ms) overlaps the
+        rest of this create; the runtime waits for config.json (written atomically, last)
+        and `start` takes over the launch."""
+        keep_mounted = keep_mounted or start_next
         from corral.oci.image import ImageConfig
 
         check_name(config.name)
@@ -354,8 +371,12 @@ class Engine:
         cid = record.id
         name = record.names[0]
         config = records_light.replace(config, name=name, hostname=config.hostname or cid[:12])
+        early: conmon.Launch | None = None
         try:
             bundle = store.container_dir(cid)
+            if start_next and runs_in_process(runtime) and _network_ready_at_create(config):
+                early = self._spawn_monitor(cid, name, runtime, bundle, config,
+                                            await_config=True)
             rootfs = store.mount(cid)
             try:
                 spec = self._build_spec(image_config, config, rootfs, cid, runtime,
@@ -379,10 +400,43 @@ class Engine:
             write_json(bundle / "state.json", records_light.asdict(State()), durable=False)
             store.containers.set_metadata(cid, command=command, durable=False)  # in corral.json
         except BaseException:
+            if early is not None:  # the waiting runtime gets a config it refuses, and exits
+                self._abandon_launch(early, bundle, runtime, cid, write_config=True)
             with contextlib.suppress(Exception):
                 store.remove_container(cid)
             raise
+        if early is not None:
+            self._early_launches[cid] = early
         return self.get(cid)
+
+    def _spawn_monitor(self, cid: str, name: str, runtime: str, bundle: Path,
+                       config: ContainerConfig, *, await_config: bool = False,
+                       monitor_cleanup: bool = True) -> conmon.Launch:
+        """conmon for a container (its exit command: engine/exit_hook.py, then
+        `corral container cleanup ID`, unless `monitor_cleanup` is False)."""
+        from corral.runtime import AWAIT_CONFIG_ENV
+
+        return conmon.spawn(
+            container_id=cid, name=name, runtime=runtime,
+            runtime_root=runtime_root(self.root, runtime), bundle=bundle,
+            log_path=Path(config.log_path or bundle / "ctr.log"), exit_dir=self.exits,
+            sock_dir=conmon.socket_dir(self.root),
+            exit_command=_exit_hook(bundle / "state.json") + _exit_command() + [
+                "--root", str(self.root), "container", "cleanup", cid]
+            if monitor_cleanup else [],
+            tty=config.tty, stdin=config.interactive,
+            runtime_env={AWAIT_CONFIG_ENV: "60"} if await_config else None)
+
+    def _abandon_launch(self, launch: conmon.Launch, bundle: Path, runtime: str, cid: str,
+                        *, write_config: bool = False) -> None:
+        """Undo a launch whose `start` will not happen: a runtime still waiting for
+        config.json gets one it refuses; a container it created is deleted."""
+        if write_config and not (bundle / "config.json").exists():
+            with contextlib.suppress(OSError):
+                write_json(bundle / "config.json", {"ociVersion": "1.0.2"}, durable=False)
+        with contextlib.suppress(Exception):
+            launch.wait()
+        OCIRuntime(runtime, runtime_root(self.root, runtime)).delete(cid, force=True)
 
     def _build_spec(self, image_config: Any, config: ContainerConfig, rootfs: Path,
                     cid: str, runtime: str, starts_now: bool) -> dict:
@@ -436,33 +490,39 @@ class Engine:
 
     def _start_locked(self, c: Container, before_start: Callable[[Container], None] | None
                       = None) -> None:
-        self._rejoin_namespaces(c)
-        rt = self._runtime(c)
-        rt_dir = Path(rt.root)
-        if rt_dir.is_dir() and any(p.name.startswith(c.id) for p in rt_dir.iterdir()):
-            rt.delete(c.id, force=True)
-        with contextlib.suppress(FileNotFoundError):
-            self._exit_file(c.id).unlink()
-        store = self.store
-        store.mount(c.id)
         st = c.state
+        rt = self._runtime(c)
+        early = self._early_launches.pop(c.id, None)  # create(start_next=True) began it
+        if early is not None and not st.monitor_cleanup:  # launched with the default hook
+            self._abandon_launch(early, c.bundle, c.runtime, c.id)
+            early = None
+        if early is None:
+            self._rejoin_namespaces(c)
+            rt_dir = Path(rt.root)
+            if rt_dir.is_dir() and any(p.name.startswith(c.id) for p in rt_dir.iterdir()):
+                rt.delete(c.id, force=True)
+            with contextlib.suppress(FileNotFoundError):
+                self._exit_file(c.id).unlink()
+        store = self.store
         from corral.engine import networking
 
         try:
-            pending = networking.begin(self, c)  # CNI ADD runs alongside the create
+            store.mount(c.id)
+            try:
+                pending = networking.begin(self, c)  # CNI ADD runs alongside the create
+            except BaseException:
+                store.unmount(c.id, force=True)
+                raise
         except BaseException:
-            store.unmount(c.id, force=True)
+            if early is not None:
+                self._abandon_launch(early, c.bundle, c.runtime, c.id)
             raise
         try:
             with _alongside(_import, _AFTER_LAUNCH):
-                pid = conmon.launch(
-                    container_id=c.id, name=c.name, runtime=c.runtime, runtime_root=rt.root,
-                    bundle=c.bundle, log_path=c.log_path, exit_dir=self.exits,
-                    sock_dir=conmon.socket_dir(self.root),
-                    exit_command=_exit_hook(c.bundle / "state.json") + _exit_command() + [
-                        "--root", str(self.root), "container", "cleanup", c.id]
-                    if st.monitor_cleanup else [],
-                    tty=c.config.tty, stdin=c.config.interactive)
+                launch = early or self._spawn_monitor(c.id, c.name, c.runtime, c.bundle,
+                                                      c.config,
+                                                      monitor_cleanup=st.monitor_cleanup)
+                pid = launch.wait()
         except conmon.CreateFailed as exc:
             rt.delete(c.id, force=True)
             if pending is not None:

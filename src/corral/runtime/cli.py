@@ -322,10 +322,37 @@ def _dispatch(command: str, root: str, flags: dict, positional: list[str], log: 
     raise UsageError(f"unknown command {command!r}")
 
 
+def _await_config(bundle: str) -> None:
+    """With $CORRAL_RUNTIME_AWAIT_CONFIG (Corral's engine sets it; see corral.runtime):
+    wait up to that many seconds for <bundle>/config.json, which the engine writes
+    atomically while this process starts."""
+    import os
+
+    from corral.runtime import AWAIT_CONFIG_ENV
+
+    wait = os.environ.get(AWAIT_CONFIG_ENV)
+    path = os.path.join(bundle, "config.json")
+    if not wait or os.path.exists(path):
+        return
+    import time
+
+    deadline = time.monotonic() + float(wait)
+    delay = 0.0005
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            from corral.errors import InvalidArgument
+
+            raise InvalidArgument(f"{path}: not written within {wait} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.01)
+
+
 def _create_or_run(command: str, root: str, flags: dict, positional: list[str]) -> int:
     from corral.runtime.container_create import CreateOptions, create, load_config
 
     container_id = _one_id(positional, command)
+    if command == "create":
+        _await_config(flags.get("bundle") or ".")
     foreground = command == "run" and not flags.get("detach")
     options = CreateOptions(flags.get("bundle") or ".", flags.get("pid_file"),
                             flags.get("console_socket"), bool(flags.get("no_pivot")),
