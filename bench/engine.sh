@@ -1,23 +1,21 @@
 #!/bin/bash
 # Engine bench: corral vs podman in one run, both with --network none (issue 6).
-#  1. `run --rm busybox true` (hyperfine, medians)
+#  1. `run --rm busybox true`: ROUNDS (5) hyperfine rounds of RUNS (10) runs; medians
 #  2. 50 idle containers started (`run -d ... sleep`) then removed: wall time, and memory
 #     per idle container = PSS of its conmon (/proc/<pid>/smaps_rollup) + its cgroup's
 #     memory.usage_in_bytes (v1) / memory.current (v2)
-#  3. `exec CONTAINER true` latency (hyperfine)
+#  3. `exec CONTAINER true` latency, in rounds as 1.
 # Temp stores for both; everything made here is removed on exit.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-50}
-RUNS=${RUNS:-20}
+RUNS=${RUNS:-10}
 NAME=engine
 . "$HERE/bench/engine_lib.sh"
 
-echo "== run --rm busybox true (median of $RUNS)"
-hyperfine -N -w 3 -r "$RUNS" --export-json "$TMP/run.json" \
-  "$C run --rm --network none busybox true" \
-  "$P run --rm --network none localhost/busybox true" >/dev/null 2>&1
-ratio "$TMP/run.json"
+echo "== run --rm busybox true (${ROUNDS:-5} rounds of $RUNS runs each)"
+rounds "run --rm" "$C run --rm --network none busybox true" \
+  "$P run --rm --network none localhost/busybox true"
 
 mem_of() {  # $1 = conmon pid, $2 = cgroup memory file -> KiB
   local pss cg
@@ -56,9 +54,7 @@ echo "== $N idle containers"
 idle corral "$C" busybox
 idle podman "$P" localhost/busybox
 
-echo "== exec latency (median of $RUNS)"
+echo "== exec latency (${ROUNDS:-5} rounds of $RUNS runs each)"
 CID=$($C run -d --network none busybox sleep 3600)
 PID=$($P run -d --network none localhost/busybox sleep 3600)
-hyperfine -N -w 3 -r "$RUNS" --export-json "$TMP/exec.json" \
-  "$C exec $CID true" "$P exec $PID true" >/dev/null 2>&1
-ratio "$TMP/exec.json"
+rounds "exec" "$C exec $CID true" "$P exec $PID true"

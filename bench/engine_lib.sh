@@ -41,3 +41,25 @@ c, p = r[0]["median"] * 1000, r[1]["median"] * 1000
 print(f"corral {c:.0f} ms   podman {p:.0f} ms   corral/podman {c/p:.2f}")
 PY
 }
+
+# `rounds LABEL CORRAL_CMD PODMAN_CMD`: ROUNDS (default 5) hyperfine runs of RUNS pairs
+# each, printing every round's medians and ratio, then the median of the ratios. hyperfine
+# times all runs of one command before the other; on a shared VM whose speed drifts,
+# short alternating rounds keep a slow spell from landing on one side only.
+rounds() {
+  local label=$1 i
+  : > "$TMP/rounds.txt"
+  for i in $(seq 1 "${ROUNDS:-5}"); do
+    hyperfine -N -w 2 -r "$RUNS" --export-json "$TMP/round.json" "$2" "$3" >/dev/null 2>&1
+    ratio "$TMP/round.json" | tee -a "$TMP/rounds.txt" | sed "s/^/  round $i: /"
+  done
+  python3 - "$TMP/rounds.txt" "$label" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+c = statistics.median(float(r[1]) for r in rows)
+p = statistics.median(float(r[4]) for r in rows)
+q = statistics.median(float(r[7]) for r in rows)
+print(f"{sys.argv[2]}: median of rounds: corral {c:.0f} ms   podman {p:.0f} ms   "
+      f"corral/podman {q:.2f}")
+PY
+}
