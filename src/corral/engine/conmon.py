@@ -68,17 +68,15 @@ class Launch:
     """conmon started; `wait()` reads its sync pipe: the container's pid once the runtime's
     `create` is done, or the runtime's error."""
 
-    def __init__(self, pid: int, stderr_fd: int, sync_fd: int) -> None:
-        self._pid = pid  # conmon's first process: it daemonizes and exits
-        self._stderr_fd = stderr_fd
+    def __init__(self, proc: Any, sync_fd: int) -> None:
+        self._proc = proc
         self._sync_fd = sync_fd
 
     def wait(self) -> int:
         data = b""
         try:
-            err = _read_all(self._stderr_fd)
-            _, status = os.waitpid(self._pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
+            _, err = self._proc.communicate(timeout=120)  # conmon's first process: daemonizes
+            if self._proc.returncode != 0:
                 raise ConmonError(f"conmon failed: {err.decode(errors='replace').strip()}")
             while not data.endswith(b"\n"):
                 chunk = os.read(self._sync_fd, 65536)
@@ -99,23 +97,14 @@ class Launch:
         return pid
 
 
-def _read_all(fd: int) -> bytes:
-    """Until EOF, then closed."""
-    chunks = []
-    try:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
 def spawn(*, container_id: str, name: str, runtime: str, runtime_root: str, bundle: Path,
           log_path: Path, exit_dir: Path, sock_dir: Path, exit_command: Sequence[str],
           tty: bool, stdin: bool, log_level: str = "error",
           runtime_env: dict[str, str] | None = None) -> Launch:
     """Start conmon, which runs `runtime create` at once (`runtime_env`: extra environment
     for the runtime, which inherits conmon's). `Launch.wait()` for the outcome."""
+    import subprocess
+
     for stale in ("attach", "ctl", "winsz", "pidfile", "conmon.pid"):
         try:
             os.unlink(bundle / stale)
@@ -136,26 +125,18 @@ def spawn(*, container_id: str, name: str, runtime: str, runtime_root: str, bund
         argv.append("-t")
     if stdin:
         argv.append("-i")
-    # posix_spawn (a vfork and an exec; no subprocess import on the `run` path). conmon
-    # needs no working directory: every path it gets, and the runtime's --bundle, is
-    # absolute. The sync pipe's write end is the one fd it inherits besides stdio.
-    sync_r, sync_w = os.pipe()
-    err_r, err_w = os.pipe()
+    r, w = os.pipe()
     try:
-        os.set_inheritable(sync_w, True)
-        env = dict(os.environ, **(runtime_env or {}), _OCI_SYNCPIPE=str(sync_w))
-        pid = os.posix_spawn(argv[0], argv, env, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_DUP2, err_w, 2)])
+        env = dict(os.environ, **(runtime_env or {}), _OCI_SYNCPIPE=str(w))
+        proc = subprocess.Popen(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                cwd=str(bundle))
     except OSError as exc:
-        os.close(sync_r)
-        os.close(err_r)
+        os.close(r)
         raise ConmonError(f"cannot run conmon: {exc}") from exc
     finally:
-        os.close(sync_w)
-        os.close(err_w)
-    return Launch(pid, err_r, sync_r)
+        os.close(w)
+    return Launch(proc, r)
 
 
 def _clean(text: str) -> str:
