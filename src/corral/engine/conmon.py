@@ -128,6 +128,7 @@ def spawn(*, container_id: str, name: str, runtime: str, runtime_root: str, bund
     r, w = os.pipe()
     try:
         env = dict(os.environ, **(runtime_env or {}), _OCI_SYNCPIPE=str(w))
+        # cwd: conmon writes the `oom` file (an OOM kill seen) in its working directory
         proc = subprocess.Popen(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 cwd=str(bundle))
