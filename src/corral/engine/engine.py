@@ -813,10 +813,13 @@ class Engine:
         c = self.get(ref)
 
         def running() -> bool:
+            """Whether the log may still grow: the container runs, or its conmon (the
+            writer) does, which can record the exit before it drains the last output."""
             try:
-                return self.get(c.id).status in RUNNING
+                now_c = self.get(c.id)
             except NotFound:
                 return False
+            return now_c.status in RUNNING or _alive(now_c.state.conmon_pid, None)
 
         return read_logs(str(c.log_path), since=since, tail=tail, follow=follow,
                          running=running)
