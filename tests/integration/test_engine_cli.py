@@ -426,7 +426,11 @@ def test_container_prune_sweeps_orphaned_runtime_state(corral, make_bundle):
 def test_run_failing_after_early_monitor_start_leaves_nothing(corral):
     """`run --network none` starts conmon and the runtime's create while the bundle is
     still being written; an error after that (a user the image lacks) stops them and
-    leaves no container, runtime state, monitor or directory."""
+    leaves no container, runtime state, monitor, socket link or directory."""
+    from corral.engine.conmon import socket_dir
+
+    links = socket_dir(corral.root)
+    before = set(os.listdir(links))
     r = corral("run", "--rm", "--network", "none", "--user", "nosuchuser", "busybox",
                "true", check=False)
     assert r.returncode == 125
@@ -435,6 +439,7 @@ def test_run_failing_after_early_monitor_start_leaves_nothing(corral):
     containers = corral.root / "storage" / "containers"
     _until(lambda: not _runtime_entries(corral.root) and not os.listdir(containers)
            and not _conmons(corral.root))
+    assert set(os.listdir(links)) == before
     r = corral("run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo ok; exit 4",
                check=False)
     assert (r.returncode, r.stdout) == (4, "ok\n")

@@ -437,6 +437,7 @@ class Engine:
         with contextlib.suppress(Exception):
             launch.wait()
         OCIRuntime(runtime, runtime_root(self.root, runtime)).delete(cid, force=True)
+        conmon.remove_socket_link(conmon.socket_dir(self.root), cid)
 
     def _build_spec(self, image_config: Any, config: ContainerConfig, rootfs: Path,
                     cid: str, runtime: str, starts_now: bool) -> dict:
