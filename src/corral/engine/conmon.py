@@ -1,7 +1,7 @@
 """The per-container monitor: conmon (what podman and CRI-O use), driven like podman's
 libpod/oci_conmon_linux.go.
 
-`launch()` runs `conmon --api-version 1 ...`, which double-forks (its first process
+`spawn()` runs `conmon --api-version 1 ...` (`Launch.wait()` for the outcome), which double-forks (its first process
 exits at once), runs `<runtime> create`, reports the container pid — or the create
 error — on the sync pipe (`_OCI_SYNCPIPE`: `{"data": pid}` / `{"data": -1, "message":
 ...}`), then keeps the container's stdio: the k8s-file log, the attach socket
@@ -57,11 +57,6 @@ def socket_dir(store_root: Path) -> Path:
     path = Path("/run/corral") / f"s-{digest}"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def launch(**options: Any) -> int:
-    """Start conmon (and through it `runtime create`); returns the container's pid."""
-    return spawn(**options).wait()
 
 
 class Launch:
@@ -190,5 +185,16 @@ def resize(bundle: Path, height: int, width: int) -> None:
         os.close(fd)
 
 
-__all__ = ["STDERR", "STDIN", "STDOUT", "ConmonError", "CreateFailed", "attach_socket",
-           "conmon_path", "launch", "resize", "socket_dir"]
+__all__ = [
+    "STDERR",
+    "STDIN",
+    "STDOUT",
+    "ConmonError",
+    "CreateFailed",
+    "Launch",
+    "attach_socket",
+    "conmon_path",
+    "resize",
+    "socket_dir",
+    "spawn",
+]

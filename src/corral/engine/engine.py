@@ -174,13 +174,6 @@ def _in_background(func: Callable[..., Any], *args: Any) -> None:
     _unreaped.append(pid)
 
 
-def _network_ready_at_create(config: ContainerConfig) -> bool:
-    """Whether the spec create writes is final for the runtime: not so for a bridge
-    network (`start` makes the netns, networking.begin) or `container:` (start points
-    the spec at the target's current netns)."""
-    return (config.network or "bridge") in ("none", "private", "host")  # SIMPLE_MODES
-
-
 def _finish_run_removal(runtime: OCIRuntime, container_id: str, aside: Path | None) -> None:
     """The rest of a `run --rm` removal, in the background: the runtime's delete first
     (its state and cgroups), then the directory set aside (unmount, delete)."""
@@ -374,7 +367,8 @@ class Engine:
         early: conmon.Launch | None = None
         try:
             bundle = store.container_dir(cid)
-            if start_next and runs_in_process(runtime) and _network_ready_at_create(config):
+            if start_next and runs_in_process(runtime) and \
+                    networking.spec_final_at_create(config):
                 early = self._spawn_monitor(cid, name, runtime, bundle, config,
                                             await_config=True)
             rootfs = store.mount(cid)
@@ -401,7 +395,7 @@ class Engine:
             store.containers.set_metadata(cid, command=command, durable=False)  # in corral.json
         except BaseException:
             if early is not None:  # the waiting runtime gets a config it refuses, and exits
-                self._abandon_launch(early, bundle, runtime, cid, write_config=True)
+                self._abandon_launch(early, bundle, runtime, cid)
             with contextlib.suppress(Exception):
                 store.remove_container(cid)
             raise
@@ -427,11 +421,11 @@ class Engine:
             tty=config.tty, stdin=config.interactive,
             runtime_env={AWAIT_CONFIG_ENV: "60"} if await_config else None)
 
-    def _abandon_launch(self, launch: conmon.Launch, bundle: Path, runtime: str, cid: str,
-                        *, write_config: bool = False) -> None:
+    def _abandon_launch(self, launch: conmon.Launch, bundle: Path, runtime: str,
+                        cid: str) -> None:
         """Undo a launch whose `start` will not happen: a runtime still waiting for
         config.json gets one it refuses; a container it created is deleted."""
-        if write_config and not (bundle / "config.json").exists():
+        if not (bundle / "config.json").exists():
             with contextlib.suppress(OSError):
                 write_json(bundle / "config.json", {"ociVersion": "1.0.2"}, durable=False)
         with contextlib.suppress(Exception):

@@ -129,6 +129,13 @@ def prepare_create(engine: Any, config: Any, image_config: Any) -> Any:
     return records_light.replace(config, networks=names, publish=publish, publish_all=False)
 
 
+def spec_final_at_create(config: Any) -> bool:
+    """Whether the spec `create` writes is final for the runtime: not for a bridge network
+    (`begin`, at start, makes the netns) or `container:` (start points the spec at the
+    target's current netns)."""
+    return (config.network or "bridge") in SIMPLE_MODES
+
+
 def adjust_spec(engine: Any, config: Any, spec: dict, container_id: str) -> None:
     """Point the spec's network namespace at the container's netns file (bridge), or
     bind the other container's hosts/resolv.conf (container:)."""

@@ -158,7 +158,7 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
            options: CreateOptions, joined_cgroup_ns: str | None, seccomp_filter=None
            ) -> tuple[int, int | None]:
     """Fork the bootstrap stage and serve its requests until the init is ready; returns
-    the init's pid and start time. What the state needs is prepared while it works."""
+    the init's pid and start time."""
     from corral.runtime import init
 
     process = config["process"]
@@ -198,7 +198,6 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
     channel = Channel(parent_read, parent_write)
     init_pid = 0
     init_start_time = None
-    container.serialize_config_ahead(config)  # in parallel with the bootstrap
     try:
         while True:
             tag, payload = channel.receive()
@@ -211,7 +210,7 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
                 os.waitpid(bootstrap_pid, 0)
                 bootstrap_pid = 0
                 init_start_time = process_start_time(init_pid)
-                names = [name for name in remaining.split(",") if name and name != born_in]
+                names = [name for name in remaining.split(",") if name]  # born_in's left out
                 if names:  # the init waits for "go" only then (init.bootstrap)
                     cgroup.add(init_pid, names)
                     channel.send("go")

@@ -60,7 +60,6 @@ class Container:
         self.root = root
         self.dir = os.path.join(root, container_id)
         self.data: dict = {}
-        self._config_json: tuple[object, str] | None = None  # (config, its JSON): `save`
 
     # -- paths ------------------------------------------------------------
     @property
@@ -115,21 +114,8 @@ class Container:
                                      f"{container.state_path}") from None
         return container
 
-    def serialize_config_ahead(self, config: dict) -> None:
-        """Encode `config` now (create does it while the init works on another CPU), for a
-        `save` whose data["config"] is that same, unchanged object."""
-        self._config_json = (config, fastjson.dumps(config))
-
     def save(self) -> None:
-        data = self.data
-        ahead = self._config_json
-        if (ahead is not None and len(data) > 1 and data.get("config") is ahead[0]
-                and next(reversed(data)) == "config"):
-            # the same text as dumps(data): the config is its last key
-            head = fastjson.dumps({k: v for k, v in data.items() if k != "config"})
-            text = f'{head[:-1]},"config":{ahead[1]}}}'
-        else:
-            text = fastjson.dumps(data)
+        text = fastjson.dumps(self.data)
         temporary = self.state_path + ".tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
