@@ -443,3 +443,44 @@ def test_run_failing_after_early_monitor_start_leaves_nothing(corral):
     r = corral("run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo ok; exit 4",
                check=False)
     assert (r.returncode, r.stdout) == (4, "ok\n")
+
+
+def test_run_prelaunches_its_monitor_before_the_record(corral):
+    """`run --network none` starts conmon before parsing (corral.cli.prelaunch): the
+    monitor was given the id's short form as its name, as the name was not chosen yet;
+    with the default (bridge) network it is launched by the engine, with the name."""
+    corral("run", "--rm", "--network", "none", "busybox", "true")  # engine/exits exists
+    cid = corral("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
+    cmd = Path(f"/proc/{corral.inspect(cid)['State']['ConmonPid']}/cmdline").read_bytes()
+    args = cmd.decode().split("\0")
+    assert args[args.index("-n") + 1] == cid[:12]
+    assert args[args.index("-c") + 1] == cid
+    assert not (corral.root / "storage" / "containers" / cid / ".reserved-by").exists()
+    r = corral("run", "--rm", "-i", "--network", "none", "busybox", "cat", input="piped\n")
+    assert r.stdout == "piped\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--network", "none", "nosuchimage", "true"], "nosuchimage"),
+    (["--network", "none", "--stop-timeout", "soon", "busybox", "true"], "soon"),
+    (["--network", "none", "--rm", "--restart", "always", "busybox", "true"], "conflict"),
+    (["--network", "none", "--name", "taken", "busybox", "true"], "taken"),
+])
+def test_run_failing_before_the_record_undoes_the_prelaunch(corral, args, message):
+    """A `run` whose monitor was prelaunched, failing before its record exists (a bad
+    flag, an unknown image, a name in use), stops conmon and the waiting runtime and
+    leaves no directory, runtime state or socket link."""
+    from corral.engine.conmon import socket_dir
+
+    corral("create", "--name", "taken", "--network", "none", "busybox", "true")
+    containers = corral.root / "storage" / "containers"
+    before = set(os.listdir(containers))
+    links = socket_dir(corral.root)
+    links_before = set(os.listdir(links))
+    r = corral("run", *args, check=False)
+    assert r.returncode == 125, r.stderr
+    assert message in r.stderr
+    assert set(os.listdir(containers)) == before
+    _until(lambda: not _runtime_entries(corral.root) and not _conmons(corral.root))
+    assert set(os.listdir(links)) == links_before
+    assert corral("ps", "-aq").stdout.split() == [cid[:12] for cid in before]

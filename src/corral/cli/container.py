@@ -254,7 +254,9 @@ def cmd_run(args: argparse.Namespace, ctx: Any) -> int:
     engine = _engine(ctx)
     config = _config(args, ctx)
     keys = parse_detach_keys(getattr(args, "detach_keys", None))
-    c = engine.create(config, start_next=True)
+    from corral.cli import prelaunch
+
+    c = engine.create(config, start_next=True, prelaunched=prelaunch.pending())
     if args.detach:
         try:
             engine.start(c.id)

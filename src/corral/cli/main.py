@@ -29,11 +29,12 @@ class Context:
     """What every command gets: parsed global options and a lazily opened store."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        from corral.cli import prelaunch
         from corral.engine import config_file
         from corral.storage.store import ROOT_ENV, default_root
 
         # flags > environment > config files (/etc/corral/corral.conf, $CORRAL_CONFIG) > built-in
-        self.config = config_file.load()
+        self.config = prelaunch.config() or config_file.load()
         self.root = Path(args.root) if args.root else (
             default_root() if os.environ.get(ROOT_ENV) or not self.config.root
             else Path(self.config.root))
@@ -180,6 +181,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    from corral.cli import prelaunch
+
+    prelaunch.begin(argv)  # `run`: its monitor starts now, while the rest starts up
+    try:
+        return _main(argv)
+    finally:
+        prelaunch.abandon()  # unless the engine adopted it
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     ctx: Any = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,6 +136,40 @@ def spawn(*, container_id: str, name: str, runtime: str, runtime_root: str, bund
     return Launch(proc, r)
 
 
+def exits_dir(store_root: Path) -> Path:
+    """Where conmon writes each container's exit code (`<dir>/<id>`) for the engine."""
+    return store_root / "engine" / "exits"
+
+
+def exit_command(store_root: Path, bundle: Path, container_id: str) -> list[str]:
+    """conmon's exit command for an engine's container: `engine/exit_hook.py` (which
+    returns at once when a foreground CLI cleans up itself), then
+    `corral container cleanup ID`."""
+    hook = Path(__file__).with_name("exit_hook.py")
+    return [sys.executable, "-I", "-S", str(hook), str(bundle / "state.json"), "--",
+            sys.executable, "-m", "corral.cli.main", "--root", str(store_root),
+            "container", "cleanup", container_id]
+
+
+def spawn_monitor(store_root: Path, container_id: str, name: str, runtime: str,
+                  bundle: Path, log_path: Path, *, tty: bool, stdin: bool,
+                  await_config: bool = False, monitor_cleanup: bool = True) -> Launch:
+    """`spawn` as the engine runs it for a container of the store at `store_root`
+    (`await_config`: the runtime waits for config.json, see corral.runtime;
+    `monitor_cleanup=False`: no exit command). Shared by `Engine` and
+    `corral.cli.prelaunch`, which must launch exactly alike."""
+    from corral.engine.oci import runtime_root
+    from corral.runtime import AWAIT_CONFIG_ENV
+
+    return spawn(
+        container_id=container_id, name=name, runtime=runtime,
+        runtime_root=runtime_root(store_root, runtime), bundle=bundle, log_path=log_path,
+        exit_dir=exits_dir(store_root), sock_dir=socket_dir(store_root),
+        exit_command=exit_command(store_root, bundle, container_id)
+        if monitor_cleanup else [],
+        tty=tty, stdin=stdin, runtime_env={AWAIT_CONFIG_ENV: "60"} if await_config else None)
+
+
 def _clean(text: str) -> str:
     """runc's `time=... level=error msg="..."` -> the message."""
     import re
@@ -194,7 +229,10 @@ __all__ = [
     "Launch",
     "attach_socket",
     "conmon_path",
+    "exit_command",
+    "exits_dir",
     "resize",
     "socket_dir",
     "spawn",
+    "spawn_monitor",
 ]

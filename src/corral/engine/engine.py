@@ -198,16 +198,6 @@ def _close_from(first: int) -> None:
         os.closerange(first, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def _exit_command() -> list[str]:
-    return [sys.executable, "-m", "corral.cli.main"]
-
-
-def _exit_hook(state: Path) -> list[str]:
-    """conmon's exit command starts with `engine/exit_hook.py` (see there)."""
-    hook = Path(__file__).with_name("exit_hook.py")
-    return [sys.executable, "-I", "-S", str(hook), str(state), "--"]
-
-
 class Engine:
     def __init__(self, root: Path | str | None = None, storage_driver: str | None = None,
                  runtime: str | None = None, store: Any = None) -> None:
@@ -220,7 +210,7 @@ class Engine:
         self._store = store
         self.config: Any = None  # EngineConfig; loaded from the files when first needed
         self.dir = self.root / "engine"
-        self.exits = self.dir / "exits"
+        self.exits = conmon.exits_dir(self.root)
         self.locks = self.dir / "locks"
         for d in (self.exits, self.locks):
             d.mkdir(parents=True, exist_ok=True)
@@ -318,7 +308,7 @@ class Engine:
 
     # -- create ----------------------------------------------------------------------------
     def create(self, config: ContainerConfig, *, keep_mounted: bool = False,
-               start_next: bool = False) -> Container:
+               start_next: bool = False, prelaunched: Any = None) -> Container:
         """`keep_mounted`: leave the rootfs mounted for a `start` that follows at once
         (`run`), saving an unmount and a mount; any cleanup or `rm` unmounts it.
 
@@ -327,7 +317,11 @@ class Engine:
         corral-runtime's `create`, start as soon as the bundle directory exists, so that
         their start-up (two programs, one a Python interpreter: ~20 ms) overlaps the
         rest of this create; the runtime waits for config.json (written atomically, last)
-        and `start` takes over the launch."""
+        and `start` takes over the launch.
+
+        `prelaunched` (a corral.cli.prelaunch.Prelaunch): conmon was started even earlier,
+        for a directory reserved under a chosen id; the record adopts the directory, and
+        the launch is used if it fits this container, else undone."""
         keep_mounted = keep_mounted or start_next
         from corral.oci.image import ImageConfig
 
@@ -346,11 +340,13 @@ class Engine:
 
         config = networking.prepare_create(self, config, image_config)
         name = config.name
+        pre = prelaunched if prelaunched is not None and not prelaunched.adopted else None
         for attempt in range(5):
             try:
                 record = store.create_container(
                     image.id, names=[name or random_name()],
-                    metadata={"image_name": config.image})
+                    metadata={"image_name": config.image},
+                    container_id=pre.container_id if pre else None, reserved=pre is not None)
                 break
             except Exception as exc:
                 from corral.errors import AlreadyExists
@@ -367,8 +363,15 @@ class Engine:
         early: conmon.Launch | None = None
         try:
             bundle = store.container_dir(cid)
-            if start_next and runs_in_process(runtime) and \
-                    networking.spec_final_at_create(config):
+            launch_now = start_next and runs_in_process(runtime) and \
+                networking.spec_final_at_create(config)
+            if pre is not None:
+                pre.adopted = True  # the record owns the directory: undone as any launch
+                if launch_now and pre.fits(self.root, runtime, config):
+                    early = pre.launch
+                else:
+                    self._abandon_launch(pre.launch, bundle, pre.runtime, cid)
+            if launch_now and early is None:
                 early = self._spawn_monitor(cid, name, runtime, bundle, config,
                                             await_config=True)
             rootfs = store.mount(cid)
@@ -408,18 +411,10 @@ class Engine:
                        monitor_cleanup: bool = True) -> conmon.Launch:
         """conmon for a container (its exit command: engine/exit_hook.py, then
         `corral container cleanup ID`, unless `monitor_cleanup` is False)."""
-        from corral.runtime import AWAIT_CONFIG_ENV
-
-        return conmon.spawn(
-            container_id=cid, name=name, runtime=runtime,
-            runtime_root=runtime_root(self.root, runtime), bundle=bundle,
-            log_path=Path(config.log_path or bundle / "ctr.log"), exit_dir=self.exits,
-            sock_dir=conmon.socket_dir(self.root),
-            exit_command=_exit_hook(bundle / "state.json") + _exit_command() + [
-                "--root", str(self.root), "container", "cleanup", cid]
-            if monitor_cleanup else [],
-            tty=config.tty, stdin=config.interactive,
-            runtime_env={AWAIT_CONFIG_ENV: "60"} if await_config else None)
+        return conmon.spawn_monitor(
+            self.root, cid, name, runtime, bundle, Path(config.log_path or bundle / "ctr.log"),
+            tty=config.tty, stdin=config.interactive, await_config=await_config,
+            monitor_cleanup=monitor_cleanup)
 
     def _abandon_launch(self, launch: conmon.Launch, bundle: Path, runtime: str,
                         cid: str) -> None:

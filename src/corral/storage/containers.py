@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from corral.records_light import dataclass, field, replace
+from corral.storage import reservations
 from corral.storage.drivers import Driver
 from corral.storage.drivers._util import remove_tree
 from corral.storage.errors import (
@@ -118,7 +119,11 @@ class ContainerStore:
 
     def create(self, layer: str | None, *, image: str | None = None,
                names: tuple[str, ...] | list[str] = (), container_id: str | None = None,
-               metadata: dict[str, Any] | None = None) -> ContainerRecord:
+               metadata: dict[str, Any] | None = None, reserved: bool = False
+               ) -> ContainerRecord:
+        """`reserved`: the directory exists already, reserved by this process
+        (corral.storage.reservations); it is adopted, and left as it is on failure (its
+        reserver removes it)."""
         container_id = container_id or os.urandom(32).hex()
         check_hex_id(container_id, "container id")
         with self.lock.held():
@@ -136,16 +141,22 @@ class ContainerStore:
             self.layers.add_user(layer, record.user)  # raises LayerNotFound first
             path = self.path(container_id)
             try:
-                path.mkdir()
+                if not reserved:
+                    path.mkdir()
+                elif reservations.holder(path) != os.getpid():
+                    raise InvalidArgument(f"{path}: not reserved by this process")
                 (path / "merged").mkdir()
                 layer_hex = self.layers.get(layer).hex if layer is not None else None
                 self.driver.create_rw(self.rw_dir(container_id), layer_hex)
             except BaseException:
-                remove_tree(path)
+                if not reserved:
+                    remove_tree(path)
                 self.layers.drop_user(layer, record.user)
                 raise
             containers[container_id] = record
             self._save(containers)
+            if reserved:
+                reservations.release(path)
             return record
 
     def set_metadata(self, ref: str, *, durable: bool = True, **metadata: Any
@@ -270,7 +281,8 @@ class ContainerStore:
                 elif mounted and not record.mounts:
                     containers[container_id] = replace(record, mounts=1)
             for entry in sorted(p.name for p in self.dir.iterdir()):
-                if entry not in containers:  # also `.removing-*` a killed finisher left
+                if entry not in containers and not reservations.held(self.dir / entry):
+                    # also `.removing-*` a killed finisher left
                     finish_removal(self.dir / entry)
                     actions.append(f"removed unrecorded container directory {self.dir / entry}")
             if containers != original:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from corral.storage import reservations
 from corral.storage.containers import ContainerRecord, ContainerStore
 from corral.storage.drivers import Driver, make_driver, select_driver
 from corral.storage.errors import DriverMismatch, ImageInUse
@@ -70,7 +71,7 @@ class Store:
         home = root / "storage"
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o711)
-        lock = FileLock(home / "storage.lock")
+        lock = FileLock(home / reservations.LOCK_NAME)
         with lock.held():
             recorded_file = home / "driver"
             recorded = recorded_file.read_text().strip() if recorded_file.exists() else None
@@ -207,13 +208,16 @@ class Store:
     # -- containers -------------------------------------------------------------------
     def create_container(self, image: str | None, *, names: tuple[str, ...] | list[str] = (),
                          container_id: str | None = None,
-                         metadata: dict[str, Any] | None = None) -> ContainerRecord:
-        """A container with a fresh RW layer on the image `image` resolves to (None: scratch)."""
+                         metadata: dict[str, Any] | None = None,
+                         reserved: bool = False) -> ContainerRecord:
+        """A container with a fresh RW layer on the image `image` resolves to (None: scratch).
+        `reserved`: its directory was made already (corral.storage.reservations)."""
         with self.lock.held():
             record = self.images.resolve(image) if image is not None else None
             return self.containers.create(record.top_layer if record else None,
                                           image=record.id if record else None, names=names,
-                                          container_id=container_id, metadata=metadata)
+                                          container_id=container_id, metadata=metadata,
+                                          reserved=reserved)
 
     def container(self, ref: str) -> ContainerRecord:
         """Read without storage.lock: the record files are only ever replaced whole (a
