@@ -743,8 +743,12 @@ def write_etc_files(container_dir: Path, *, hostname: str, name: str | None, net
     for dest, (fname, text) in files.items():
         path = container_dir / fname
         tmp = container_dir / f".{fname}.tmp"
-        tmp.write_text(text)
-        os.chmod(tmp, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.fchmod(fd, 0o644)  # whatever the umask
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
         out[dest] = path
     return out

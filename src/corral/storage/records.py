@@ -84,6 +84,16 @@ def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
+def sync_file(path: Path) -> None:
+    """fsync a file written with `durable=False` once it matters (its directory entry
+    is made durable by the next durable write in that directory, or `fsync_dir`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class FileLock:
     """An flock(2) on a file, reentrant within one thread of one process.
 
