@@ -218,3 +218,188 @@ def test_mutations_of_spec_example_agree_with_jsonschema(reference):
                 disagreements.append(f"{_fmt(path)}={value!r}: {exc}")
     assert cases > 1000
     assert disagreements == [], "\n".join(disagreements[:20])
+
+
+# --- compiled validators: exact first violations, recursion, preload ---------------------------
+
+def _podman_like() -> dict:
+    """The spec template plus a small seccomp section."""
+    document = json.loads(json.dumps(template(False)))
+    document["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [
+            {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["ptrace"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
+        ],
+    }
+    return document
+
+
+def _set(document: dict, path: tuple, value) -> dict:
+    node = document
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return document
+
+
+NAMESPACES = "['mount', 'pid', 'network', 'uts', 'ipc', 'user', 'cgroup', 'time']"
+OPERATORS = ("['SCMP_CMP_NE', 'SCMP_CMP_LT', 'SCMP_CMP_LE', 'SCMP_CMP_EQ', 'SCMP_CMP_GE', "
+             "'SCMP_CMP_GT', 'SCMP_CMP_MASKED_EQ']")
+# (where to put what, the exact error): the messages of the interpreting validator these
+# compiled ones replaced, recorded from it.
+EXACT = [
+    (("linux", "namespaces", 1, "type"), "pidd",  # an array inside anyOf
+     f"linux.namespaces[1].type: 'pidd' is not one of {NAMESPACES}"),
+    (("linux", "seccomp", "syscalls", 1, "names", 0), 7,
+     "linux.seccomp.syscalls[1].names[0]: expected string, got integer 7"),
+    (("linux", "seccomp", "syscalls", 1, "args", 0, "op"), "EQ",
+     f"linux.seccomp.syscalls[1].args[0].op: 'EQ' is not one of {OPERATORS}"),
+    (("process", "rlimits", 0, "type"), "NOFILE",
+     "process.rlimits[0].type: 'NOFILE' does not match '^RLIMIT_[A-Z]+$'"),
+    (("mounts", 3, "options", 2), None, "mounts[3].options[2]: expected string, got null"),
+    (("linux", "resources"), {"blockIO": {"weightDevice": [{"major": 8, "minor": 0,
+                                                            "weight": "x"}]}},  # allOf
+     "linux.resources.blockIO.weightDevice[0].weight: expected integer, got string 'x'"),
+    (("annotations",), {"ok": "v", "\n": "v", "bad": 1},  # patternProperties
+     "annotations.bad: expected string, got integer 1"),
+    (("linux", "netDevices"), {"eth0": {"name": 5}},  # additionalProperties
+     "linux.netDevices.eth0.name: expected string, got integer 5"),
+    (("linux", "uidMappings"), [{"containerID": 0, "hostID": 1000, "size": 1.5}],
+     "linux.uidMappings[0].size: expected integer, got number 1.5"),
+    (("process", "user", "uid"), -1, "process.user.uid: -1 is less than the minimum 0"),
+]
+
+
+@pytest.mark.parametrize("where,value,message", EXACT, ids=[_fmt(case[0]) for case in EXACT])
+def test_first_violation_is_exact(where, value, message, reference):
+    document = _set(_podman_like(), where, value)
+    with pytest.raises(schema.SchemaError) as info:
+        schema.validate(document, "config-schema.json")
+    assert str(info.value) == message
+    assert info.value.path == message.partition(": ")[0]
+    _agree(document, reference)
+
+
+def test_first_violation_in_document_order():
+    """Two bad fields: the one met first in the document's key order is reported."""
+    document = _podman_like()
+    document["process"]["user"]["uid"] = -1
+    document["hostname"] = 3
+    with pytest.raises(schema.SchemaError) as info:
+        schema.validate(document, "config-schema.json")
+    assert info.value.path == "process.user.uid"
+
+
+@pytest.fixture
+def scratch(monkeypatch):
+    """Empty caches, and a way to register a schema document by name."""
+    for name in ("_validators", "_targets"):
+        monkeypatch.setattr(schema, name, {})
+    monkeypatch.setattr(schema, "_compiled", [])
+    monkeypatch.setattr(schema, "_preloaded", set())
+    monkeypatch.setattr(schema, "_documents", dict(schema._documents))
+    return lambda name, document: schema._documents.__setitem__(name, document)
+
+
+TREE = {
+    "$ref": "#/definitions/node",
+    "definitions": {
+        "node": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "children": {"type": "array", "items": {"$ref": "#/definitions/node"}},
+            },
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("preloaded", [False, True], ids=["lazy", "preloaded"])
+def test_recursive_ref(preloaded, scratch):
+    scratch("tree.json", TREE)
+    if preloaded:
+        schema.preload("tree.json")
+    good = {"name": "a", "children": [{"name": "b"}, {"name": "c", "children": [{"name": "d"}]}]}
+    schema.validate(good, "tree.json")
+    bad = copy.deepcopy(good)
+    bad["children"][1]["children"][0]["name"] = 5
+    with pytest.raises(schema.SchemaError, match=r"^children\[1\]\.children\[0\]\.name: "
+                                                 r"expected string, got integer 5$"):
+        schema.validate(bad, "tree.json")
+    del bad["children"][1]["children"][0]["name"]
+    with pytest.raises(schema.SchemaError, match=r"^children\[1\]\.children\[0\]\.name: "
+                                                 r"is required$"):
+        schema.validate(bad, "tree.json")
+
+
+CHOICES = {
+    "type": "object",
+    "properties": {
+        "any": {"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "string"}]},
+        "one": {"oneOf": [{"type": "integer"}, {"minimum": 0}]},
+        "closed": {"type": "object", "additionalProperties": False,
+                   "properties": {"a": {"type": "boolean"}}},
+    },
+}
+
+
+@pytest.mark.parametrize("document,message", [
+    ({"any": [1, "x"]}, "any[1]: expected integer, got string 'x'"),  # the first branch's error
+    ({"any": {}}, "any: expected array, got object"),
+    ({"one": 5}, "one: matches more than one of the allowed forms"),
+    ({"one": -1.5}, "one: expected integer, got number -1.5"),
+    ({"closed": {"a": True, "b": 1}}, "closed.b: is not an allowed field"),
+    ([], "(document): expected object, got array"),
+], ids=["anyOf-array", "anyOf-type", "oneOf-two", "oneOf-none", "closed", "root"])
+def test_combinators(document, message, scratch):
+    scratch("choices.json", CHOICES)
+    with pytest.raises(schema.SchemaError) as info:
+        schema.validate(document, "choices.json")
+    assert str(info.value) == message
+    schema.validate({"any": "x", "one": -1, "closed": {"a": False}}, "choices.json")
+    schema.validate({"any": [1, 2], "one": 1.5}, "choices.json")
+
+
+def test_validate_needs_no_preload(scratch):
+    schema.validate(_podman_like(), "config-schema.json")
+    with pytest.raises(schema.SchemaError, match="^process.user.uid: "):
+        schema.validate(_set(_podman_like(), ("process", "user", "uid"), -1),
+                        "config-schema.json")
+    assert schema._preloaded == set()
+
+
+def test_preload_is_idempotent(scratch):
+    schema.preload()
+    compiled = len(schema._validators)
+    assert compiled > 100  # the whole schema, not just the root
+    schema.preload()
+    schema.preload("config-schema.json")
+    assert len(schema._validators) == compiled
+    schema.validate(_podman_like(), "config-schema.json")
+    assert len(schema._validators) == compiled  # nothing left to compile on first use
+    with pytest.raises(schema.SchemaError, match=r"^linux\.namespaces\[1\]\.type: 'pidd'"):
+        schema.validate(_set(_podman_like(), ("linux", "namespaces", 1, "type"), "pidd"),
+                        "config-schema.json")
+
+
+def test_preload_and_validate_import_nothing():
+    """No `re` (nor anything else) for the shipped schemas: create's start-up path."""
+    code = (
+        "import sys, json\n"
+        "from corral.oci import schema\n"
+        "document = json.loads(open(sys.argv[1]).read())\n"
+        "before = set(sys.modules)\n"
+        "schema.preload()\n"
+        "schema.validate(document, 'config-schema.json')\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code, str(DATA / "good" / "spec-example.json")],
+                            capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
