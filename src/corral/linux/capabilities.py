@@ -24,13 +24,19 @@ NUMBERS = {name: number for number, name in enumerate(NAMES)}
 SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 
+_last_cap: int | None = None  # the kernel's, once read: it cannot change while we run
+
+
 def last_cap() -> int:
     """The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap)."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return len(NAMES) - 1
+    global _last_cap
+    if _last_cap is None:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                _last_cap = int(f.read())
+        except OSError:
+            return len(NAMES) - 1
+    return _last_cap
 
 
 def mask(names: list[str], field: str) -> int:

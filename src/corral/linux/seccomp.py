@@ -175,9 +175,16 @@ def action_value(name: str, errno_ret: int | None, field: str) -> int:
     return base
 
 
+# The section `validate` last checked and its plan: `compile` of that same object (the
+# runtime's create validates the config, then compiles it) does not plan it again.
+_validated: tuple[dict, Plan] | None = None
+
+
 def validate(section: dict) -> None:
     """Check the whole section; raise SeccompError naming the first bad field."""
-    plan(section)
+    global _validated
+    _validated = None
+    _validated = (section, plan(section))
 
 
 def plan(section: dict) -> Plan:
@@ -423,7 +430,12 @@ def compile(section: dict, cache_dir: str | None = None) -> Program:
     `cache_dir` (a directory only root can write, such as the runtime's state root),
     programs are kept there, keyed by the plan, the architecture and the libseccomp
     library: the next container with the same profile skips libseccomp entirely."""
-    plan_ = plan(section)
+    global _validated
+    if _validated is not None and _validated[0] is section:
+        plan_ = _validated[1]
+        _validated = None  # once: the caller may change the section afterwards
+    else:
+        plan_ = plan(section)
     key = _cache_key(plan_) if cache_dir else None
     bpf = _cached(cache_dir, key) if cache_dir and key else None
     if bpf is None:

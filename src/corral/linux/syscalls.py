@@ -218,6 +218,11 @@ class _CloneArgs(libc.Structure):
         "tls", "set_tid", "set_tid_size", "cgroup"))
 
 
+# (pthread_self(), the field's address) once found: the descriptor of a thread stays
+# where it is, also in a forked child (the same address space, copied)
+_tid_field: tuple[int, int] = (0, 0)
+
+
 def _glibc_tid_field() -> int:
     """Address of glibc's cached tid in this thread's `struct pthread`.
 
@@ -226,14 +231,21 @@ def _glibc_tid_field() -> int:
     would keep the parent's tid. The field is found by its value, and only
     trusted if exactly one word of the descriptor holds our tid.
     """
+    global _tid_field
     _libc.pthread_self.restype = libc.c_void_p
     base = _libc.pthread_self()
+    if _tid_field[0] == base:
+        return _tid_field[1]
     tid = _libc.syscall(_SYS_GETTID)
-    hits = [offset for offset in range(0, 0x800, 4)
-            if libc.c_int.from_address(base + offset).value == tid]
+    words = (libc.c_int * 512).from_address(base)[:]  # the first 0x800 bytes, one copy
+    hits = [index for index, word in enumerate(words) if word == tid]
     if len(hits) != 1:
         raise OSError(38, "clone3: cannot locate glibc's thread id field")
-    return base + hits[0]
+    _tid_field = (base, base + 4 * hits[0])
+    return _tid_field[1]
+
+
+_python_api: libc.Library | None = None  # ctypes.pythonapi, made once
 
 
 def fork_into_cgroup(cgroup_fd: int) -> int:
@@ -246,7 +258,10 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     """
     args = _CloneArgs(flags=_CLONE_INTO_CGROUP | _CLONE_CHILD_SETTID | _CLONE_CHILD_CLEARTID,
                       exit_signal=17, cgroup=cgroup_fd, child_tid=_glibc_tid_field())
-    api = libc.Library(None, python_api=True)  # ctypes.pythonapi
+    global _python_api
+    if _python_api is None:
+        _python_api = libc.Library(None, python_api=True)
+    api = _python_api
     api.PyOS_BeforeFork()
     pid = _libc.syscall(_SYS_CLONE3, libc.byref(args), libc.sizeof(args))
     if pid == 0:

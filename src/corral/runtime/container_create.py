@@ -91,7 +91,7 @@ def create(root: str, container_id: str, options: CreateOptions) -> Container:
         if linux.get("resources"):
             from corral.runtime import resources
 
-            resources.apply(cgroup, linux["resources"], linux.get("devices"))
+            resources.apply(cgroup, linux["resources"], linux.get("devices"), checked=True)
         init_pid, init_start_time = _spawn(container, config, rootfs, cgroup, options,
                                            joined_cgroup_ns, seccomp_filter)
         container.data = {
@@ -187,6 +187,7 @@ def _spawn(container: Container, config: dict, rootfs: str, cgroup: Cgroup,
                                options.preserve_fds, cgroup.paths)
         setup.seccomp = seccomp_filter
         setup.born_in = born_in
+        setup.cgroup_hierarchies = cgroup.hierarchies
         if not options.no_new_keyring:
             setup.session_keyring = f"_ses.{container.id}"
         init.bootstrap(setup)

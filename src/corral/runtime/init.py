@@ -60,6 +60,7 @@ class InitSetup:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.cgroup_paths = cgroup_paths
+        self.cgroup_hierarchies: list | None = None  # the host's, as the runtime read them
         self.seccomp = None  # a corral.linux.seccomp.Program, loaded before execve
         self.session_keyring: str | None = None  # `--no-new-keyring` leaves it None
         self.born_in: str | None = None  # the hierarchy clone3 placed the bootstrap in
@@ -172,7 +173,8 @@ def container_init(setup: InitSetup, namespaces: dict[str, str | None]) -> None:
             rootfs.prepare(config, setup.rootfs,
                            in_user_namespace="user" in namespaces,
                            new_cgroup_ns="cgroup" in namespaces and namespaces["cgroup"] is None,
-                           cgroup_paths=setup.cgroup_paths)
+                           cgroup_paths=setup.cgroup_paths,
+                           cgroup_hierarchies=setup.cgroup_hierarchies)
         if proc.get("terminal"):
             import socket  # noqa: F401 - needed after pivot_root to send the pty master
 

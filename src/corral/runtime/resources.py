@@ -12,5 +12,7 @@ from corral.linux.cgroups.devices import DEFAULT_ALLOWED
 DEFAULT_ALLOWED_DEVICES = tuple(DEFAULT_ALLOWED)
 
 
-def apply(cgroup: Cgroup, resources: dict, devices: list[dict] | None = None) -> None:
-    manager_for(cgroup).apply(resources, devices)
+def apply(cgroup: Cgroup, resources: dict, devices: list[dict] | None = None,
+          checked: bool = False) -> None:
+    """`checked`: corral.linux.cgroups.check_resources has passed for these resources."""
+    manager_for(cgroup).apply(resources, devices, checked)

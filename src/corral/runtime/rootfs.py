@@ -40,7 +40,9 @@ class MountFailure(SystemFailure):
 
 
 def prepare(config: dict, rootfs: str, *, in_user_namespace: bool, new_cgroup_ns: bool,
-            cgroup_paths: dict[str, str]) -> None:
+            cgroup_paths: dict[str, str], cgroup_hierarchies: list | None = None) -> None:
+    """`cgroup_hierarchies`: the host's (corral.linux.cgroups.Hierarchy), if the caller
+    has them; else a cgroup mount reads /proc/self/mountinfo."""
     linux = config.get("linux") or {}
     propagation = linux.get("rootfsPropagation")
     flag = (mnt.propagation_flag(propagation, "linux.rootfsPropagation") if propagation
@@ -55,6 +57,7 @@ def prepare(config: dict, rootfs: str, *, in_user_namespace: bool, new_cgroup_ns
     for index, entry in enumerate(config.get("mounts") or []):
         _mount_entry(rootfs, entry, index, in_user_namespace=in_user_namespace,
                      new_cgroup_ns=new_cgroup_ns, cgroup_paths=cgroup_paths,
+                     cgroup_hierarchies=cgroup_hierarchies,
                      mount_label=linux.get("mountLabel"))
         if entry["destination"].rstrip("/") == "/dev" and entry.get("type") == "bind":
             dev_is_bound = True
@@ -101,7 +104,8 @@ def _mountinfo() -> list[tuple[str, str]]:
 
 def _mount_entry(rootfs: str, entry: dict, index: int, *, in_user_namespace: bool,
                  new_cgroup_ns: bool, cgroup_paths: dict[str, str],
-                 mount_label: str | None = None) -> None:
+                 mount_label: str | None = None, cgroup_hierarchies: list | None = None
+                 ) -> None:
     field = f"mounts[{index}]"
     kind = entry.get("type") or ""
     source = entry.get("source") or kind or "none"
@@ -110,7 +114,7 @@ def _mount_entry(rootfs: str, entry: dict, index: int, *, in_user_namespace: boo
     is_bind = bool(options.flags & sc.MS_BIND) or kind == "bind"
 
     if kind == "cgroup" or kind == "cgroup2":
-        _mount_cgroup(target, options, new_cgroup_ns, cgroup_paths, field)
+        _mount_cgroup(target, options, new_cgroup_ns, cgroup_paths, field, cgroup_hierarchies)
         return
     if is_bind:
         if not os.path.exists(source):
@@ -160,12 +164,13 @@ def _recursive_readonly(target: str, field: str) -> None:
 
 
 def _mount_cgroup(target: str, options: mnt.MountOptions, new_cgroup_ns: bool,
-                  cgroup_paths: dict[str, str], field: str) -> None:
+                  cgroup_paths: dict[str, str], field: str, known: list | None = None
+                  ) -> None:
     """Give the container its cgroup tree: the real cgroupfs in a new cgroup namespace,
     otherwise bind mounts of its own cgroup directories (runc's behaviour)."""
     _make_mountpoint(target, directory=True, field=field)
     flags = options.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
-    hierarchies = _host_cgroup_hierarchies()
+    hierarchies = _host_cgroup_hierarchies(known)
     if list(hierarchies) == ["unified"]:  # pure cgroup v2 host
         if new_cgroup_ns:
             _mount("cgroup2", target, "cgroup2", flags, None, field)
@@ -193,9 +198,18 @@ def _mount_cgroup(target: str, options: mnt.MountOptions, new_cgroup_ns: bool,
         _mount(None, target, None, sc.MS_REMOUNT | flags, "mode=755", field)
 
 
-def _host_cgroup_hierarchies() -> dict[str, tuple[str, str | None]]:
-    """{name under /sys/fs/cgroup: (fstype, mount data)} of the host's cgroup mounts."""
+def _host_cgroup_hierarchies(known: list | None = None) -> dict[str, tuple[str, str | None]]:
+    """{name under /sys/fs/cgroup: (fstype, mount data)} of the host's cgroup mounts:
+    from `known` (the runtime's corral.linux.cgroups.detect()) or mountinfo."""
     found: dict[str, tuple[str, str | None]] = {}
+    if known is not None:
+        for hierarchy in known:
+            if hierarchy.version == 2:
+                found[hierarchy.name] = ("cgroup2", None)
+            else:
+                found[hierarchy.name] = ("cgroup", ",".join(
+                    o for o in hierarchy.options.split(",") if o not in ("rw", "ro")))
+        return found
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()

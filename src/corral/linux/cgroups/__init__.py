@@ -35,14 +35,15 @@ MOUNT_ROOT = "/sys/fs/cgroup"
 class Hierarchy:
     """One mounted hierarchy: v1 (`controllers` like ('cpu', 'cpuacct')) or v2."""
 
-    __slots__ = ("controllers", "mount_point", "own_path", "version")
+    __slots__ = ("controllers", "mount_point", "options", "own_path", "version")
 
     def __init__(self, mount_point: str, version: int, controllers: tuple[str, ...],
-                 own_path: str) -> None:
+                 own_path: str, options: str = "") -> None:
         self.mount_point = mount_point
         self.version = version
         self.controllers = controllers
         self.own_path = own_path
+        self.options = options  # the super options of mountinfo, as mounted
 
     @property
     def name(self) -> str:
@@ -67,14 +68,14 @@ def detect() -> list[Hierarchy]:
             if not (point == MOUNT_ROOT or point.startswith(MOUNT_ROOT + "/")):
                 continue
             if fstype == "cgroup2":
-                found.append(Hierarchy(point, 2, (), own.get("", "/")))
+                found.append(Hierarchy(point, 2, (), own.get("", "/"), options))
             elif fstype == "cgroup":
                 controllers = tuple(o for o in options.split(",")
                                     if o not in ("rw", "ro", "xattr", "noprefix")
                                     and not o.startswith("release_agent")
                                     and not o.startswith("clone_children"))
                 key = ",".join(controllers)
-                found.append(Hierarchy(point, 1, controllers, own.get(key, "/")))
+                found.append(Hierarchy(point, 1, controllers, own.get(key, "/"), options))
     return found
 
 
@@ -85,8 +86,10 @@ def is_unified_only(hierarchies: list[Hierarchy]) -> bool:
 class Cgroup:
     """A container's cgroup: one directory in each hierarchy."""
 
-    def __init__(self, paths: dict[str, str]) -> None:
+    def __init__(self, paths: dict[str, str],
+                 hierarchies: list[Hierarchy] | None = None) -> None:
         self.paths = paths  # hierarchy name -> absolute directory
+        self.hierarchies = hierarchies  # the host's, when known (for_config)
 
     @classmethod
     def for_config(cls, cgroups_path: str | None, container_id: str,
@@ -99,7 +102,8 @@ class Cgroup:
         if ".." in relative.split("/"):
             raise InvalidArgument(f"linux.cgroupsPath: {cgroups_path!r} must not contain '..'")
         paths = {}
-        hierarchies = hierarchies if hierarchies is not None else detect()
+        if hierarchies is None:
+            hierarchies = detect()
         unified_only = is_unified_only(hierarchies)
         for hierarchy in hierarchies:
             base = "/" if relative.startswith("/") else hierarchy.own_path
@@ -109,7 +113,7 @@ class Cgroup:
                 base = os.path.dirname(base)
             inner = os.path.normpath(os.path.join(base, relative.lstrip("/")))
             paths[hierarchy.name] = hierarchy.mount_point + inner.rstrip("/")
-        return cls(paths)
+        return cls(paths, hierarchies)
 
     def create(self, resources: dict | None = None) -> None:
         if set(self.paths) == {"unified"}:

@@ -23,8 +23,10 @@ class Manager(Protocol):
     def check(self, resources: dict) -> None:
         """Raise ControllerMissing (naming the field) if the host cannot apply `resources`."""
 
-    def apply(self, resources: dict, device_list: list[dict] | None = None) -> None:
-        """Write the set fields of `resources`; unset ones are left alone (create and update)."""
+    def apply(self, resources: dict, device_list: list[dict] | None = None,
+              checked: bool = False) -> None:
+        """Write the set fields of `resources`; unset ones are left alone (create and update).
+        Runs `check` first unless `checked`."""
 
     def freezer_state_file(self) -> str | None: ...
 

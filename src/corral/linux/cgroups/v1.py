@@ -73,8 +73,11 @@ class V1Manager:
             raise ControllerMissing("linux.resources.devices: the host has no devices cgroup "
                                     "controller")
 
-    def apply(self, resources: dict, device_list: list[dict] | None = None) -> None:
-        self.check(resources)
+    def apply(self, resources: dict, device_list: list[dict] | None = None,
+              checked: bool = False) -> None:
+        """`checked`: the caller ran check_resources already (create does, first)."""
+        if not checked:
+            self.check(resources)
         for controller, _, setter in self._plan(resources):
             setter(self.path(controller), resources)
         if resources.get("unified"):

@@ -104,8 +104,11 @@ class V2Manager:
                     pass
         os.makedirs(self.dir, exist_ok=True)
 
-    def apply(self, resources: dict, device_list: list[dict] | None = None) -> None:
-        self.check(resources)
+    def apply(self, resources: dict, device_list: list[dict] | None = None,
+              checked: bool = False) -> None:
+        """`checked`: the caller ran check_resources already (create does, first)."""
+        if not checked:
+            self.check(resources)
         for _, _, setter in self._plan(resources):
             setter(self.dir, resources)
         if resources.get("unified"):
