@@ -73,3 +73,75 @@ def test_without_the_variable_a_missing_config_fails_at_once(make_bundle, tmp_pa
     assert time.monotonic() - started < 10
 
 
+
+
+def _voluntary_switches(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def test_the_wait_sleeps_on_inotify_and_wakes_on_the_rename(make_bundle, tmp_path):
+    """Ready early, the runtime sleeps on an inotify watch (no polling) and finishes
+    soon after the rename; `create` still works."""
+    bundle = make_bundle()
+    config = bundle.config_path.read_text()
+    bundle.config_path.unlink()
+    root = tmp_path / "state"
+    err = tmp_path / "err"
+    proc = _create(root, bundle.path, bundle.id, "30", err)
+    try:
+        time.sleep(0.5)  # preloaded and waiting by now
+        assert proc.poll() is None, err.read_text()
+        fds = os.listdir(f"/proc/{proc.pid}/fd")
+        assert any(os.readlink(f"/proc/{proc.pid}/fd/{fd}") == "anon_inode:inotify"
+                   for fd in fds)
+        before = _voluntary_switches(proc.pid)
+        time.sleep(0.5)
+        assert _voluntary_switches(proc.pid) - before < 25  # a 1 ms poll would be ~500
+        staging = bundle.path / ".config.json.tmp"
+        staging.write_text(config)
+        os.replace(staging, bundle.config_path)
+        assert proc.wait(timeout=60) == 0, err.read_text()
+        state = subprocess.run([RUNTIME, "--root", str(root), "state", bundle.id],
+                               capture_output=True, text=True, check=True).stdout
+        assert json.loads(state)["status"] == "created"
+    finally:
+        proc.kill()
+        subprocess.run([RUNTIME, "--root", str(root), "delete", "--force", bundle.id],
+                       capture_output=True, timeout=60, check=False)
+
+
+def test_without_a_bundle_directory_yet_it_polls(make_bundle, tmp_path):
+    """No directory to watch at first: short polls find the config all the same."""
+    bundle = make_bundle()
+    config = bundle.config_path.read_text()
+    moved = tmp_path / "bundle-later"
+    os.rename(bundle.path, moved)
+    (moved / "config.json").unlink()
+    root = tmp_path / "state"
+    err = tmp_path / "err"
+    proc = _create(root, bundle.path, bundle.id, "30", err)
+    try:
+        time.sleep(0.3)
+        assert proc.poll() is None, err.read_text()
+        os.rename(moved, bundle.path)
+        staging = bundle.path / ".config.json.tmp"
+        staging.write_text(config)
+        os.replace(staging, bundle.config_path)
+        assert proc.wait(timeout=60) == 0, err.read_text()
+    finally:
+        proc.kill()
+        subprocess.run([RUNTIME, "--root", str(root), "delete", "--force", bundle.id],
+                       capture_output=True, timeout=60, check=False)
+
+
+def test_gives_up_naming_the_file_without_a_bundle_directory(tmp_path):
+    bundle = tmp_path / "no-such-bundle"
+    root = tmp_path / "state"
+    err = tmp_path / "err"
+    proc = _create(root, bundle, "corral-test-no-bundle", "0.3", err)
+    assert proc.wait(timeout=60) != 0
+    assert f"{bundle}/config.json: not written within 0.3 s" in err.read_text()

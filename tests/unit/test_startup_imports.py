@@ -153,3 +153,34 @@ def test_hot_path_modules_do_not_import_slow_modules():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [], f"hot-path modules import {result.stdout.split()}"
+
+
+# What `create` with $CORRAL_RUNTIME_AWAIT_CONFIG imports while it waits for config.json
+# (container_create.preload): the modules the create path needs whatever the config.
+AWAIT_PRELOADED = ("corral.runtime.init", "corral.runtime.rootfs", "corral.runtime.process",
+                   "corral.runtime.resources", "corral.linux.seccomp",
+                   "corral.linux.cgroups.validate", "corral.oci.digest")
+
+
+def _await_snippet(bundle: str, wait: str | None) -> str:
+    env = f"os.environ['CORRAL_RUNTIME_AWAIT_CONFIG'] = {wait!r}\n" if wait else ""
+    return ("import os\n" + env
+            + "from corral.runtime.cli import _await_config\n"
+            + "try:\n"
+            + f"    _await_config({bundle!r})\n"
+            + "except Exception as exc:\n"
+            + "    assert 'not written within' in str(exc), exc\n")
+
+
+def test_await_path_preloads_the_create_path(tmp_path):
+    modules = _imported(_await_snippet(str(tmp_path), "0.05"))
+    missing = [m for m in AWAIT_PRELOADED if m not in modules]
+    assert missing == [], f"not preloaded while waiting: {missing}"
+    assert _banned(modules) == [], f"banned modules on the await path: {_banned(modules)}"
+
+
+def test_plain_create_preloads_nothing(tmp_path):
+    """Without the variable (runc's callers) nothing is imported ahead of need."""
+    modules = _imported(_await_snippet(str(tmp_path), None))
+    assert [m for m in AWAIT_PRELOADED if m in modules] == []
+    assert "select" not in modules

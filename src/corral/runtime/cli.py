@@ -325,7 +325,9 @@ def _dispatch(command: str, root: str, flags: dict, positional: list[str], log: 
 def _await_config(bundle: str) -> None:
     """With $CORRAL_RUNTIME_AWAIT_CONFIG (Corral's engine sets it; see corral.runtime):
     wait up to that many seconds for <bundle>/config.json, which the engine writes
-    atomically while this process starts."""
+    atomically (a rename) while this process starts. Meanwhile `create`'s
+    config-independent work is done ahead (container_create.preload); the wait itself
+    wakes on inotify events of the bundle directory, else polls every ms."""
     import os
 
     from corral.runtime import AWAIT_CONFIG_ENV
@@ -336,15 +338,41 @@ def _await_config(bundle: str) -> None:
         return
     import time
 
-    deadline = time.monotonic() + float(wait)
-    delay = 0.0005
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            from corral.errors import InvalidArgument
+    from corral.linux import syscalls as sc
+    from corral.runtime.container_create import preload
 
-            raise InvalidArgument(f"{path}: not written within {wait} s")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.01)
+    deadline = time.monotonic() + float(wait)
+    watch = -1
+    try:
+        try:  # before preload: a rename meanwhile is queued
+            watch = sc.inotify_init(sc.IN_CLOEXEC | sc.IN_NONBLOCK)
+            sc.inotify_add_watch(watch, bundle, sc.IN_MOVED_TO | sc.IN_CLOSE_WRITE)
+        except OSError:  # no inotify (or no bundle directory yet): polls
+            if watch >= 0:
+                os.close(watch)
+            watch = -1
+        preload(lambda: os.path.exists(path))
+        if watch >= 0:
+            import select
+        while not os.path.exists(path):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                from corral.errors import InvalidArgument
+
+                raise InvalidArgument(f"{path}: not written within {wait} s")
+            if watch < 0:
+                time.sleep(min(remaining, 0.001))
+                continue
+            # any event may be the one (IN_CLOSE_WRITE: a config written in place); the
+            # cap re-checks now and then should the directory be replaced meanwhile
+            select.select([watch], [], [], min(remaining, 0.1))
+            try:
+                os.read(watch, 4096)
+            except BlockingIOError:
+                pass
+    finally:
+        if watch >= 0:
+            os.close(watch)
 
 
 def _create_or_run(command: str, root: str, flags: dict, positional: list[str]) -> int:

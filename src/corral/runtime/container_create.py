@@ -62,6 +62,48 @@ def load_config(bundle: str) -> dict:
     return config
 
 
+def preload(ready) -> None:
+    """What `create` needs whatever the config says, done ahead: the runtime runs this
+    while it waits for config.json (corral.runtime.AWAIT_CONFIG_ENV). Every step is
+    work `create` does anyway; `ready()` (has the config come?) is asked between steps,
+    so that a config which arrives early waits for one step at most."""
+    for step in _PRELOAD_STEPS:
+        if ready():
+            return
+        step()
+
+
+def _preload_init() -> None:
+    from corral.runtime import init  # noqa: F401 - and the modules it needs (rootfs, ...)
+
+
+def _preload_cgroups() -> None:
+    from corral.linux import cgroups
+    from corral.linux.cgroups import devices, pids, validate  # noqa: F401 - podman sets them
+
+    if cgroups.is_unified_only(cgroups.preload()):
+        from corral.linux.cgroups import v2  # noqa: F401 - manager_for's
+    else:
+        from corral.linux.cgroups import v1  # noqa: F401
+    from corral.runtime import resources  # noqa: F401
+
+
+def _preload_process() -> None:
+    from corral.linux import capabilities
+    from corral.linux import syscalls as sc
+
+    capabilities.last_cap()
+    sc.prepare_fork_into_cgroup()
+
+
+def _preload_seccomp() -> None:
+    from corral.linux import seccomp  # noqa: F401
+    from corral.oci import digest  # noqa: F401 - the compiled programs' cache key
+
+
+_PRELOAD_STEPS = (_preload_init, _preload_cgroups, _preload_process, _preload_seccomp)
+
+
 def create(root: str, container_id: str, options: CreateOptions) -> Container:
     container = Container(root, container_id)
     config = options.config or load_config(options.bundle)

@@ -79,6 +79,18 @@ def detect() -> list[Hierarchy]:
     return found
 
 
+# detect()'s answer read ahead by `preload` (the runtime's await path), else None.
+_preloaded: list[Hierarchy] | None = None
+
+
+def preload() -> list[Hierarchy]:
+    """Read the hierarchies now, for this process's `Cgroup.for_config`: the runtime
+    does it while it waits for config.json (corral.runtime.AWAIT_CONFIG_ENV)."""
+    global _preloaded
+    _preloaded = detect()
+    return _preloaded
+
+
 def is_unified_only(hierarchies: list[Hierarchy]) -> bool:
     return bool(hierarchies) and all(h.version == 2 for h in hierarchies)
 
@@ -103,7 +115,7 @@ class Cgroup:
             raise InvalidArgument(f"linux.cgroupsPath: {cgroups_path!r} must not contain '..'")
         paths = {}
         if hierarchies is None:
-            hierarchies = detect()
+            hierarchies = _preloaded if _preloaded is not None else detect()
         unified_only = is_unified_only(hierarchies)
         for hierarchy in hierarchies:
             base = "/" if relative.startswith("/") else hierarchy.own_path
