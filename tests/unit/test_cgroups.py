@@ -272,3 +272,22 @@ def test_relative_cgroups_path_placement():
     assert Cgroup.for_config("/abs/c1", "c1", pure).paths == {"unified": "/sys/fs/cgroup/abs/c1"}
     with pytest.raises(InvalidArgument, match="cgroupsPath"):
         Cgroup.for_config("../escape", "c1", pure)
+
+
+def test_host_cgroup_mounts_from_the_detected_hierarchies_match_mountinfo():
+    """The init mounts /sys/fs/cgroup from the runtime's detect(), not a second read."""
+    from corral.linux.cgroups import detect
+    from corral.runtime import rootfs
+
+    assert rootfs._host_cgroup_hierarchies(detect()) == rootfs._host_cgroup_hierarchies()
+
+
+def test_for_config_keeps_the_hierarchies_it_used():
+    from corral.linux.cgroups import Hierarchy
+
+    known = [Hierarchy("/sys/fs/cgroup/memory", 1, ("memory",), "/", "rw,memory"),
+             Hierarchy("/sys/fs/cgroup/unified", 2, (), "/", "rw")]
+    cgroup = Cgroup.for_config("/a/b", "id", known)
+    assert cgroup.hierarchies is known
+    assert cgroup.paths == {"memory": "/sys/fs/cgroup/memory/a/b",
+                            "unified": "/sys/fs/cgroup/unified/a/b"}

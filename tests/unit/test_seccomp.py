@@ -193,3 +193,23 @@ def test_generated_programs_are_cached_and_still_filter(tmp_path):
     again = seccomp.compile(section, cache_dir=str(tmp_path))
     assert again.bpf == first.bpf
     assert _program_in_child(again) == 38
+
+
+def test_compile_reuses_the_plan_of_the_section_just_validated(monkeypatch, tmp_path):
+    """create validates the config, then compiles it: one plan, not two; another section
+    (or the same one compiled again) is planned afresh."""
+    section = _section({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"})
+    calls = []
+    real_plan = seccomp.plan
+    monkeypatch.setattr(seccomp, "plan", lambda s: calls.append(s) or real_plan(s))
+    seccomp.validate(section)
+    first = seccomp.compile(section, cache_dir=str(tmp_path))
+    assert calls == [section]
+    assert first.plan.rules == [Rule("mkdir", ERRNO | 1, (), "")]
+    equal = _section({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"})
+    seccomp.validate(section)
+    seccomp.compile(equal, cache_dir=str(tmp_path))  # not the validated object: planned
+    assert len(calls) == 3
+    seccomp.compile(section, cache_dir=str(tmp_path))  # still the validated one: reused
+    seccomp.compile(section, cache_dir=str(tmp_path))  # the reuse is spent: planned
+    assert len(calls) == 4
