@@ -134,7 +134,12 @@ class Cgroup:
             V2Manager(self).create(resources)
             return
         for name, path in self.paths.items():
-            os.makedirs(path, exist_ok=True)
+            try:  # the parent usually exists: one mkdir (makedirs stats first)
+                os.mkdir(path)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                os.makedirs(path, exist_ok=True)
             if "cpuset" in name.split(","):
                 inherit_cpuset(path)
 
@@ -148,15 +153,20 @@ class Cgroup:
         """
         remaining = []
         for name, path in self.paths.items():
-            tasks = os.path.join(path, "tasks")
-            if name == "unified" or not os.path.exists(tasks):
+            if name == "unified":
+                remaining.append(name)
+                continue
+            try:  # os-level: open()'s text layer costed a third of the time here
+                fd = os.open(path + "/tasks", os.O_WRONLY | os.O_CLOEXEC)
+            except OSError:  # none (a v2 directory), or not allowed
                 remaining.append(name)
                 continue
             try:
-                with open(tasks, "w") as f:
-                    f.write("0")
+                os.write(fd, b"0")
             except OSError:
                 remaining.append(name)
+            finally:
+                os.close(fd)
         return remaining
 
     def add(self, pid: int, names: list[str] | None = None) -> None:
