@@ -403,3 +403,15 @@ def test_preload_and_validate_import_nothing():
     result = subprocess.run([sys.executable, "-c", code, str(DATA / "good" / "spec-example.json")],
                             capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+def test_sections_of_other_platforms_are_ignored_as_runc_does():
+    """config-schema.json refers to config-windows.json and others, which a Linux runtime
+    does not ship: a config with such a section is valid (runc ignores it), not a crash."""
+    from corral.oci import schema
+
+    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+           "windows": {"layerFolders": ["C:\\\\x"]}, "solaris": {"anet": "x"}}
+    schema.validate(doc, "config-schema.json")
+    with pytest.raises(schema.SchemaError, match="ociVersion"):
+        schema.validate({**doc, "ociVersion": 1}, "config-schema.json")

@@ -103,7 +103,13 @@ def _resolve(ref: str, current: str) -> tuple[dict, str]:
     if found is None:
         file_part, _, pointer = ref.partition("#")
         name = file_part or current
-        node: dict = _document(name)
+        try:
+            node: dict = _document(name)
+        except FileNotFoundError:
+            # config-schema.json's sections of other platforms (solaris, windows, vm, zos,
+            # freebsd) are not shipped: a Linux runtime ignores them, as runc does
+            found = _targets[(ref, current)] = ({}, name)
+            return found
         for part in pointer.strip("/").split("/"):
             if part:
                 node = node[part]
