@@ -286,7 +286,7 @@ def _start_attached(engine: Any, c: Any, *, interactive: bool, keys: bytes,
 
     try:
         # the foreground CLI cleans up itself (below), unless a restart policy applies:
-        # conmon's exit command then returns at once (engine/exit_hook.py)
+        # conmon's exit command then returns at once (engine/exit_hook.sh)
         cleans_up = rm or (c.config.restart or "no") == "no"
         engine.start(c.id, before_start=connect,
                      rm_client=os.getpid() if cleans_up else None)

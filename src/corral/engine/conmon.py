@@ -142,11 +142,11 @@ def exits_dir(store_root: Path) -> Path:
 
 
 def exit_command(store_root: Path, bundle: Path, container_id: str) -> list[str]:
-    """conmon's exit command for an engine's container: `engine/exit_hook.py` (which
+    """conmon's exit command for an engine's container: `engine/exit_hook.sh` (which
     returns at once when a foreground CLI cleans up itself), then
     `corral container cleanup ID`."""
-    hook = Path(__file__).with_name("exit_hook.py")
-    return [sys.executable, "-I", "-S", str(hook), str(bundle / "state.json"), "--",
+    hook = Path(__file__).with_name("exit_hook.sh")
+    return ["/bin/sh", str(hook), str(bundle / "state.json"), "--",
             sys.executable, "-m", "corral.cli.main", "--root", str(store_root),
             "container", "cleanup", container_id]
 

@@ -412,7 +412,7 @@ class Engine:
     def _spawn_monitor(self, cid: str, name: str, runtime: str, bundle: Path,
                        config: ContainerConfig, *, await_config: bool = False,
                        monitor_cleanup: bool = True) -> conmon.Launch:
-        """conmon for a container (its exit command: engine/exit_hook.py, then
+        """conmon for a container (its exit command: engine/exit_hook.sh, then
         `corral container cleanup ID`, unless `monitor_cleanup` is False)."""
         return conmon.spawn_monitor(
             self.root, cid, name, runtime, bundle, Path(config.log_path or bundle / "ctr.log"),
