@@ -65,7 +65,7 @@ class Launch:
     `create` is done, or the runtime's error."""
 
     def __init__(self, proc: Any, sync_fd: int) -> None:
-        self._proc = proc
+        self._proc = proc  # a _Started or a subprocess.Popen
         self._sync_fd = sync_fd
 
     def wait(self) -> int:
@@ -93,13 +93,74 @@ class Launch:
         return pid
 
 
+class _Started:
+    """A process `_start` forked: what Launch needs of a subprocess.Popen."""
+
+    def __init__(self, pid: int, stderr_fd: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._stderr_fd = stderr_fd
+
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, bytes]:
+        """Its stderr until EOF, then its exit (conmon's first process exits as soon as it
+        has daemonized, so no timeout is enforced)."""
+        chunks = []
+        try:
+            while chunk := os.read(self._stderr_fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(self._stderr_fd)
+        status = os.waitpid(self.pid, 0)[1]
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return b"", b"".join(chunks)
+
+
+def _start(argv: list[str], env: dict[str, str], cwd: str, keep_fd: int) -> _Started:
+    """fork and exec `argv` in `cwd`: stdin and stdout /dev/null, stderr a pipe,
+    `keep_fd` inherited. What subprocess.Popen does, without its import (~3 ms of
+    threading, selectors and locale on `run`'s critical path). Only with no other thread
+    running (forked.single_threaded): the child runs Python code until exec."""
+    err_r, err_w = os.pipe()
+    fail_r, fail_w = os.pipe()  # close-on-exec: EOF at exec, or the errno of a failure
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            import _signal
+
+            for number in (13, 25):  # as Popen's restore_signals: SIGPIPE, SIGXFSZ
+                _signal.signal(number, _signal.SIG_DFL)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.dup2(err_w, 2)
+            os.set_inheritable(keep_fd, True)
+            os.chdir(cwd)
+            os.execve(argv[0], argv, env)
+        except OSError as exc:
+            os.write(fail_w, str(exc.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(err_w)
+    os.close(fail_w)
+    try:
+        failure = os.read(fail_r, 32)
+    finally:
+        os.close(fail_r)
+    if failure:
+        os.close(err_r)
+        os.waitpid(pid, 0)
+        number = int(failure)
+        raise OSError(number, os.strerror(number), argv[0])
+    return _Started(pid, err_r)
+
+
 def spawn(*, container_id: str, name: str, runtime: str, runtime_root: str, bundle: Path,
           log_path: Path, exit_dir: Path, sock_dir: Path, exit_command: Sequence[str],
           tty: bool, stdin: bool, log_level: str = "error",
           runtime_env: dict[str, str] | None = None) -> Launch:
     """Start conmon, which runs `runtime create` at once (`runtime_env`: extra environment
     for the runtime, which inherits conmon's). `Launch.wait()` for the outcome."""
-    import subprocess
+    from corral.engine.forked import single_threaded
 
     for stale in ("attach", "ctl", "winsz", "pidfile", "conmon.pid"):
         try:
@@ -125,9 +186,14 @@ def spawn(*, container_id: str, name: str, runtime: str, runtime_root: str, bund
     try:
         env = dict(os.environ, **(runtime_env or {}), _OCI_SYNCPIPE=str(w))
         # cwd: conmon writes the `oom` file (an OOM kill seen) in its working directory
-        proc = subprocess.Popen(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                cwd=str(bundle))
+        if single_threaded():
+            proc: Any = _start(argv, env, str(bundle), w)
+        else:
+            import subprocess
+
+            proc = subprocess.Popen(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    cwd=str(bundle))
     except OSError as exc:
         os.close(r)
         raise ConmonError(f"cannot run conmon: {exc}") from exc
