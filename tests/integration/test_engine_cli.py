@@ -484,3 +484,19 @@ def test_run_failing_before_the_record_undoes_the_prelaunch(corral, args, messag
     _until(lambda: not _runtime_entries(corral.root) and not _conmons(corral.root))
     assert set(os.listdir(links)) == links_before
     assert corral("ps", "-aq").stdout.split() == [cid[:12] for cid in before]
+
+
+def test_run_starts_its_monitor_without_subprocess(corral):
+    """`run`'s critical path forks and execs conmon itself (engine/conmon._start): the
+    subprocess module (~3 ms to import: threading, selectors, locale) is not loaded."""
+    corral("run", "--rm", "--network", "none", "busybox", "true")
+    code = ("import sys\n"
+            f"sys.path[0:0] = [{str(REPO / 'src')!r}]\n"
+            "from corral.cli.main import main\n"
+            f"code = main(['--root', {str(corral.root)!r}, 'run', '--rm', '--network', "
+            "'none', 'busybox', 'sh', '-c', 'exit 7'])\n"
+            "print(code, 'subprocess' in sys.modules, flush=True)\n")
+    python = str(REPO / ".venv" / "bin" / "python3")
+    r = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True,
+                       timeout=60, check=True)
+    assert r.stdout.split() == ["7", "False"], r.stderr
