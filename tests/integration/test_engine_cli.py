@@ -237,11 +237,16 @@ def _set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def test_tty_session_resize_and_detach(corral):
+@pytest.mark.parametrize("network", [[], ["--network", "none"]],
+                         ids=["default-network", "prelaunched"])
+def test_tty_session_resize_and_detach(corral, network):
+    """Through a pty: type, read, resize, detach; with --network none the monitor is
+    prelaunched with -t before the command line is parsed (corral.cli.prelaunch)."""
     name = _name()
     pid, fd = pty.fork()
     if pid == 0:
-        os.execv(CORRAL, corral.argv("run", "-it", "--name", name, "busybox", "sh"))
+        os.execv(CORRAL, corral.argv("run", "-it", *network, "--name", name, "busybox",
+                                     "sh"))
     try:
         _set_size(fd, 30, 100)
         _read_until(fd, b"# ")
