@@ -252,7 +252,8 @@ def test_tty_session_resize_and_detach(corral, network):
         _read_until(fd, b"# ")
         os.write(fd, b"echo $((6*7)); stty size\r")
         out = _read_until(fd, b"42")
-        _read_until(fd, b"# ")
+        if b"# " not in out.partition(b"42")[2]:  # the prompt may come in the same read
+            _read_until(fd, b"# ")
         _set_size(fd, 40, 120)
         os.kill(pid, signal.SIGWINCH)
         time.sleep(0.3)
