@@ -6,6 +6,7 @@ conmon left for that root, unmounts and deletes the root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -506,3 +507,47 @@ def test_run_starts_its_monitor_without_subprocess(corral):
     r = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True,
                        timeout=60, check=True)
     assert r.stdout.split() == ["7", "False"], r.stderr
+
+
+def _processes_naming(text: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_run_killed_after_its_prelaunch_is_swept(corral):
+    """A `run` killed between its prelaunch and its record leaves a reserved directory
+    (swept by the next command once its reserver is dead) and a monitor waiting for a
+    config that never comes; once that is gone, `container prune` removes its socket
+    link."""
+    from corral.engine.conmon import socket_dir
+
+    corral("run", "--rm", "--network", "none", "busybox", "true")  # engine/exits exists
+    code = ("import os, sys\n"
+            f"sys.path[0:0] = [{str(REPO / 'src')!r}]\n"
+            "from corral.cli import prelaunch\n"
+            f"prelaunch.begin(['--root', {str(corral.root)!r}, 'run', '--network', 'none', "
+            "'busybox', 'true'])\n"
+            "print(prelaunch.pending().container_id, flush=True)\n"
+            "os._exit(0)  # as if killed: nothing undone\n")
+    python = str(REPO / ".venv" / "bin" / "python3")
+    cid = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip()
+    reserved = corral.root / "storage" / "containers" / cid
+    assert (reserved / ".reserved-by").exists()
+    corral("ps", "-a")  # any command's store repair
+    assert not reserved.exists()
+    for pid in _processes_naming(cid):  # the monitor and its waiting runtime
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _until(lambda: not _processes_naming(cid))
+    assert os.path.lexists(socket_dir(corral.root) / cid)
+    corral("container", "prune")
+    assert not os.path.lexists(socket_dir(corral.root) / cid)
+    assert cid not in _runtime_entries(corral.root)

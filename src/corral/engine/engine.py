@@ -764,8 +764,15 @@ class Engine:
     def sweep_runtime_orphans(self) -> list[str]:
         """Delete runtime state (and cgroups) of containers the store no longer has: what
         a killed `run --rm` finisher leaves (its directory aside is swept by the store's
-        repair). Each runtime keeps its state under `<root>/runtime[-NAME]`."""
+        repair). Each runtime keeps its state under `<root>/runtime[-NAME]`. Also conmon's
+        socket links whose container directory is gone (a monitor launched for a `run`
+        killed before its record existed: corral.cli.prelaunch)."""
         known = {r.id for r in self.store.list_containers()}
+        links = conmon.socket_dir(self.root)
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(links):
+                if entry.is_symlink() and not os.path.exists(entry.path):
+                    conmon.remove_socket_link(links, entry.name)
         swept = []
         for rt_dir in sorted(self.root.glob("runtime*")):
             name = "corral-runtime" if rt_dir.name == "runtime" else \
