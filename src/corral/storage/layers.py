@@ -150,11 +150,13 @@ class LayerStore:
                                            users=tuple(u for u in record.users if u != user))
 
     def add_user(self, top: str | None, user: str) -> None:
-        """Record `user` on `top` and every parent of it."""
+        """Record `user` on `top` and every parent of it. Not fsynced: the users are
+        recomputed by `repair()` from the image and container records, which are (the
+        user is recorded before its image or container, whose fsync follows)."""
         with self.lock.held():
             layers = self._load()
             self._add_user(layers, top, user)
-            self._save(layers)
+            self._save(layers, durable=False)
 
     def drop_user(self, top: str | None, user: str, *, remove_unused: bool = True
                   ) -> list[str]:
