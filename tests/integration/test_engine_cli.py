@@ -454,8 +454,7 @@ def test_run_failing_after_early_monitor_start_leaves_nothing(corral):
 
 def test_run_prelaunches_its_monitor_before_the_record(corral):
     """`run --network none` starts conmon before parsing (corral.cli.prelaunch): the
-    monitor was given the id's short form as its name, as the name was not chosen yet;
-    with the default (bridge) network it is launched by the engine, with the name."""
+    monitor was given the id's short form as its name, as the name was not chosen yet."""
     corral("run", "--rm", "--network", "none", "busybox", "true")  # engine/exits exists
     cid = corral("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
     cmd = Path(f"/proc/{corral.inspect(cid)['State']['ConmonPid']}/cmdline").read_bytes()
@@ -551,3 +550,38 @@ def test_a_run_killed_after_its_prelaunch_is_swept(corral):
     corral("container", "prune")
     assert not os.path.lexists(socket_dir(corral.root) / cid)
     assert cid not in _runtime_entries(corral.root)
+
+
+def test_a_bridge_container_between_create_and_start_keeps_its_netns(corral):
+    """`run` on a bridge network makes the netns in create (so that the runtime can be
+    launched then) and holds the container's lock until start: another process starting
+    a bridge container meanwhile (its reconcile tears down networks of containers that
+    are neither running nor busy) leaves that netns alone, and the container gets its
+    address."""
+    corral("run", "--rm", "busybox", "true")  # the default network exists
+    code = f"""
+import subprocess, sys
+sys.path[0:0] = [{str(REPO / 'src')!r}]
+from pathlib import Path
+from corral.engine.config import ContainerConfig
+from corral.engine.engine import Engine
+from corral.storage.records import is_locked
+root = Path({str(corral.root)!r})
+engine = Engine(root=root)
+c = engine.create(ContainerConfig(image="busybox", command=["sh", "-c",
+                  "ip -4 addr show eth0 | grep -c inet"]), start_next=True)
+netns = root / "engine" / "netns" / c.id
+busy = is_locked(root / "engine" / "locks" / f"{{c.id}}.lock")
+other = subprocess.run([{CORRAL!r}, "--root", str(root), "run", "--rm", "busybox", "true"],
+                       capture_output=True, text=True, timeout=60)
+kept = netns.exists()
+engine.start(c.id)
+code = engine.wait(c.id)
+log = "".join(line.split(" ", 3)[-1] for line in Path(c.log_path).read_text().splitlines(True))
+free = not is_locked(root / "engine" / "locks" / f"{{c.id}}.lock")
+print(busy, other.returncode, kept, code, log.strip(), free)
+"""
+    python = str(REPO / ".venv" / "bin" / "python3")
+    r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert r.stdout.split() == ["True", "0", "True", "0", "1", "True"], r.stdout + r.stderr

@@ -58,15 +58,18 @@ def clean_env(monkeypatch):
      ("/var/lib/corral", True, True, "none")),  # after the image: the command's
     (["run", "-d", "--network", "none", "-w", "-t", "img"],  # argparse refuses: abandoned
      ("/var/lib/corral", False, False, "none")),
+    (["run", "--rm", "busybox", "true"],  # the default network: create makes the netns
+     ("/var/lib/corral", False, False, "bridge")),
+    (["run", "--network", "bridge", "busybox"], ("/var/lib/corral", False, False, "bridge")),
+    (["run", "--network", "appnet,other", "busybox"],
+     ("/var/lib/corral", False, False, "bridge")),
 ])
 def test_reads_a_run_it_can_launch(clean_env, argv, expected):
     assert prelaunch.read_run(argv) == expected
 
 
 @pytest.mark.parametrize("argv", [
-    ["run", "busybox", "true"],  # the default network (bridge): the netns comes at start
-    ["run", "--network", "bridge", "busybox"],
-    ["run", "--network", "container:x", "busybox"],
+    ["run", "--network", "container:x", "busybox"],  # the target's netns: at start
     ["run", "--network", "none", "--network", "none", "busybox"],
     ["run", "--network", "none,host", "busybox"],
     ["run", "--network", "none", "--runtime", "runc", "busybox"],
@@ -88,11 +91,17 @@ def test_gives_up_on_anything_else(clean_env, argv):
 def test_reads_the_configuration_as_the_cli_does(clean_env, monkeypatch, tmp_path):
     argv = ["run", "--network", "none", "busybox"]
     assert prelaunch.read_run(argv) is not None
+    conf = tmp_path / "corral.conf"
+    conf.write_text('[containers]\nnetns = "container:web"\n')
+    monkeypatch.setenv("CORRAL_CONFIG", str(conf))
+    assert prelaunch.read_run(["run", "busybox"]) is None  # the configured default
+    conf.write_text('[containers]\nnetns = "none"\n')
+    assert prelaunch.read_run(["run", "busybox"])[3] == "none"
+    monkeypatch.delenv("CORRAL_CONFIG")
     monkeypatch.setenv("CORRAL_ROOT", "/elsewhere")
     assert prelaunch.read_run(argv)[0] == "/elsewhere"
     monkeypatch.setenv("CORRAL_CONFIG", "/no/such/file.conf")
     assert prelaunch.read_run(argv) is None  # the CLI reports it
-    conf = tmp_path / "corral.conf"
     conf.write_text('[storage]\nroot = "/from/file"\n')
     monkeypatch.setenv("CORRAL_CONFIG", str(conf))
     assert prelaunch.read_run(argv)[0] == "/elsewhere"  # the environment wins

@@ -6,7 +6,8 @@ before it mounts the rootfs and writes the spec (`Engine.create(start_next=True)
 but the argument parser, the store and the engine come first (~12 ms). Here, before
 any of that, a light reading of the command line decides whether this is a `run`
 whose monitor can be launched blind — the default runtime (of the flags and the
-configuration files), a network whose spec is final at create (none, private, host) — and if so reserves the
+configuration files), a network that create can set up (none, private, host, bridge;
+not container:) — and if so reserves the
 container's directory (corral.storage.reservations) and starts conmon for it, with the
 runtime waiting for config.json (corral.runtime.AWAIT_CONFIG_ENV).
 
@@ -41,6 +42,8 @@ RUN_VALUES = frozenset({
     "--pids-limit", "--publish", "--restart", "--runtime", "--security-opt", "--shm-size",
     "--stop-signal", "--stop-timeout", "--sysctl", "--tmpfs", "--ulimit", "--user", "--uts",
     "--volume", "--workdir", "-c", "-e", "-h", "-l", "-m", "-p", "-u", "-v", "-w"})
+#: network modes whose monitor can be launched before the record (networking.launch_at_create)
+LAUNCHABLE = ("none", "private", "host", "bridge")
 #: as corral.storage.store's ROOT_ENV and DEFAULT_ROOT (the test checks)
 ROOT_ENV = "CORRAL_ROOT"
 DEFAULT_ROOT = "/var/lib/corral"
@@ -135,7 +138,7 @@ def abandon() -> None:
 def read_run(argv: list[str]) -> tuple[str, bool, bool, str] | None:
     """(store root, -t, -i, network mode) if `argv` is a `run` whose monitor can be
     launched before parsing, else None."""
-    from corral.engine.networking import SIMPLE_MODES
+    from corral.engine.networking import parse_network_flags
 
     globals_: dict[str, str] = {}
     i, n = 0, len(argv)
@@ -155,16 +158,22 @@ def read_run(argv: list[str]) -> tuple[str, bool, bool, str] | None:
     if seen is None:
         return None
     flags, values = seen
-    networks = [item for v in values.get("network", []) for item in v.split(",") if item]
-    if (len(networks) != 1 or networks[0] not in SIMPLE_MODES or "runtime" in values
-            or "--runtime" in globals_ or os.environ.get("CORRAL_OCI_RUNTIME")):
+    if ("runtime" in values or "--runtime" in globals_
+            or os.environ.get("CORRAL_OCI_RUNTIME")):
         return None
     config = _read_config()
     if config is None or config.runtime not in (None, "corral-runtime"):
         return None
+    try:  # as the engine reads --network (none, private, host, bridge or network names)
+        mode, _ = parse_network_flags(values.get("network", []),
+                                      getattr(config, "netns", None) or "bridge")
+    except Exception:  # noqa: BLE001 - the CLI reports it
+        return None
+    if mode not in LAUNCHABLE:
+        return None  # container:ID is looked up at start
     # as cli.main.Context: --root, else $CORRAL_ROOT, else the file's, else the default
     root = globals_.get("--root") or os.environ.get(ROOT_ENV) or config.root or DEFAULT_ROOT
-    return root, "tty" in flags, "interactive" in flags, networks[0]
+    return root, "tty" in flags, "interactive" in flags, mode
 
 
 _config: object = None

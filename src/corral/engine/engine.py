@@ -214,7 +214,9 @@ class Engine:
         self.locks = self.dir / "locks"
         for d in (self.exits, self.locks):
             d.mkdir(parents=True, exist_ok=True)
-        self._early_launches: dict[str, conmon.Launch] = {}  # create(start_next=True)
+        # create(start_next=True) -> start: the launch, and a bridge network's pending ADDs
+        self._early_launches: dict[str, tuple[conmon.Launch, Any]] = {}
+        self._held_locks: dict[str, tuple[FileLock, Any]] = {}
 
     @property
     def store(self) -> Any:
@@ -227,8 +229,22 @@ class Engine:
     # -- records -------------------------------------------------------------------------
     @contextlib.contextmanager
     def _lock(self, container_id: str) -> Iterator[None]:
-        with FileLock(self.locks / f"{container_id}.lock").held():
+        held = self._held_locks.get(container_id)
+        with (held[0] if held else FileLock(self.locks / f"{container_id}.lock")).held():
             yield
+
+    def _hold_lock(self, container_id: str) -> None:
+        """Take the container's lock until `_release_lock` (create(start_next=True) of a
+        bridge container, until its start: see there). Same thread only."""
+        lock = FileLock(self.locks / f"{container_id}.lock")
+        context = lock.held()
+        context.__enter__()
+        self._held_locks[container_id] = (lock, context)
+
+    def _release_lock(self, container_id: str) -> None:
+        held = self._held_locks.pop(container_id, None)
+        if held is not None:
+            held[1].__exit__(None, None, None)
 
     def _load(self, record: Any) -> Container:
         bundle = self.store.container_dir(record.id)
@@ -361,10 +377,17 @@ class Engine:
         name = record.names[0]
         config = records_light.replace(config, name=name, hostname=config.hostname or cid[:12])
         early: conmon.Launch | None = None
+        pending: Any = None
         try:
             bundle = store.container_dir(cid)
             launch_now = start_next and runs_in_process(runtime) and \
-                networking.spec_final_at_create(config)
+                networking.launch_at_create(config)
+            bridged = launch_now and (config.network or "bridge") == "bridge"
+            if bridged:
+                # the netns is made here, before the spec naming it is written: from now
+                # until the start, other processes' reconcile must see the container
+                # as busy, not as a stopped one whose network is to be torn down
+                self._hold_lock(cid)
             if pre is not None:
                 pre.adopted = True  # the record owns the directory: undone as any launch
                 if launch_now and pre.fits(self.root, runtime, config):
@@ -387,26 +410,33 @@ class Engine:
             notes = spec.setdefault("annotations", {})
             notes.update({"io.corral.container.name": name, "io.corral.image": image.id})
             notes.update(config.annotations)
+            command = list(spec.get("process", {}).get("args") or [])
             # not fsynced yet: a runtime waiting for it starts at once, and the fsync
             # (0.3 to 8 ms on this VM's disk) happens while it creates the container
-            write_json(bundle / "config.json", spec, durable=False)
-            command = list(spec.get("process", {}).get("args") or [])
+            if not bridged:
+                write_json(bundle / "config.json", spec, durable=False)
             write_json(bundle / "corral.json", {
                 "id": cid, "name": name, "image": image.id, "image_name": config.image,
                 "created": record.created, "config": config.to_json(), "runtime": runtime,
                 "runtime_name": os.path.basename(runtime),
                 "log_path": config.log_path or str(bundle / "ctr.log"), "command": command})
-            sync_file(bundle / "config.json")  # its name: corral.json's directory fsync
             write_json(bundle / "state.json", records_light.asdict(State()), durable=False)
+            if bridged:  # the netns, then the spec that names it; the ADDs run meanwhile
+                pending = networking.begin(self, self._load(record))
+                write_json(bundle / "config.json", spec, durable=False)
+            sync_file(bundle / "config.json")  # its name: corral.json's directory fsync
             store.containers.set_metadata(cid, command=command, durable=False)  # in corral.json
         except BaseException:
             if early is not None:  # the waiting runtime gets a config it refuses, and exits
                 self._abandon_launch(early, bundle, runtime, cid)
+            if pending is not None:
+                pending.abandon()
+            self._release_lock(cid)
             with contextlib.suppress(Exception):
                 store.remove_container(cid)
             raise
         if early is not None:
-            self._early_launches[cid] = early
+            self._early_launches[cid] = (early, pending)
         return self.get(cid)
 
     def _spawn_monitor(self, cid: str, name: str, runtime: str, bundle: Path,
@@ -451,14 +481,17 @@ class Engine:
         exit command at all — for a long-lived caller that watches the exits itself and
         cleans up after a restart (the CRI server); conmon still writes the exit file."""
         c = self._load(self.store.container(ref))
-        with self._lock(c.id):
-            c = self.refresh(self._load(self.store.container(c.id)))
-            if c.status in RUNNING:
-                raise ContainerRunning(f"container {c.name} is already {c.status}")
-            c.state.restart_count = 0
-            c.state.rm_client = rm_client
-            c.state.monitor_cleanup = monitor_cleanup
-            self._start_locked(c, before_start)
+        try:
+            with self._lock(c.id):
+                c = self.refresh(self._load(self.store.container(c.id)))
+                if c.status in RUNNING:
+                    raise ContainerRunning(f"container {c.name} is already {c.status}")
+                c.state.restart_count = 0
+                c.state.rm_client = rm_client
+                c.state.monitor_cleanup = monitor_cleanup
+                self._start_locked(c, before_start)
+        finally:
+            self._release_lock(c.id)  # held since create(start_next=True), if it was
         return c
 
     def _rejoin_namespaces(self, c: Container) -> None:
@@ -485,7 +518,8 @@ class Engine:
                       = None) -> None:
         st = c.state
         rt = self._runtime(c)
-        early = self._early_launches.pop(c.id, None)  # create(start_next=True) began it
+        # create(start_next=True) began the launch, and for a bridge network the ADDs
+        early, early_network = self._early_launches.pop(c.id, (None, None))
         if early is not None and not st.monitor_cleanup:  # launched with the default hook
             self._abandon_launch(early, c.bundle, c.runtime, c.id)
             early = None
@@ -502,13 +536,19 @@ class Engine:
         try:
             store.mount(c.id)
             try:
-                pending = networking.begin(self, c)  # CNI ADD runs alongside the create
+                if early_network is not None:
+                    early_network.c = c  # the ADDs' results go into this state
+                    pending, early_network = early_network, None
+                else:
+                    pending = networking.begin(self, c)  # CNI ADD runs alongside the create
             except BaseException:
                 store.unmount(c.id, force=True)
                 raise
         except BaseException:
             if early is not None:
                 self._abandon_launch(early, c.bundle, c.runtime, c.id)
+            if early_network is not None:
+                early_network.abandon()
             raise
         try:
             with _alongside(_import, _AFTER_LAUNCH):

@@ -129,11 +129,12 @@ def prepare_create(engine: Any, config: Any, image_config: Any) -> Any:
     return records_light.replace(config, networks=names, publish=publish, publish_all=False)
 
 
-def spec_final_at_create(config: Any) -> bool:
-    """Whether the spec `create` writes is final for the runtime: not for a bridge network
-    (`begin`, at start, makes the netns) or `container:` (start points the spec at the
-    target's current netns)."""
-    return (config.network or "bridge") in SIMPLE_MODES
+def launch_at_create(config: Any) -> bool:
+    """Whether `run`'s create may launch the runtime (Engine.create(start_next=True)):
+    its spec is final there for none/private/host, and for a bridge network once create
+    has made the netns (`begin`, moved from start to create then); not for `container:`
+    (start points the spec at the target's current netns)."""
+    return (config.network or "bridge") in (*SIMPLE_MODES, "bridge")
 
 
 def adjust_spec(engine: Any, config: Any, spec: dict, container_id: str) -> None:
