@@ -17,6 +17,11 @@ cleanup() {
   $P rm -af -t 0 >/dev/null 2>&1 || true
   $P system reset -f >/dev/null 2>&1 || true
   grep -o "$TMP[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  # conmon's socket directory of this store (/run/corral/s-<hash>), empty by now
+  "$HERE/.venv/bin/python3" -c 'import sys; sys.path.insert(0, sys.argv[1])
+from pathlib import Path; from corral.engine.conmon import socket_dir
+d = socket_dir(Path(sys.argv[2])); [p.unlink() for p in d.iterdir() if p.is_symlink()]; d.rmdir()' \
+    "$HERE/src" "$CR" 2>/dev/null || true
   rm -rf "$TMP"
 }
 trap cleanup EXIT
