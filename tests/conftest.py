@@ -10,7 +10,8 @@ its leases are removed at the end of the session.
 
 Every store root gets a conmon socket directory `/run/corral/s-<hash of the root>`
 (engine/conmon.py); the tests' roots are temp directories, so the ones made during
-the session are removed at its end when nothing in them points anywhere any more.
+the session are removed at its end when nothing in them points anywhere any more, and
+so are Corral's iptables chains if the session made them and no bridge uses them.
 """
 
 from __future__ import annotations
@@ -45,8 +46,17 @@ def _socket_dirs() -> set[str]:
         return set()
 
 
+def _corral_chains() -> bool:
+    try:
+        from corral.network import isolation
+    except ImportError:
+        return True
+    return isolation.chains_exist()
+
+
 def pytest_configure(config):
     config._corral_socket_dirs = _socket_dirs()
+    config._corral_chains_before = _corral_chains()
     if os.environ.get("CORRAL_CONFIG"):
         return
     tag = secrets.token_hex(2)[:3]
@@ -88,3 +98,5 @@ def pytest_unconfigure(config):
     remove_leases(network)
     if not os.path.exists(f"/sys/class/net/{bridge}"):
         isolation.remove(bridge, [subnet])
+    if not config._corral_chains_before:  # made by this session: gone once unused
+        isolation.remove_chains_if_unused()

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -544,3 +545,28 @@ def test_forward_drop_policy_still_lets_containers_out_and_keeps_networks_apart(
             corral("network", "rm", "-f", n, check=False)
             with contextlib.suppress(OSError):
                 os.unlink(f"/run/corral/isolation/{b}")
+
+
+def test_unused_isolation_chains_are_removed_only_without_rules():
+    """network.isolation.remove_chains_if_unused (the test session's cleanup of chains it
+    made): with a bridge's rules in place the chains stay; once removed, the chains and
+    their jumps go. Run in a netns of its own, whose iptables are its own."""
+    ns = f"corral-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    bridge = f"corral-test-{uuid.uuid4().hex[:3]}"
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2] / 'src')!r})\n"
+            "from corral.network import isolation as i\n"
+            f"i.ensure({bridge!r}, subnets=['10.99.250.0/24'], force=True)\n"
+            "a = i.chains_exist(); b = i.remove_chains_if_unused()\n"
+            f"i.remove({bridge!r}, ['10.99.250.0/24'])\n"
+            "print(a, b, i.remove_chains_if_unused(), i.chains_exist())\n")
+    try:
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code],
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert r.stdout.split() == ["True", "False", "True", "False"], r.stderr
+        rules = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
+                                "iptables -S; iptables -t nat -S"],
+                               capture_output=True, text=True, check=True).stdout
+        assert "CORRAL" not in rules
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)

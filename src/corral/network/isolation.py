@@ -93,6 +93,42 @@ def ensure(bridge: str, *, internal: bool = False, subnets: list[str] | tuple[st
             pass
 
 
+def chains_exist() -> bool:
+    """Are Corral's chains in the filter table (any bridge ensured since they were)?"""
+    return _iptables("-n", "-L", FORWARD)
+
+
+def remove_chains_if_unused() -> bool:
+    """Remove Corral's chains and their jumps if no bridge has rules in them any more
+    (for a test session that made them: `remove` leaves them, as CNI leaves its own).
+    True if they are gone."""
+    def rules(table: str, chain: str) -> list[str]:
+        try:
+            out = subprocess.run(["iptables", "-w", "10", "-t", table, "-S", chain],
+                                 capture_output=True, text=True, check=False, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return ["?"]
+        return [line for line in out.stdout.splitlines() if line.startswith("-A ")] \
+            if out.returncode == 0 else []
+
+    if (rules("filter", FORWARD) not in ([], [f"-A {FORWARD} -j {STAGE1}"])
+            or rules("filter", STAGE1) or rules("filter", STAGE2)
+            or rules("nat", POSTROUTING)):
+        return False
+    while _iptables("-D", "FORWARD", "-j", FORWARD):
+        pass
+    for chain in (FORWARD, STAGE1, STAGE2):
+        _iptables("-F", chain)
+        _iptables("-X", chain)
+    while _iptables("-t", "nat", "-D", "POSTROUTING", "-j", POSTROUTING):
+        pass
+    _iptables("-t", "nat", "-X", POSTROUTING)
+    with contextlib.suppress(OSError):  # no bridge has rules: every marker is stale
+        for name in os.listdir(MARKERS):
+            os.unlink(os.path.join(MARKERS, name))
+    return not chains_exist()
+
+
 def remove(bridge: str, subnets: list[str] | tuple[str, ...] = ()) -> None:
     """This bridge's rules (the chains stay, as CNI's own chains do)."""
     rules = [(STAGE1, ["-i", bridge, "!", "-o", bridge, "-j", STAGE2]),
