@@ -335,6 +335,10 @@ class Engine:
         rest of this create; the runtime waits for config.json (written atomically, last)
         and `start` takes over the launch.
 
+        On a bridge network, create also makes the netns and starts the CNI ADDs before it
+        writes the spec, and holds the container's lock until `start(id)`, which must then
+        come from the same thread.
+
         `prelaunched` (a corral.cli.prelaunch.Prelaunch): conmon was started even earlier,
         for a directory reserved under a chosen id; the record adopts the directory, and
         the launch is used if it fits this container, else undone."""
