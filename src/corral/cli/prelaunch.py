@@ -26,6 +26,10 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 #: global options (cli/main.py) that take a value, and the flags
 GLOBAL_VALUES = frozenset({"--root", "--storage-driver", "--runtime"})
 GLOBAL_FLAGS = frozenset({"--debug"})
@@ -68,15 +72,14 @@ class Prelaunch:
         self.launch = None  # conmon.Launch
         self.adopted = False  # Engine.create took it (and the directory with the record)
 
-    def fits(self, root: object, runtime: str, config: object) -> bool:
+    def fits(self, root: object, runtime: str, config: Any) -> bool:
         """Launched as the engine would launch this container now?"""
         from pathlib import Path
 
         return (Path(self.root) == root and self.runtime == runtime
-                and self.tty == bool(getattr(config, "tty", False))
-                and self.interactive == bool(getattr(config, "interactive", False))
-                and self.network == getattr(config, "network", None)
-                and not getattr(config, "log_path", None))
+                and self.tty == bool(config.tty)
+                and self.interactive == bool(config.interactive)
+                and self.network == config.network and not config.log_path)
 
 
 _pending: Prelaunch | None = None
@@ -116,23 +119,13 @@ def abandon() -> None:
     from pathlib import Path
 
     from corral.engine import conmon
-    from corral.engine.oci import OCIRuntime, runtime_root
-    from corral.storage.records import write_json
+    from corral.storage import reservations
 
-    bundle = Path(pre.bundle)
-    with contextlib.suppress(OSError):
-        if not (bundle / "config.json").exists():
-            write_json(bundle / "config.json", {"ociVersion": "1.0.2"}, durable=False)
     if pre.launch is not None:
         with contextlib.suppress(Exception):
-            pre.launch.wait()
-    root = Path(pre.root)
-    with contextlib.suppress(Exception):
-        OCIRuntime(pre.runtime, runtime_root(root, pre.runtime)).delete(pre.container_id,
-                                                                         force=True)
-    with contextlib.suppress(OSError):
-        conmon.remove_socket_link(conmon.socket_dir(root), pre.container_id)
-    _remove_reserved(bundle)
+            conmon.abandon(pre.launch, Path(pre.root), Path(pre.bundle), pre.runtime,
+                           pre.container_id)
+    reservations.discard(pre.bundle)
 
 
 def read_run(argv: list[str]) -> tuple[str, bool, bool, str] | None:
@@ -145,12 +138,10 @@ def read_run(argv: list[str]) -> tuple[str, bool, bool, str] | None:
     while i < n and argv[i] != "run":
         name, eq, value = argv[i].partition("=")
         if name in GLOBAL_VALUES:
-            if not eq:
-                i += 1
-                if i >= n:
-                    return None
-                value = argv[i]
-            globals_[name] = value
+            taken = _value(argv, i, value if eq else None)
+            if taken is None:
+                return None
+            globals_[name], i = taken
         elif argv[i] not in GLOBAL_FLAGS:
             return None
         i += 1
@@ -215,11 +206,10 @@ def _read_run_options(args: list[str]) -> tuple[set[str], dict[str, list[str]]] 
             if name in RUN_FLAGS and not eq:
                 flags.add(_LONG.get(name, name)[2:])
             elif name in RUN_VALUES:
-                if not eq:
-                    i += 1
-                    if i >= n:
-                        return None
-                    value = args[i]
+                taken = _value(args, i, value if eq else None)
+                if taken is None:
+                    return None
+                value, i = taken
                 values.setdefault(_LONG.get(name, name)[2:], []).append(value)
             else:
                 return None
@@ -231,19 +221,24 @@ def _read_run_options(args: list[str]) -> tuple[set[str], dict[str, list[str]]] 
                     flags.add(_LONG[option][2:])
                     j += 1
                 elif option in RUN_VALUES:
-                    value = arg[j + 1:]
-                    value = value.removeprefix("=")
-                    if not value:
-                        i += 1
-                        if i >= n:
-                            return None
-                        value = args[i]
+                    taken = _value(args, i, arg[j + 1:].removeprefix("=") or None)
+                    if taken is None:
+                        return None
+                    value, i = taken
                     values.setdefault(_LONG.get(option, option)[2:], []).append(value)
                     break
                 else:
                     return None
         i += 1
     return None  # no image
+
+
+def _value(args: list[str], i: int, attached: str | None) -> tuple[str, int] | None:
+    """An option's value at `args[i]`: `attached` (`--name=x`, `-ex`), else the next
+    argument; with the index of the last argument used. None if there is none."""
+    if attached is not None:
+        return attached, i
+    return (args[i + 1], i + 1) if i + 1 < len(args) else None
 
 
 #: short options and aliases -> the long name the reading above records
@@ -273,22 +268,9 @@ def _launch(root: str, tty: bool, interactive: bool, network: str) -> Prelaunch 
             Path(root), container_id, container_id[:12], runtime, Path(bundle),
             Path(bundle) / "ctr.log", tty=tty, stdin=interactive, await_config=True)
     except BaseException:
-        _remove_reserved(Path(bundle))
+        reservations.discard(bundle)
         raise
     return pre
-
-
-def _remove_reserved(bundle: object) -> None:
-    """Remove a reserved directory that no record adopted."""
-    from pathlib import Path
-
-    from corral.storage import reservations
-
-    path = Path(str(bundle))
-    if reservations.holder(path) == os.getpid():
-        from corral.storage.drivers._util import remove_tree
-
-        remove_tree(path)
 
 
 __all__ = ["Prelaunch", "abandon", "begin", "config", "pending", "read_run"]

@@ -236,6 +236,27 @@ def spawn_monitor(store_root: Path, container_id: str, name: str, runtime: str,
         tty=tty, stdin=stdin, runtime_env={AWAIT_CONFIG_ENV: "60"} if await_config else None)
 
 
+def abandon(launch: Launch, store_root: Path, bundle: Path, runtime: str,
+            container_id: str) -> None:
+    """Undo a launch whose `start` will not happen: a runtime still waiting for
+    config.json gets one it refuses, and exits; a container it created is deleted; the
+    socket link goes."""
+    from corral.engine.oci import OCIRuntime, runtime_root
+    from corral.storage.records import write_json
+
+    if not (bundle / "config.json").exists():
+        try:
+            write_json(bundle / "config.json", {"ociVersion": "1.0.2"}, durable=False)
+        except OSError:
+            pass
+    try:
+        launch.wait()
+    except Exception:  # noqa: BLE001, S110 - it failed, as it was meant to
+        pass
+    OCIRuntime(runtime, runtime_root(store_root, runtime)).delete(container_id, force=True)
+    remove_socket_link(socket_dir(store_root), container_id)
+
+
 def _clean(text: str) -> str:
     """runc's `time=... level=error msg="..."` -> the message."""
     import re
@@ -293,6 +314,7 @@ __all__ = [
     "ConmonError",
     "CreateFailed",
     "Launch",
+    "abandon",
     "attach_socket",
     "conmon_path",
     "exit_command",

@@ -455,15 +455,8 @@ class Engine:
 
     def _abandon_launch(self, launch: conmon.Launch, bundle: Path, runtime: str,
                         cid: str) -> None:
-        """Undo a launch whose `start` will not happen: a runtime still waiting for
-        config.json gets one it refuses; a container it created is deleted."""
-        if not (bundle / "config.json").exists():
-            with contextlib.suppress(OSError):
-                write_json(bundle / "config.json", {"ociVersion": "1.0.2"}, durable=False)
-        with contextlib.suppress(Exception):
-            launch.wait()
-        OCIRuntime(runtime, runtime_root(self.root, runtime)).delete(cid, force=True)
-        conmon.remove_socket_link(conmon.socket_dir(self.root), cid)
+        """Undo a launch whose `start` will not happen (conmon.abandon)."""
+        conmon.abandon(launch, self.root, bundle, runtime, cid)
 
     def _build_spec(self, image_config: Any, config: ContainerConfig, rootfs: Path,
                     cid: str, runtime: str, starts_now: bool) -> dict:

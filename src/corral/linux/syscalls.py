@@ -258,10 +258,7 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     """
     args = _CloneArgs(flags=_CLONE_INTO_CGROUP | _CLONE_CHILD_SETTID | _CLONE_CHILD_CLEARTID,
                       exit_signal=17, cgroup=cgroup_fd, child_tid=_glibc_tid_field())
-    global _python_api
-    if _python_api is None:
-        _python_api = libc.Library(None, python_api=True)
-    api = _python_api
+    api = _python()
     api.PyOS_BeforeFork()
     pid = _libc.syscall(_SYS_CLONE3, libc.byref(args), libc.sizeof(args))
     if pid == 0:
@@ -274,32 +271,19 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     return pid
 
 
-def prepare_fork_into_cgroup() -> None:
-    """Do now what fork_into_cgroup does on its first call (the runtime's await path)."""
+def _python() -> libc.Library:
     global _python_api
-    _glibc_tid_field()
     if _python_api is None:
         _python_api = libc.Library(None, python_api=True)
+    return _python_api
+
+
+def prepare_fork_into_cgroup() -> None:
+    """Do now what fork_into_cgroup does on its first call (the runtime's await path)."""
+    _glibc_tid_field()
+    api = _python()
     for name in ("PyOS_BeforeFork", "PyOS_AfterFork_Child", "PyOS_AfterFork_Parent"):
-        getattr(_python_api, name)
-
-
-# inotify(7), for waiting on a file without polling.
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_TO = 0x00000080
-IN_NONBLOCK = 0o4000
-IN_CLOEXEC = 0o2000000
-
-
-def inotify_init(flags: int = IN_CLOEXEC) -> int:
-    """inotify_init1(2): a new inotify instance's fd."""
-    return _check(_libc.inotify_init1(flags), "inotify_init1")
-
-
-def inotify_add_watch(fd: int, path: str, mask: int) -> int:
-    """inotify_add_watch(2): watch `path` for the events in `mask`."""
-    return _check(_libc.inotify_add_watch(fd, _path(path), mask),
-                  f"inotify_add_watch({path!r})")
+        getattr(api, name)
 
 
 def set_loopback_up() -> None:

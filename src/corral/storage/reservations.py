@@ -73,4 +73,13 @@ def release(directory: str | os.PathLike[str]) -> None:
         pass
 
 
-__all__ = ["LOCK_NAME", "MARKER", "held", "holder", "release", "reserve"]
+def discard(directory: str | os.PathLike[str]) -> None:
+    """Remove a directory this process reserved and no record adopted (a reserved one
+    that a record adopted has no marker any more, and stays)."""
+    if holder(directory) == os.getpid():
+        from corral.storage.drivers._util import remove_tree
+
+        remove_tree(directory)
+
+
+__all__ = ["LOCK_NAME", "MARKER", "discard", "held", "holder", "release", "reserve"]
